@@ -1,0 +1,1 @@
+"""Flow-map models, objectives, training, metrics and the oracle's check logic."""
