@@ -73,7 +73,7 @@ def _as_column(t: Tensor | float, like: Tensor) -> Tensor:
         return t
     if t.ndim == 1 and like.ndim == 2 and t.shape[0] == like.shape[0]:
         return t[:, None]
-    if t.shape == like.shape[:-1] + (1,):
+    if t.shape == (*like.shape[:-1], 1):
         return t
     raise ValueError(
         f"time has shape {tuple(t.shape)}; expected a scalar or shape ({like.shape[0]},) "
