@@ -14,11 +14,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..reference_models import ExactFlowMap
+from ..reference_models import ExactFlowMap, GaussianMixtureTeacher
 
 __all__ = [
     "FACM",
     "MEANFLOW",
+    "CholeskyFlowMap",
+    "ExpandedTimeFlowMap",
     "FlowMapModel",
     "MLPFlowMap",
     "Parameterisation",
@@ -136,3 +138,85 @@ class TeacherFlowMap(FlowMapModel):
 
     def forward(self, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
         return self.flow_map.average_velocity(x, t, s)
+
+
+class ExpandedTimeFlowMap(FlowMapModel):
+    """FACM's *expanded time interval* put in front of a flow-map model.
+
+    FACM trains one network on two tasks and tells them apart by the time input: the
+    consistency task at ``tau = t in [0, 1]`` and the flow-matching anchor at ``tau = 2 - t in
+    [1, 2]``. This wrapper gives any flow map that encoding::
+
+        forward(x, tau, sigma) = inner(x, tau, sigma)            for tau <= 1
+                               = inner(x, 2 - tau, 2 - tau)      for tau > 1 (the velocity)
+
+    so that the exact teacher can be evaluated by FACM's loss in its own encoding. The two
+    branches meet discontinuously at ``tau = 1`` (as in FACM's network): derivatives in ``t`` by
+    finite differences need ``t + h <= 1``.
+    """
+
+    parameterisation = FACM
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
+        anchor = t > 1
+        t_in = torch.where(anchor, 2 - t, t)
+        s_in = torch.where(anchor, 2 - t, s)
+        return self.inner(x, t_in, s_in)
+
+
+class CholeskyFlowMap(FlowMapModel):
+    """A wrong flow with the right marginals: the Cholesky family of a single Gaussian teacher.
+
+    For data ``N(mu, Sigma)`` on the path ``x_t = alpha x0 + beta x1`` the marginal is
+    ``N(m_t, C_t)`` with ``m_t = alpha_t mu`` and ``C_t = alpha_t^2 Sigma + beta_t^2 I``. With
+    ``L_t`` the lower Cholesky factor of ``C_t``::
+
+        f_{t->s}(x) = m_s + L_s L_t^{-1} (x - m_t)
+
+    carries ``N(m_t, C_t)`` exactly to ``N(m_s, C_s)``, satisfies ``f_{t->t} = x`` and the
+    semigroup property, and is the flow of ``v~ = m' + L' L^{-1} (x - m)`` -- but it is not the
+    teacher's flow (that uses the symmetric root, MATH.md section 3) unless ``Sigma`` is diagonal.
+    Teacher-free objectives (split, Shortcut consistency, MeanFlow/EMD with the model's own
+    velocity, IMM) cannot tell it from the exact map. ``forward`` returns the average velocity
+    (``v~`` on the diagonal ``s = t``); it is differentiable by autograd and ``torch.func.jvp``.
+
+    Arguments:
+        teacher: a single-component Gaussian teacher.
+    """
+
+    def __init__(self, teacher: GaussianMixtureTeacher) -> None:
+        super().__init__()
+        mix = teacher.mixture
+        if mix.n_components != 1:
+            raise ValueError(
+                f"the Cholesky family needs a single Gaussian; got {mix.n_components} components"
+            )
+        self.path = teacher.path
+        self.register_buffer("mean", mix.means[0].clone())
+        self.register_buffer("cov", mix.covariances[0].clone())
+
+    def _factor(self, t: Tensor) -> Tensor:
+        a, b = self.path.alpha(t), self.path.beta(t)
+        eye = torch.eye(self.cov.shape[0], dtype=self.cov.dtype, device=self.cov.device)
+        cov_t = a[:, None, None] ** 2 * self.cov + b[:, None, None] ** 2 * eye
+        return torch.linalg.cholesky(cov_t)
+
+    def forward(self, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
+        l_t = self._factor(t)
+        l_s = self._factor(s)
+        y = torch.linalg.solve_triangular(
+            l_t, (x - self.path.alpha(t)[:, None] * self.mean)[..., None], upper=False
+        )
+        f = self.path.alpha(s)[:, None] * self.mean + (l_s @ y)[..., 0]
+        gap = (t - s)[:, None]
+        same = gap == 0
+        avg = (x - f) / torch.where(same, torch.ones_like(gap), gap)
+        if not bool(same.any()):
+            return avg
+        _, l_dot = torch.func.jvp(self._factor, (t,), (torch.ones_like(t),))
+        vel = self.path.alpha_dot(t)[:, None] * self.mean + (l_dot @ y)[..., 0]
+        return torch.where(same, vel, avg)

@@ -1,6 +1,74 @@
-"""Every distillation objective as a real loss, one module per method."""
+"""Every distillation objective as a real loss, one module per method.
 
-from ._common import LossOutput, Velocity
+===================================  ==========================  =========
+module                               loss                        type
+===================================  ==========================  =========
+:mod:`.flow_matching`                :func:`flow_matching_loss`  (a)
+:mod:`.meanflow`                     :func:`meanflow_loss`       (b)
+:mod:`.split_meanflow`               :func:`split_meanflow_loss` (c)
+:mod:`.consistency` (discrete CD/CT) :func:`consistency_loss`    (b)
+:mod:`.continuous_consistency` (sCM) :func:`scm_loss`            (b)
+:mod:`.facm`                         :func:`facm_loss`           (b)
+:mod:`.align_your_flow`              :func:`ayf_emd_loss`        (b)
+:mod:`.align_your_flow`              :func:`ayf_lmd_loss`        (a)
+:mod:`.shortcut`                     :func:`shortcut_loss`       (c)
+:mod:`.reflow`                       :func:`reflow_loss`         (a)
+:mod:`.imm`                          :func:`imm_loss`            (c)
+:mod:`.ctm`                          :func:`ctm_loss`            (a)
+===================================  ==========================  =========
+
+Loss types follow the seed: (a) forward, (b) backward, (c) self-consistency. Shared pieces:
+:mod:`._common` (output record, input checks, velocity choices), :mod:`.derivatives` (JVP and
+finite-difference routes), :mod:`.distances`, :mod:`.teacher_solvers`, :mod:`.time_sampling`.
+"""
+
+from ._common import LossOutput, Velocity, VelocityChoice
+from .align_your_flow import ayf_emd_loss, ayf_lmd_loss
+from .consistency import consistency_loss
+from .continuous_consistency import consistency_tangent, scm_loss
+from .ctm import ctm_loss
+from .derivatives import FiniteDifference, directional_derivative, s_derivative, total_derivative
+from .facm import facm_loss
+from .flow_matching import flow_matching_loss, flow_matching_residual
+from .imm import imm_loss, mmd2_unbiased
 from .meanflow import meanflow_loss, meanflow_target
+from .reflow import RectifiedVelocity, rectified_velocity, reflow_couplings, reflow_loss
+from .shortcut import shortcut_loss, shortcut_residual
+from .split_meanflow import split_meanflow_loss, split_residual, split_target
+from .teacher_solvers import EulerSolver, ExactSolver, HeunSolver, TeacherSolver
 
-__all__ = ["LossOutput", "Velocity", "meanflow_loss", "meanflow_target"]
+__all__ = [
+    "EulerSolver",
+    "ExactSolver",
+    "FiniteDifference",
+    "HeunSolver",
+    "LossOutput",
+    "RectifiedVelocity",
+    "TeacherSolver",
+    "Velocity",
+    "VelocityChoice",
+    "ayf_emd_loss",
+    "ayf_lmd_loss",
+    "consistency_loss",
+    "consistency_tangent",
+    "ctm_loss",
+    "directional_derivative",
+    "facm_loss",
+    "flow_matching_loss",
+    "flow_matching_residual",
+    "imm_loss",
+    "meanflow_loss",
+    "meanflow_target",
+    "mmd2_unbiased",
+    "rectified_velocity",
+    "reflow_couplings",
+    "reflow_loss",
+    "s_derivative",
+    "scm_loss",
+    "shortcut_loss",
+    "shortcut_residual",
+    "split_meanflow_loss",
+    "split_residual",
+    "split_target",
+    "total_derivative",
+]

@@ -1,16 +1,48 @@
-"""Shared pieces of the objectives: the loss output record and time/velocity helpers."""
+"""Shared pieces of the objectives: the loss output record, input checks and velocity choices.
+
+Every objective in this package works on the linear path ``x_t = (1 - t) x0 + t x1`` (data at
+t = 0, noise at t = 1), takes its explicit inputs (``x0``, ``x1``, the times, a teacher velocity
+or solver) in its signature, and returns a :class:`LossOutput`. Points are ``(N, d)`` tensors and
+times ``(N,)`` tensors of the same dtype.
+"""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
+import torch
 from torch import Tensor
 
-__all__ = ["LossOutput", "Velocity"]
+__all__ = [
+    "FlowFn",
+    "LossOutput",
+    "Velocity",
+    "VelocityChoice",
+    "check_order",
+    "check_points",
+    "check_times",
+    "col",
+    "flow_of",
+    "frozen_flow",
+    "interpolate",
+    "reduce",
+    "resolve_velocity",
+    "surrogate_loss",
+]
 
 Velocity = Callable[[Tensor, Tensor], Tensor]
 """A velocity field ``v(x, t)`` with ``x`` of shape ``(N, d)`` and ``t`` of shape ``(N,)``."""
+
+VelocityChoice = Velocity | Literal["conditional", "model"] | None
+"""Where an objective's velocity ``v`` comes from.
+
+* a callable ``v(x, t)``: a teacher's (marginal) velocity, e.g. ``teacher.velocity``;
+* ``"conditional"`` or ``None``: the conditional velocity ``x1 - x0`` of the sampled pair;
+* ``"model"``: the model's own instantaneous velocity ``F_theta(x, t, t)`` (stop-gradient).
+"""
 
 
 @dataclass(frozen=True)
@@ -19,11 +51,183 @@ class LossOutput:
 
     Attributes:
         loss: the scalar training loss (differentiable in the model parameters).
-        residual: the per-sample residual whose weighted square is the loss, detached,
-            shape ``(N, d)``.
+        residual: the per-sample residual whose (weighted) square the loss penalises, or whose
+            product with ``d f_theta / d theta`` is the loss's gradient; detached, ``(N, d)``.
         target: the stop-gradient target where the objective has one (else ``None``).
+        per_sample: each sample's contribution to the loss before averaging, detached, ``(N,)``;
+            for IMM, whose loss is a mean over groups of particles, each group's ``MMD^2``.
     """
 
     loss: Tensor
     residual: Tensor
     target: Tensor | None = None
+    per_sample: Tensor | None = None
+
+
+def col(t: Tensor) -> Tensor:
+    """Return a ``(N,)`` time tensor as a ``(N, 1)`` column for broadcasting against points."""
+    return t[:, None]
+
+
+def check_points(**points: Tensor) -> tuple[int, int, torch.dtype]:
+    """Validate point tensors: same shape ``(N, d)``, floating dtype, finite.
+
+    Returns:
+        ``(N, d, dtype)``.
+
+    Raises:
+        ValueError / TypeError naming the offending argument.
+    """
+    ref_name, ref = next(iter(points.items()))
+    for name, x in points.items():
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.ndim != 2:
+            raise ValueError(f"{name} must have shape (N, d), got {tuple(x.shape)}")
+        if not x.dtype.is_floating_point:
+            raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+        if x.shape != ref.shape:
+            raise ValueError(
+                f"{name} has shape {tuple(x.shape)} but {ref_name} has {tuple(ref.shape)}"
+            )
+        if x.dtype != ref.dtype:
+            raise TypeError(f"{name} has dtype {x.dtype} but {ref_name} has {ref.dtype}")
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{name} contains non-finite values")
+    n, d = ref.shape
+    return n, d, ref.dtype
+
+
+def check_times(n: int, dtype: torch.dtype, *, lo: float = 0.0, hi: float = 1.0, **times: Tensor):
+    """Validate ``(N,)`` time tensors of the points' dtype with values in ``[lo, hi]``."""
+    for name, t in times.items():
+        if not isinstance(t, Tensor):
+            raise TypeError(
+                f"{name} must be a torch.Tensor of shape ({n},), got {type(t).__name__}"
+            )
+        if t.shape != (n,):
+            raise ValueError(f"{name} must have shape ({n},), got {tuple(t.shape)}")
+        if t.dtype != dtype:
+            raise TypeError(f"{name} has dtype {t.dtype}, the points have {dtype}")
+        if not torch.isfinite(t).all():
+            raise ValueError(f"{name} contains non-finite values")
+        if (t < lo).any() or (t > hi).any():
+            raise ValueError(
+                f"{name} must lie in [{lo}, {hi}]; got values in "
+                f"[{float(t.min()):.4g}, {float(t.max()):.4g}]"
+            )
+
+
+def check_order(names: str, *times: Tensor) -> None:
+    """Require ``times[0] >= times[1] >= ...`` elementwise; ``names`` reads like ``"t >= r >= s"``."""
+    for a, b in itertools.pairwise(times):
+        if (a < b).any():
+            raise ValueError(f"times must satisfy {names} for every sample")
+
+
+def interpolate(x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
+    """The linear path ``x_t = (1 - t) x0 + t x1`` with ``t`` of shape ``(N,)``."""
+    return (1 - col(t)) * x0 + col(t) * x1
+
+
+def resolve_velocity(
+    velocity: VelocityChoice,
+    *,
+    x_t: Tensor,
+    t: Tensor,
+    x0: Tensor,
+    x1: Tensor,
+    model: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None,
+) -> Tensor:
+    """Evaluate the chosen velocity at ``(x_t, t)`` (see :data:`VelocityChoice`); detached.
+
+    A teacher's velocity is detached because it is data for the student; the model's own
+    velocity is detached because MeanFlow/AYF put a stop-gradient on the whole target.
+    """
+    if velocity is None or (isinstance(velocity, str) and velocity == "conditional"):
+        return (x1 - x0).detach()
+    if isinstance(velocity, str):
+        if velocity != "model":
+            raise ValueError(
+                f"velocity must be a callable v(x, t), 'conditional' or 'model', got {velocity!r}"
+            )
+        if model is None:
+            raise ValueError("velocity='model' needs the model")
+        return model(x_t, t, t).detach()
+    if not callable(velocity):
+        raise TypeError(f"velocity must be callable or a string, got {type(velocity).__name__}")
+    v = velocity(x_t, t)
+    if not isinstance(v, Tensor) or v.shape != x_t.shape:
+        raise ValueError(
+            f"the velocity returned shape {getattr(v, 'shape', None)}; expected {tuple(x_t.shape)}"
+        )
+    if not torch.isfinite(v).all():
+        raise ValueError("the velocity returned non-finite values")
+    return v.detach()
+
+
+def reduce(per_sample: Tensor, weight: Tensor | None) -> Tensor:
+    """``mean_i w_i * per_sample_i`` (plain mean when ``weight`` is ``None``)."""
+    if weight is None:
+        return per_sample.mean()
+    if weight.shape != per_sample.shape:
+        raise ValueError(
+            f"weight must have shape {tuple(per_sample.shape)}, got {tuple(weight.shape)}"
+        )
+    return (weight.detach() * per_sample).mean()
+
+
+def surrogate_loss(f: Tensor, direction: Tensor, weight: Tensor | None) -> tuple[Tensor, Tensor]:
+    """A loss whose gradient is ``mean_i w_i (d f_i / d theta)^T direction_i``.
+
+    Gradient-defined objectives (continuous CM, AYF-EMD, AYF-LMD) specify a gradient
+    ``(d_theta f)^T g`` rather than a loss. The standard realisation is
+    ``1/2 || f_theta - sg(f_theta - g) ||^2``: its gradient is exactly ``(d_theta f)^T g`` and its
+    value is ``1/2 ||g||^2``, which vanishes exactly where the gradient does.
+
+    Returns:
+        ``(loss, per_sample)`` with ``per_sample = 1/2 ||g||^2`` detached.
+    """
+    target = (f - direction).detach()
+    per_sample = 0.5 * (f - target).pow(2).sum(dim=1)
+    return reduce(per_sample, weight), per_sample.detach()
+
+
+FlowFn = Callable[[Tensor, Tensor, Tensor], Tensor]
+"""A flow map ``f(x, t, s) = f_{t->s}(x)`` or a network ``F(x, t, s)``."""
+
+
+def flow_of(model: Callable[[Tensor, Tensor, Tensor], Tensor]) -> FlowFn:
+    """The flow map ``f_{t->s}`` of a model.
+
+    A :class:`~flowmap_oracle.numerics.models.FlowMapModel` supplies its own ``flow`` (with its
+    declared ``c_skip``, ``c_out``); any other callable is read as an average velocity ``F`` in the
+    MeanFlow/AYF parameterisation ``f = x + (s - t) F``.
+    """
+    flow = getattr(model, "flow", None)
+    if callable(flow):
+        return flow
+    return lambda x, t, s: x + col(s - t) * model(x, t, s)
+
+
+def frozen_flow(model: Callable[[Tensor, Tensor, Tensor], Tensor]) -> FlowFn:
+    """``f_{theta-}``: the model's flow map with its parameters detached (``sg(theta)``).
+
+    Gradients still flow through the *input* ``x`` (CTM's ``sg(f_{s->0})`` applied to the
+    student's output), but neither reverse-mode gradients nor forward-mode tangents reach the
+    parameters through this evaluation.
+    """
+    if not isinstance(model, torch.nn.Module):
+        return flow_of(model)
+    state = {name: p.detach() for name, p in model.named_parameters()}
+    state.update(dict(model.named_buffers()))
+    param = getattr(model, "parameterisation", None)
+
+    def F(x: Tensor, t: Tensor, s: Tensor) -> Tensor:
+        return torch.func.functional_call(model, state, (x, t, s))
+
+    if param is None:
+        return lambda x, t, s: x + col(s - t) * F(x, t, s)
+    return lambda x, t, s: (
+        param.c_skip(col(t), col(s)) * x + param.c_out(col(t), col(s)) * F(x, t, s)
+    )

@@ -1,0 +1,103 @@
+"""Discrete-time consistency models (Song et al. 2023): distillation and training.
+
+Loss type (b), backward. A consistency model is the flow map to the data end,
+``f_{t->0}(x) = c_skip(t, 0) x + c_out(t, 0) F(x, t, 0)`` (``x - t F`` in the MeanFlow/AYF and
+FACM parameterisations). Adjacent times on one trajectory must give the same output::
+
+    x_t     = (1 - t) x0 + t x1
+    x~      = Solver_{t -> t - Dt}(x_t)            (consistency distillation, teacher ODE step)
+            = x_t - Dt (x1 - x0)                   (consistency training, no teacher)
+    L       = E [ w(t) d( f_theta(x_t, t, 0), sg(f_theta-(x~, t - Dt, 0)) ) ]
+
+with ``d`` the squared L2 distance or the pseudo-Huber distance ``sqrt(||r||^2 + c^2) - c``
+(improved consistency training; ``c = 0.00054 sqrt(d)`` there).
+
+At the exact map: with the exact teacher step the residual is zero pointwise for every ``Dt``;
+with an Euler step it is ``O(Dt^2)``; with the training point ``x_t - Dt (x1 - x0)`` it is
+``O(Dt)`` pointwise and ``O(Dt^2)`` in conditional mean, so consistency training is unbiased only
+as ``Dt -> 0`` (MATH.md 4.5). For ``d = ||.||^2``, ``grad L / Dt`` tends to twice the continuous
+(sCM) gradient as ``Dt -> 0`` (MATH.md 1e).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from ._common import (
+    LossOutput,
+    check_points,
+    check_times,
+    col,
+    flow_of,
+    interpolate,
+    reduce,
+)
+from .distances import pseudo_huber, squared_l2
+from .teacher_solvers import TeacherSolver
+
+__all__ = ["consistency_loss"]
+
+
+def consistency_loss(
+    model: Callable[[Tensor, Tensor, Tensor], Tensor],
+    x0: Tensor,
+    x1: Tensor,
+    t: Tensor,
+    *,
+    delta_t: float | Tensor,
+    solver: TeacherSolver | None,
+    distance: Literal["l2", "pseudo_huber"] = "l2",
+    huber_c: float | None = None,
+    weight: Tensor | None = None,
+) -> LossOutput:
+    """The discrete consistency loss between ``x_t`` and its neighbour at ``t - Dt``.
+
+    Arguments:
+        model: a flow-map model (its ``flow`` gives ``f_{t->0}``) or an average velocity ``F``.
+        x0, x1: data and noise samples, shape ``(N, d)``.
+        t: times in ``[Dt, 1]``, shape ``(N,)``.
+        delta_t: the step ``Dt > 0``, a float or a ``(N,)`` tensor.
+        solver: the teacher solver ``solver(x, t, s)`` (consistency distillation), or ``None``
+            for consistency training with ``x_{t - Dt} = x_t - Dt (x1 - x0)``.
+        distance: ``"l2"`` (``||r||^2``) or ``"pseudo_huber"``.
+        huber_c: the pseudo-Huber constant (default ``0.00054 sqrt(d)``).
+        weight: optional per-sample weight ``w(t)``.
+
+    Returns:
+        :class:`LossOutput` with residual ``f(x_t, t, 0) - f_{theta-}(x~, t - Dt, 0)`` and the
+        detached target.
+    """
+    n, d, dtype = check_points(x0=x0, x1=x1)
+    dt = torch.as_tensor(delta_t, dtype=dtype, device=x0.device)
+    if dt.ndim == 0:
+        dt = dt.expand(n)
+    check_times(n, dtype, t=t, delta_t=dt)
+    if (dt <= 0).any():
+        raise ValueError("delta_t must be positive")
+    if (t - dt < 0).any():
+        raise ValueError("t - delta_t must be >= 0 for every sample")
+    flow = flow_of(model)
+    x_t = interpolate(x0, x1, t)
+    t_prev = t - dt
+    x_prev = x_t - col(dt) * (x1 - x0) if solver is None else solver(x_t, t, t_prev).detach()
+    zeros = torch.zeros_like(t)
+    both = flow(torch.cat([x_t, x_prev]), torch.cat([t, t_prev]), torch.cat([zeros, zeros]))
+    out, target = both[:n], both[n:].detach()
+    residual = out - target
+    if distance == "l2":
+        per_sample = squared_l2(residual)
+    elif distance == "pseudo_huber":
+        c = 0.00054 * d**0.5 if huber_c is None else huber_c
+        per_sample = pseudo_huber(residual, c=c)
+    else:
+        raise ValueError(f"distance must be 'l2' or 'pseudo_huber', got {distance!r}")
+    return LossOutput(
+        loss=reduce(per_sample, weight),
+        residual=residual.detach(),
+        target=target,
+        per_sample=per_sample.detach(),
+    )

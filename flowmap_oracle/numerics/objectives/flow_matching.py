@@ -1,0 +1,81 @@
+"""Flow matching (Lipman et al. 2023; Liu et al. 2023): regress the instantaneous velocity.
+
+Loss type (a), forward: the target is a velocity evaluated at the model's own input and time,
+with no derivative of the student; it is the ``s = t`` case of the Lagrangian (AYF-LMD) residual
+``d_s f - v(f_{t->s}(x_t), s)``. In the flow-map notation the velocity is the diagonal
+``F_{t->t}(x, t, t)`` of the average velocity::
+
+    x_t = (1 - t) x0 + t x1
+    L   = E_{x0, x1, t} [ w(t) || F_theta(x_t, t, t) - v ||^2 ]
+
+* ``v = v_m(x_t, t)``, a teacher's marginal velocity (distillation): the exact map is a pointwise
+  zero.
+* ``v = x1 - x0`` (conditional flow matching): the residual at the exact map is
+  ``v_m - v_c``, zero only in conditional expectation; the loss keeps the floor
+  ``E tr Cov(v_c | x_t)`` and only its expected gradient vanishes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor
+
+from ._common import (
+    LossOutput,
+    Velocity,
+    check_points,
+    check_times,
+    interpolate,
+    reduce,
+    resolve_velocity,
+)
+from .distances import squared_l2
+
+__all__ = ["flow_matching_loss", "flow_matching_residual"]
+
+
+def flow_matching_residual(
+    model: Callable[[Tensor, Tensor, Tensor], Tensor], x_t: Tensor, t: Tensor, v: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``(F_theta(x_t, t, t), F_theta(x_t, t, t) - v)`` (the residual keeps its graph)."""
+    out = model(x_t, t, t)
+    return out, out - v
+
+
+def flow_matching_loss(
+    model: Callable[[Tensor, Tensor, Tensor], Tensor],
+    x0: Tensor,
+    x1: Tensor,
+    t: Tensor,
+    *,
+    velocity: Velocity | str | None = None,
+    weight: Tensor | None = None,
+) -> LossOutput:
+    """The flow-matching loss on the linear path.
+
+    Arguments:
+        model: ``F(x, t, s)``; only its diagonal ``F(x, t, t)`` is trained.
+        x0, x1: data and noise samples (or any coupling, as in ReFlow), shape ``(N, d)``.
+        t: times in ``[0, 1]``, shape ``(N,)``.
+        velocity: a teacher's velocity ``v(x, t)``, or ``None``/``"conditional"`` for ``x1 - x0``.
+            (``"model"`` is refused: the model's own velocity makes the loss vacuous.)
+        weight: optional per-sample weight ``w(t)``, shape ``(N,)``.
+
+    Returns:
+        :class:`LossOutput` with residual ``F(x_t, t, t) - v`` and target ``v``.
+    """
+    n, _, dtype = check_points(x0=x0, x1=x1)
+    check_times(n, dtype, t=t)
+    if isinstance(velocity, str) and velocity == "model":
+        raise ValueError("flow matching against the model's own velocity is vacuous (zero loss)")
+    x_t = interpolate(x0, x1, t)
+    v = resolve_velocity(velocity, x_t=x_t, t=t, x0=x0, x1=x1)
+    _, residual = flow_matching_residual(model, x_t, t, v)
+    per_sample = squared_l2(residual)
+    return LossOutput(
+        loss=reduce(per_sample, weight),
+        residual=residual.detach(),
+        target=v,
+        per_sample=per_sample.detach(),
+    )
