@@ -33,10 +33,10 @@ report: $(STAMP)
 	$(VENV)/bin/flowmap-oracle report --out $(REPORT)
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 test-all: $(STAMP)
-	$(PY) -m pytest -n 2 -m "" $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile -m "" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
