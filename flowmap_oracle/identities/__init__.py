@@ -16,7 +16,7 @@ Only sympy, mpmath, numpy and the standard library are imported here.
 
 from __future__ import annotations
 
-from . import boundary, facm, meanflow, split  # noqa: F401  (each registers its identities)
+from . import ayf, boundary, consistency, facm, meanflow, paths, reflow_imm, split  # noqa: F401  (each registers its identities)
 from ._core import CheckResult, Claim, Identity, MethodResult, Step, all_identities, get
 
 __all__ = ["CheckResult", "Claim", "Identity", "MethodResult", "Step", "all_identities", "get"]

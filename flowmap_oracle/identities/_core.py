@@ -54,6 +54,7 @@ __all__ = [
     "seed_of",
     "symbolic_true",
     "symbolic_zero",
+    "taylor_residuals",
 ]
 
 NUMERIC_DPS = 40
@@ -534,6 +535,18 @@ def seed_of(identity_id: str) -> int:
     return zlib.crc32(identity_id.encode())
 
 
+def taylor_residuals(expr: Any, h: sp.Symbol, order: int, coefficient: Any) -> list[Any]:
+    """Residuals of the claim ``expr(h) = h^order * coefficient + O(h^(order+1))``: the Taylor
+    coefficients of orders below ``order`` and ``d^order expr / order!`` minus ``coefficient``,
+    all at ``h = 0`` (a series limit, computed by differentiation)."""
+    out = []
+    for j in range(order):
+        out.append(sp.diff(expr, h, j).subs(h, 0).doit() if j else expr.subs(h, 0).doit())
+    top = sp.diff(expr, h, order).subs(h, 0).doit() if order else expr.subs(h, 0).doit()
+    out.append(top / sp.factorial(order) - coefficient)
+    return out
+
+
 # --------------------------------------------------------------------------- display
 
 
@@ -546,6 +559,19 @@ def display_latex(expr: sp.Basic) -> str:
 
 _REGISTRY: dict[str, Identity] = {}
 
+FAMILY_ORDER = (
+    "boundary",
+    "meanflow",
+    "facm",
+    "split",
+    "ayf",
+    "consistency",
+    "paths",
+    "reflow",
+    "imm",
+)
+"""The order in which families are listed (the order of the seed's story); unknown families last."""
+
 
 def register(identity: Identity) -> Identity:
     """Add ``identity`` to the registry (ids are unique); returns it."""
@@ -556,8 +582,14 @@ def register(identity: Identity) -> Identity:
 
 
 def all_identities() -> list[Identity]:
-    """Every registered identity, in registration order (family by family)."""
-    return list(_REGISTRY.values())
+    """Every registered identity, family by family (:data:`FAMILY_ORDER`), in registration
+    order within a family."""
+
+    def rank(identity: Identity) -> int:
+        fam = identity.family
+        return FAMILY_ORDER.index(fam) if fam in FAMILY_ORDER else len(FAMILY_ORDER)
+
+    return sorted(_REGISTRY.values(), key=rank)
 
 
 def get(identity_id: str) -> Identity:

@@ -13,6 +13,7 @@ import sympy as sp
 
 __all__ = [
     "DIM",
+    "THETA_MINUS",
     "F_d",
     "JxF",
     "X",
@@ -40,6 +41,8 @@ delta = sp.Symbol("delta", positive=True)
 x1, x2 = sp.symbols("x1 x2", real=True)
 X = sp.Matrix([x1, x2])
 theta = sp.Matrix(sp.symbols("theta1 theta2", real=True))
+THETA_MINUS = sp.Matrix(sp.symbols("thetam1 thetam2", real=True))
+"""The stop-gradient copy theta- of the parameters (own symbols; see ``sg_gradient``)."""
 
 # display symbols
 x_t, x_s, x_r = sp.symbols("x_t x_s x_r")

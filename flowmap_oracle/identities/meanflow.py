@@ -118,7 +118,7 @@ def _numeric_average_velocity(claim: Claim) -> MethodResult:
     against ``v(x, t)``."""
     start = time.perf_counter()
     seed = _core.seed_of(_ID_AVG)
-    flow = random_exact_flow(seed)
+    flow = random_exact_flow()
     Phi, v = flow.flow_map, flow.velocity
     along = sp.lambdify([*X, t, tau], list(v(Phi(X, t, tau), tau)), "mpmath", cse=True)
     formula = sp.lambdify([*X, t, s], list(claim.build(X, Phi(X, t, s), t, s)), "mpmath", cse=True)
@@ -300,7 +300,7 @@ def _symbolic_sampling(claim: Claim) -> MethodResult:
 def _numeric_sampling(claim: Claim) -> MethodResult:
     start = time.perf_counter()
     seed = _core.seed_of(_ID_SAMPLING)
-    flow = random_exact_flow(seed)
+    flow = random_exact_flow()
     F = flow.average_velocity()
     target = flow.flow_map(X, t, s)
     res = [
@@ -443,7 +443,7 @@ def _numeric_on_exact_flow(identity_id: str):
     def numeric(claim: Claim) -> MethodResult:
         start = time.perf_counter()
         seed = _core.seed_of(identity_id)
-        flow = random_exact_flow(seed)
+        flow = random_exact_flow()
         res = claim.build(flow.average_velocity(), flow.velocity, X, t, s)
         points = _time_points(seed)
         return _core.numeric_zero(
@@ -568,7 +568,7 @@ def _symbolic_target(claim: Claim) -> MethodResult:
 def _numeric_target(claim: Claim) -> MethodResult:
     start = time.perf_counter()
     seed = _core.seed_of(_ID_TARGET)
-    flow = random_exact_flow(seed)
+    flow = random_exact_flow()
     F = flow.average_velocity()
     res = claim.build(F, flow.velocity, X, t, s) - F(X, t, s)
     points = _time_points(seed)
