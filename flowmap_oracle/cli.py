@@ -21,6 +21,45 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_identities(args: argparse.Namespace) -> int:
+    import json
+
+    from .identities import all_identities
+
+    chosen = all_identities()
+    if args.only:
+        wanted = set(args.only)
+        chosen = [i for i in chosen if i.id in wanted or i.family in wanted]
+        unknown = wanted - {i.id for i in chosen} - {i.family for i in chosen}
+        if unknown:
+            known = ", ".join(i.id for i in all_identities())
+            print(
+                f"flowmap-oracle identities: unknown id or family {sorted(unknown)}; "
+                f"known ids: {known}",
+                file=sys.stderr,
+            )
+            return 2
+    results = [identity.check() for identity in chosen]
+    if args.json:
+        print(json.dumps([r.to_json() for r in results], indent=2))
+    else:
+        print(f"{'identity':36s} status  twins     symbolic  numeric residual  seconds")
+        for r in results:
+            twins = f"{sum(tw.rejected for tw in r.twins)}/{len(r.twins)} rej"
+            resid = "-" if r.residual is None else f"{r.residual:.1e}"
+            sym = "pass" if r.symbolic.passed else "FAIL"
+            print(f"{r.id:36s} {r.status:6s}  {twins:9s} {sym:9s} {resid:>16s}  {r.seconds:7.2f}")
+        n_pass = sum(r.status == "pass" for r in results)
+        n_twin = sum(r.twin_rejected for r in results)
+        print(
+            f"{n_pass}/{len(results)} pass, wrong twins rejected for {n_twin}/{len(results)}; "
+            f"symbolic checks {sum(r.symbolic_seconds for r in results):.1f} s, "
+            f"all checks {sum(r.seconds for r in results):.1f} s"
+        )
+    ok = all(r.status == "pass" and r.twin_rejected for r in results)
+    return 0 if ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -35,6 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="shorter training runs (for tests and previews)"
     )
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser(
+        "identities",
+        help="check every symbolic identity and its wrong twins (table or JSON)",
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON list, one object per identity")
+    p.add_argument(
+        "--only", nargs="+", metavar="ID", help="check only these ids or families (default all)"
+    )
+    p.set_defaults(func=_cmd_identities)
 
     return parser
 
