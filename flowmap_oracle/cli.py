@@ -21,6 +21,28 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_objectives(args: argparse.Namespace) -> int:
+    import json
+
+    from .numerics.inventory import measure_fixed_points
+
+    try:
+        results = measure_fixed_points(args.only or None)
+    except KeyError as err:
+        print(f"flowmap-oracle objectives: {err.args[0]}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps([r.to_json() for r in results], indent=2))
+    else:
+        print(f"{'objective':26s} type  kind         fixed-point residual  tolerance  perturbed")
+        for r in results:
+            print(
+                f"{r.name:26s} ({r.loss_type})   {r.fixed_point_kind:12s} "
+                f"{r.fixed_point_residual:20.3e}  {r.tolerance:9.1e}  {r.perturbed_residual:9.3e}"
+            )
+    return 0 if all(r.passed for r in results) else 1
+
+
 def _cmd_identities(args: argparse.Namespace) -> int:
     import json
 
@@ -74,6 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="shorter training runs (for tests and previews)"
     )
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser(
+        "objectives",
+        help="list every objective with its fixed-point residual at the exact teacher map",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object per objective")
+    p.add_argument(
+        "--only", nargs="+", metavar="NAME", help="measure only these objectives (default all)"
+    )
+    p.set_defaults(func=_cmd_objectives)
 
     p = sub.add_parser(
         "identities",

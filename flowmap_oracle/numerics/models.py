@@ -24,6 +24,7 @@ __all__ = [
     "FlowMapModel",
     "MLPFlowMap",
     "Parameterisation",
+    "PerturbedFlowMap",
     "TeacherFlowMap",
 ]
 
@@ -130,14 +131,34 @@ class TeacherFlowMap(FlowMapModel):
     ``forward`` returns the exact average velocity ``F*(x, t, s)``, so that ``flow`` is
     ``Phi_{t->s}``. It is not differentiable in ``t`` or ``s`` by autograd; use finite
     differences or the teacher's closed forms for derivatives.
+
+    Arguments:
+        flow_map: the exact flow map.
+        cache: memoise ``F*`` per sample row ``(x_i, t_i, s_i)`` (exact bit patterns), so that
+            repeated evaluations at the same points -- several objectives checked on one batch --
+            cost one ODE solve. Only rows not seen before are solved, in one batch.
     """
 
-    def __init__(self, flow_map: ExactFlowMap) -> None:
+    def __init__(self, flow_map: ExactFlowMap, *, cache: bool = False) -> None:
         super().__init__()
         self.flow_map = flow_map
+        self._cache: dict[bytes, Tensor] | None = {} if cache else None
 
     def forward(self, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
-        return self.flow_map.average_velocity(x, t, s)
+        if self._cache is None:
+            return self.flow_map.average_velocity(x, t, s)
+        rows = torch.cat([x, t[:, None], s[:, None]], dim=1).detach().cpu().numpy()
+        keys = [r.tobytes() for r in rows]
+        first: dict[bytes, int] = {}
+        for i, k in enumerate(keys):
+            first.setdefault(k, i)
+        todo = [i for k, i in first.items() if k not in self._cache]
+        if todo:
+            idx = torch.tensor(todo, dtype=torch.long)
+            solved = self.flow_map.average_velocity(x[idx], t[idx], s[idx])
+            for j, i in enumerate(todo):
+                self._cache[keys[i]] = solved[j]
+        return torch.stack([self._cache[k] for k in keys])
 
 
 class ExpandedTimeFlowMap(FlowMapModel):
@@ -220,3 +241,30 @@ class CholeskyFlowMap(FlowMapModel):
         _, l_dot = torch.func.jvp(self._factor, (t,), (torch.ones_like(t),))
         vel = self.path.alpha_dot(t)[:, None] * self.mean + (l_dot @ y)[..., 0]
         return torch.where(same, vel, avg)
+
+
+class PerturbedFlowMap(FlowMapModel):
+    """A control: ``F(x, t, s) + eps * delta(x, t, s)`` with a fixed smooth, non-constant field
+
+    ``delta_k(x, t, s) = sin(x_{(k+1) mod d} + 2 t - s + k)``.
+
+    It breaks the flow-map identities (MeanFlow, semigroup, boundary velocity) and the marginals,
+    so every objective evaluated on it must be clearly positive -- the check that the fixed-point
+    checks can fail. ``delta`` is smooth in ``(x, t, s)``, so derivative routes stay accurate.
+
+    Arguments:
+        inner: the flow-map model to perturb (usually the exact teacher map).
+        eps: the amplitude.
+    """
+
+    def __init__(self, inner: nn.Module, *, eps: float) -> None:
+        super().__init__()
+        self.inner = inner
+        self.eps = eps
+        self.parameterisation = getattr(inner, "parameterisation", MEANFLOW)
+
+    def forward(self, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
+        d = x.shape[1]
+        shifted = torch.roll(x, shifts=-1, dims=1)
+        phase = (2 * t - s)[:, None] + torch.arange(d, dtype=x.dtype, device=x.device)
+        return self.inner(x, t, s) + self.eps * torch.sin(shifted + phase)

@@ -1,0 +1,149 @@
+"""Proofs 1 and 2 of issue 5: the exact teacher map is a fixed point of every objective (on the
+curved 8-mode ring, float64, with the teacher's marginal velocity), and a perturbed map is not.
+
+The measurement is the inventory's (``flowmap-oracle objectives``): every objective evaluated
+with the exact map in the student's place. ReFlow's fixed point (Newton inversion through ODE
+solves, ~10 solves) is checked on ring8 in a slow test and on a closed-form Gaussian here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from flowmap_oracle.cli import main
+from flowmap_oracle.numerics.inventory import OBJECTIVES, measure_fixed_points
+from flowmap_oracle.numerics.models import TeacherFlowMap
+from flowmap_oracle.numerics.objectives import (
+    flow_matching_loss,
+    rectified_velocity,
+    reflow_couplings,
+    reflow_loss,
+)
+from flowmap_oracle.numerics.objectives._common import interpolate
+from flowmap_oracle.reference_models import ExactFlowMap, preset
+
+# The issue's list, in the seed's order; loss types as the seed assigns them (FM, ReFlow: (a),
+# see their module docstrings; IMM: (c), a distributional self-consistency).
+EXPECTED_TYPES = {
+    "flow_matching": "a",
+    "meanflow": "b",
+    "split_meanflow": "c",
+    "consistency_distillation": "b",
+    "scm": "b",
+    "facm": "b",
+    "ayf_emd": "b",
+    "ayf_lmd": "a",
+    "shortcut": "c",
+    "reflow": "a",
+    "imm": "c",
+    "ctm": "a",
+}
+FAST = [spec.name for spec in OBJECTIVES if spec.name != "reflow"]
+
+
+@pytest.fixture(scope="module")
+def inventory():
+    return {r.name: r for r in measure_fixed_points(FAST)}
+
+
+def test_inventory_lists_every_objective_with_the_seeds_loss_type():
+    assert {s.name: s.loss_type for s in OBJECTIVES} == EXPECTED_TYPES
+    kinds = {s.name: s.fixed_point_kind for s in OBJECTIVES}
+    assert kinds.pop("imm") == "statistical"
+    assert set(kinds.values()) == {"pointwise"}
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_exact_map_is_a_fixed_point(inventory, name):
+    r = inventory[name]
+    assert r.passed and r.fixed_point_residual <= r.tolerance, r
+    if r.fixed_point_kind == "pointwise":
+        assert r.tolerance <= 1e-6
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_perturbed_map_gives_a_clearly_positive_residual(inventory, name):
+    r = inventory[name]
+    # Pointwise: the 0.05 perturbation must stand 1e4 above the tolerance. Statistical (IMM):
+    # the 2 x F* control must exceed the 4-sigma bound 4 times over (measured 15-25x over seeds).
+    factor = 1e4 if r.fixed_point_kind == "pointwise" else 4.0
+    assert r.perturbed_residual > factor * r.tolerance, r
+
+
+def test_cli_prints_one_json_object_per_objective(capsys):
+    assert main(["objectives", "--json", "--only", "flow_matching", "split_meanflow"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == ["flow_matching", "split_meanflow"]
+    for r in rows:
+        assert {
+            "name",
+            "loss_type",
+            "fixed_point_residual",
+            "fixed_point_kind",
+            "tolerance",
+        } <= set(r)
+        assert r["loss_type"] in ("a", "b", "c")
+        assert r["fixed_point_residual"] <= r["tolerance"] <= 1e-6
+
+
+def test_cli_names_unknown_objectives(capsys):
+    assert main(["objectives", "--only", "meanflw"]) == 2
+    assert "meanflw" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_reflow_fixed_point_on_the_ring():
+    (r,) = measure_fixed_points(["reflow"])
+    assert r.passed and r.perturbed_residual > 1e4 * r.tolerance, r
+
+
+def test_reflow_fixed_point_is_the_rectified_flow_not_the_teacher():
+    """On a Gaussian the teacher's one-step map T(y) = mu + Sigma^(1/2) y is affine, the ReFlow
+    interpolation psi_t = (1 - t) T + t I is invertible, and the rectified velocity is a pointwise
+    zero of the ReFlow loss; the teacher's own (curved) velocity is not."""
+    teacher = preset("anisotropic_gaussian")
+    exact = ExactFlowMap(teacher)  # closed form
+    gen = torch.Generator().manual_seed(3)
+    n = 64
+    x1 = torch.randn(n, 3, generator=gen, dtype=torch.float64)
+    t = 0.05 + 0.9 * torch.rand(n, generator=gen, dtype=torch.float64)
+    x0_hat = reflow_couplings(exact, x1)
+    sqrt_cov = torch.linalg.cholesky(teacher.mixture.covariances[0])
+    sym_root = teacher.mixture.eigvecs[0] @ torch.diag(teacher.mixture.eigvals[0].sqrt())
+    sym_root = sym_root @ teacher.mixture.eigvecs[0].T
+    # Brenier map: T(y) = mu + Sigma^(1/2) y with the symmetric root (not the Cholesky factor).
+    torch.testing.assert_close(x0_hat, teacher.mixture.means[0] + x1 @ sym_root.T)
+    assert (x1 @ sqrt_cov.T - x1 @ sym_root.T).abs().max() > 0.1
+
+    def one_step(y):
+        ones = torch.ones(len(y), dtype=y.dtype)
+        return exact(y, ones, torch.zeros_like(ones))
+
+    x_t = interpolate(x0_hat, x1, t)
+    start = exact(x_t, t, torch.ones_like(t))
+    rect = rectified_velocity(one_step, x_t, t, initial_noise=start)
+    assert rect.inversion_error < 1e-11
+    torch.testing.assert_close(rect.noise, x1, rtol=0, atol=1e-10)
+
+    class Rectified(torch.nn.Module):
+        def forward(self, x, tt, s):
+            return rectified_velocity(one_step, x, tt, initial_noise=x).velocity
+
+    fixed = reflow_loss(Rectified(), x0_hat, x1, t)
+    assert fixed.residual.abs().max() < 1e-9
+    curved = reflow_loss(TeacherFlowMap(exact), x0_hat, x1, t)
+    assert curved.residual.abs().max() > 1e-2
+    # ... while the teacher's velocity is a pointwise zero of flow matching on the teacher.
+    x0 = teacher.mixture.sample(n, generator=gen)
+    fm = flow_matching_loss(TeacherFlowMap(exact), x0, x1, t, velocity=teacher.velocity)
+    assert fm.residual.abs().max() < 1e-12
+
+
+def test_statistical_tolerance_is_finite_and_reported(inventory):
+    r = inventory["imm"]
+    assert r.standard_error is not None and math.isfinite(r.tolerance)
+    assert r.n_samples == 8 * 512
