@@ -1,0 +1,696 @@
+"""Adapters: map an implementation's declared conventions onto the project's convention.
+
+The project's convention (DESIGN.md): ``x_t = (1 - t) x0 + t x1``, data at ``t = 0``, noise
+``x1 ~ N(0, I)`` at ``t = 1``; the network ``F(x, t, s)`` is the average velocity and the flow map
+is ``f_{t->s}(x) = x + (s - t) F(x, t, s)``. Implementations in the wild differ in four ways, and
+each is *declared* through :class:`Conventions` (nothing is guessed; unknown keys are errors):
+
+``time``
+    * ``"noise_at_1"`` (ours): user time ``tau = t``, points unchanged.
+    * ``"noise_at_0"`` (Lipman's FM, Shortcut models): ``tau = 1 - t``; data at ``tau = 1``.
+    * ``"edm_sigma"`` (EDM, consistency models): ``sigma = t / (1 - t)``, points
+      ``x_sigma = x / (1 - t) = x0 + sigma x1``.
+    * ``"trigflow_angle"`` (TrigFlow / sCM with ``sigma_d = 1``): ``theta = atan2(t, 1 - t)``,
+      points ``x_theta = cos(theta) x0 + sin(theta) x1 = x / sqrt((1 - t)^2 + t^2)``.
+
+    In general the user's point is ``x_u = a(t) x`` at user time ``tau(t)`` (``a = 1`` for the
+    first two). All four are reparametrisations of the same probability path, so a flow map in
+    one convention is a flow map in every other.
+``signature`` (how the network takes its times, in the user's time variable)
+    ``"x_t_s"`` ``N(x, tau, rho)``; ``"x_s_t"`` ``N(x, rho, tau)``; ``"x_t_dt"``
+    ``N(x, tau, tau - rho)``; ``"shortcut_log2"`` ``N(x, tau, k)`` with step ``|tau - rho| =
+    2^-k`` for integer ``0 <= k < shortcut_levels``, and ``k = shortcut_levels`` meaning the
+    instantaneous velocity ``rho = tau`` (as Shortcut models' code uses its finest level for the
+    flow-matching term). Here ``tau`` is the start and ``rho`` the end time of the map.
+``prediction`` (what the network outputs; ``f`` is the user's flow map in user coordinates)
+    * ``"average_velocity"``: ``f_u = x_u + (rho - tau) N``;
+    * ``"x0"``: a data prediction ``D`` with the DDIM step ``f = alpha_s D + beta_s eps_hat``,
+      ``eps_hat = (x_t - alpha_t D) / beta_t`` (CTM's ``g_theta``; at ``s = 0`` the consistency
+      model's output); in our convention ``F = (x - D) / t``;
+    * ``"epsilon"``: a noise prediction with the same DDIM step; ``F = (eps_hat - x) / (1 - t)``.
+``framework`` / ``dtype``
+    ``"torch"`` or ``"jax"``; ``"float32"`` or ``"float64"``. Arrays handed to the implementation
+    have exactly this type; arrays it returns must have it too (a mismatch is an error).
+
+Every combination maps the network output affinely: ``F(x, t, s) = q(t, s) x + k(t, s) N``, with
+closed forms for ``q`` and ``k`` that stay exact at ``s = t`` (no difference quotients). Targets
+map the same way, except that a target built from a *time derivative* in the user's own time
+(MeanFlow, AYF, continuous CM) carries the reparametrisation factor ``w = tau'(t) / slope(t, s)``
+with ``slope = (tau(t) - tau(s)) / (t - s)`` on its residual: ``F - F_tgt = w k (N - N_tgt)``.
+``w = 1`` for the linear time conventions.
+
+Each mapping exists in both directions (``ours -> user`` to hand our networks, velocities and
+points to an implementation; ``user -> ours`` to read what it returns) and both are tested.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "DTYPES",
+    "FRAMEWORKS",
+    "PREDICTIONS",
+    "SIGNATURES",
+    "TARGET_KINDS",
+    "TIMES",
+    "ConventionAdapter",
+    "ConventionError",
+    "Conventions",
+    "TargetKind",
+]
+
+TIMES = ("noise_at_1", "noise_at_0", "edm_sigma", "trigflow_angle")
+SIGNATURES = ("x_t_s", "x_s_t", "x_t_dt", "shortcut_log2")
+PREDICTIONS = ("average_velocity", "x0", "epsilon")
+FRAMEWORKS = ("torch", "jax")
+DTYPES = ("float32", "float64")
+TARGET_KINDS = ("value", "time_derivative")
+
+TargetKind = Literal["value", "time_derivative"]
+"""``"value"``: the target is a value the network output should equal (FM, split, Shortcut,
+discrete CM); it maps like the output. ``"time_derivative"``: its residual is a total
+derivative in the user's time (MeanFlow, AYF, continuous CM) and carries the factor ``w``."""
+
+# Time ranges where a convention is finite. EDM's sigma = t / (1 - t) is infinite at t = 1: 0.98
+# gives sigma = 49, inside EDM's usual sigma_max = 80. The x0 prediction divides by t and the
+# epsilon prediction by 1 - t, so they keep 0.02 away from that end.
+_EDGE = 0.02
+
+
+class ConventionError(ValueError):
+    """A declared convention is unknown, inconsistent, or cannot express the requested input."""
+
+
+@dataclass(frozen=True)
+class Conventions:
+    """An implementation's declared conventions (see the module docstring for each value).
+
+    Arguments:
+        time: ``"noise_at_1"`` | ``"noise_at_0"`` | ``"edm_sigma"`` | ``"trigflow_angle"``.
+        signature: ``"x_t_s"`` | ``"x_s_t"`` | ``"x_t_dt"`` | ``"shortcut_log2"``.
+        prediction: ``"average_velocity"`` | ``"x0"`` | ``"epsilon"``.
+        framework: ``"torch"`` | ``"jax"``.
+        dtype: ``"float32"`` | ``"float64"``.
+        shortcut_levels: the finest level ``L`` (step ``2^-L``) of ``"shortcut_log2"``; required
+            with that signature and forbidden otherwise.
+    """
+
+    time: str = "noise_at_1"
+    signature: str = "x_t_s"
+    prediction: str = "average_velocity"
+    framework: str = "torch"
+    dtype: str = "float64"
+    shortcut_levels: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, allowed in (
+            ("time", TIMES),
+            ("signature", SIGNATURES),
+            ("prediction", PREDICTIONS),
+            ("framework", FRAMEWORKS),
+            ("dtype", DTYPES),
+        ):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ConventionError(
+                    f"unknown {name} convention {value!r}; choose one of {', '.join(allowed)}"
+                )
+        if self.signature == "shortcut_log2":
+            if not isinstance(self.shortcut_levels, int) or isinstance(self.shortcut_levels, bool):
+                raise ConventionError(
+                    "signature 'shortcut_log2' needs shortcut_levels: the integer finest level L "
+                    f"(smallest step 2^-L), got {self.shortcut_levels!r}"
+                )
+            if not 0 <= self.shortcut_levels <= 30:
+                raise ConventionError(
+                    f"shortcut_levels must lie in [0, 30], got {self.shortcut_levels}"
+                )
+            if self.time not in ("noise_at_1", "noise_at_0"):
+                raise ConventionError(
+                    "signature 'shortcut_log2' encodes dyadic steps of a linear time; it cannot be "
+                    f"combined with time {self.time!r}"
+                )
+        elif self.shortcut_levels is not None:
+            raise ConventionError(
+                f"shortcut_levels is only meaningful with signature 'shortcut_log2', "
+                f"not {self.signature!r}"
+            )
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any] | Conventions) -> Conventions:
+        """Build from a dict; unknown keys are errors (a misspelt key must not be ignored)."""
+        if isinstance(mapping, Conventions):
+            return mapping
+        if not isinstance(mapping, Mapping):
+            raise ConventionError(
+                f"conventions must be a mapping or Conventions, got {type(mapping).__name__}"
+            )
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(mapping) - set(known))
+        if unknown:
+            raise ConventionError(
+                f"unknown convention key(s) {', '.join(map(repr, unknown))}; "
+                f"known keys: {', '.join(known)}"
+            )
+        return cls(**dict(mapping))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The declared values (``shortcut_levels`` only when used)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        if out["shortcut_levels"] is None:
+            del out["shortcut_levels"]
+        return out
+
+    def describe(self) -> str:
+        """One line for report headers and failure messages."""
+        return ", ".join(f"{k}={v}" for k, v in self.as_dict().items())
+
+
+# ----------------------------------------------------------------------------------------------
+# Array operations for torch and jax.numpy (the conversions must be differentiable in both).
+
+
+class _Ops:
+    """The few array operations the conversions use, for one framework."""
+
+    def __init__(self, framework: str) -> None:
+        self.framework = framework
+        if framework == "torch":
+            self.xp = torch
+            self.atan2 = torch.atan2
+        else:
+            import jax.numpy as jnp
+
+            self.xp = jnp
+            self.atan2 = jnp.arctan2
+
+    def where(self, cond, a, b):
+        return self.xp.where(cond, a, b)
+
+    def sqrt(self, a):
+        return self.xp.sqrt(a)
+
+    def sin(self, a):
+        return self.xp.sin(a)
+
+    def cos(self, a):
+        return self.xp.cos(a)
+
+    def ones_like(self, a):
+        return self.xp.ones_like(a)
+
+    def zeros_like(self, a):
+        return self.xp.zeros_like(a)
+
+    def col(self, a):
+        return a[:, None]
+
+
+# ----------------------------------------------------------------------------------------------
+# Time conventions: tau(t), t(tau), tau'(t), slope(t, s), a(t), a'(t) and q_avg(t, s).
+
+
+@dataclass(frozen=True)
+class _Time:
+    """One time convention. ``slope`` and ``scale_quotient`` are closed forms, exact at s = t."""
+
+    name: str
+    lo: float
+    hi: float
+    linear: bool
+
+    def tau(self, o: _Ops, t):
+        raise NotImplementedError
+
+    def t_of(self, o: _Ops, tau):
+        raise NotImplementedError
+
+    def dtau(self, o: _Ops, t):
+        """``tau'(t)``."""
+        raise NotImplementedError
+
+    def slope(self, o: _Ops, t, s):
+        """``(tau(t) - tau(s)) / (t - s)``, equal to ``tau'(t)`` at ``s = t``."""
+        raise NotImplementedError
+
+    def scale(self, o: _Ops, t):
+        """``a(t)`` with ``x_u = a(t) x``."""
+        return o.ones_like(t)
+
+    def dscale(self, o: _Ops, t):
+        """``a'(t)``."""
+        return o.zeros_like(t)
+
+    def scale_quotient(self, o: _Ops, t, s):
+        """``(1 - a(t) / a(s)) / (t - s)``, equal to ``-a'(t) / a(t)`` at ``s = t``."""
+        return o.zeros_like(t)
+
+
+class _NoiseAtOne(_Time):
+    def tau(self, o, t):
+        return t
+
+    def t_of(self, o, tau):
+        return tau
+
+    def dtau(self, o, t):
+        return o.ones_like(t)
+
+    def slope(self, o, t, s):
+        return o.ones_like(t)
+
+
+class _NoiseAtZero(_Time):
+    def tau(self, o, t):
+        return 1 - t
+
+    def t_of(self, o, tau):
+        return 1 - tau
+
+    def dtau(self, o, t):
+        return -o.ones_like(t)
+
+    def slope(self, o, t, s):
+        return -o.ones_like(t)
+
+
+class _EdmSigma(_Time):
+    # sigma(t) - sigma(s) = (t - s) / ((1 - t)(1 - s)); a(t) = 1 / (1 - t).
+    def tau(self, o, t):
+        return t / (1 - t)
+
+    def t_of(self, o, sigma):
+        return sigma / (1 + sigma)
+
+    def dtau(self, o, t):
+        return 1 / (1 - t) ** 2
+
+    def slope(self, o, t, s):
+        return 1 / ((1 - t) * (1 - s))
+
+    def scale(self, o, t):
+        return 1 / (1 - t)
+
+    def dscale(self, o, t):
+        return 1 / (1 - t) ** 2
+
+    def scale_quotient(self, o, t, s):
+        return -1 / (1 - t) + 0 * s
+
+
+class _TrigFlowAngle(_Time):
+    # theta(t) = atan2(t, 1 - t); theta(t) - theta(s) = atan2(t - s, (1 - t)(1 - s) + t s);
+    # a(t) = 1 / r(t), r(t) = sqrt((1 - t)^2 + t^2); r(t)^2 - r(s)^2 = 2 (t - s)(t + s - 1).
+    def tau(self, o, t):
+        return o.atan2(t, 1 - t)
+
+    def t_of(self, o, theta):
+        sn, cs = o.sin(theta), o.cos(theta)
+        return sn / (sn + cs)
+
+    def dtau(self, o, t):
+        return 1 / ((1 - t) ** 2 + t**2)
+
+    def slope(self, o, t, s):
+        h = t - s
+        den = (1 - t) * (1 - s) + t * s
+        same = h == 0
+        safe_h = o.where(same, o.ones_like(h), h)
+        # atan2(h, den) / h is accurate for every h != 0 (atan2 keeps relative accuracy), and
+        # its limit at h = 0 is 1 / den.
+        return o.where(same, 1 / o.where(same, den, o.ones_like(den)), o.atan2(h, den) / safe_h)
+
+    def _r(self, o, t):
+        return o.sqrt((1 - t) ** 2 + t**2)
+
+    def scale(self, o, t):
+        return 1 / self._r(o, t)
+
+    def dscale(self, o, t):
+        return (1 - 2 * t) / self._r(o, t) ** 3
+
+    def scale_quotient(self, o, t, s):
+        rt, rs = self._r(o, t), self._r(o, s)
+        return 2 * (t + s - 1) / (rt * (rt + rs))
+
+
+_TIME_IMPLS: dict[str, _Time] = {
+    "noise_at_1": _NoiseAtOne("noise_at_1", 0.0, 1.0, True),
+    "noise_at_0": _NoiseAtZero("noise_at_0", 0.0, 1.0, True),
+    "edm_sigma": _EdmSigma("edm_sigma", 0.0, 1.0 - _EDGE, False),
+    "trigflow_angle": _TrigFlowAngle("trigflow_angle", 0.0, 1.0, False),
+}
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+class ConventionAdapter:
+    """All conversions between the project's convention and one declared :class:`Conventions`.
+
+    Our side is always torch (float64 unless noted); the user's side is the declared framework
+    and dtype. Methods named ``*_to_user`` go ours -> user; ``*_to_ours`` go user -> ours.
+
+    Arguments:
+        conventions: the declared conventions (a mapping is validated first).
+    """
+
+    def __init__(self, conventions: Conventions | Mapping[str, Any]) -> None:
+        self.conventions = Conventions.from_mapping(conventions)
+        c = self.conventions
+        self._time = _TIME_IMPLS[c.time]
+        self._ops = _Ops(c.framework)
+        self._torch_ops = _Ops("torch")
+
+    # -- domain ---------------------------------------------------------------------------
+
+    @property
+    def time_domain(self) -> tuple[float, float]:
+        """``(lo, hi)``: our times at which this convention is finite (for t and s)."""
+        lo, hi = self._time.lo, self._time.hi
+        return lo, hi
+
+    @property
+    def start_domain(self) -> tuple[float, float]:
+        """``(lo, hi)`` for the start time t (the prediction may exclude an end)."""
+        lo, hi = self.time_domain
+        p = self.conventions.prediction
+        if p == "x0":
+            lo = max(lo, _EDGE)
+        elif p == "epsilon":
+            hi = min(hi, 1.0 - _EDGE)
+        return lo, hi
+
+    @property
+    def is_identity(self) -> bool:
+        """True when the conventions are the project's own (up to framework and dtype)."""
+        c = self.conventions
+        return (c.time, c.signature, c.prediction) == ("noise_at_1", "x_t_s", "average_velocity")
+
+    @property
+    def continuous_steps(self) -> bool:
+        """False for ``shortcut_log2``: its steps are dyadic, so ``t`` cannot move with ``s`` held
+        fixed and no derivative in ``t`` at fixed ``s`` exists."""
+        return self.conventions.signature != "shortcut_log2"
+
+    @property
+    def step_levels(self) -> int | None:
+        return self.conventions.shortcut_levels
+
+    # -- arrays ---------------------------------------------------------------------------
+
+    @property
+    def user_dtype(self):
+        c = self.conventions
+        if c.framework == "torch":
+            return getattr(torch, c.dtype)
+        import jax.numpy as jnp
+
+        return getattr(jnp, c.dtype)
+
+    def array_to_user(self, a: Tensor):
+        """A torch tensor as the user's array type and dtype (a copy for JAX)."""
+        c = self.conventions
+        if c.framework == "torch":
+            return a.detach().to(self.user_dtype)
+        import jax
+        import jax.numpy as jnp
+
+        if c.dtype == "float64" and not jax.config.jax_enable_x64:
+            raise ConventionError(
+                "dtype 'float64' was declared for a JAX implementation, but JAX runs in float32 "
+                "unless jax_enable_x64 is set: call jax.config.update('jax_enable_x64', True) "
+                "before building the implementation, or declare dtype 'float32'"
+            )
+        return jnp.asarray(a.detach().cpu().numpy(), dtype=self.user_dtype)
+
+    def array_to_ours(self, a: Any, *, name: str, shape: tuple[int, ...] | None = None) -> Tensor:
+        """Read an array returned by the implementation as a float64 torch tensor.
+
+        Raises:
+            TypeError: wrong array type or dtype (never silently converted).
+            ValueError: wrong shape or non-finite values, naming the first bad index.
+        """
+        c = self.conventions
+        if c.framework == "torch":
+            if not isinstance(a, Tensor):
+                raise TypeError(f"{name}: expected a torch.Tensor, got {type(a).__name__}")
+            if a.dtype != self.user_dtype:
+                raise TypeError(f"{name}: expected dtype {c.dtype} as declared, got {a.dtype}")
+            out = a.detach().to(torch.float64)
+        else:
+            import jax
+            import numpy as np
+
+            if not isinstance(a, jax.Array):
+                raise TypeError(f"{name}: expected a jax.Array, got {type(a).__name__}")
+            if str(a.dtype) != c.dtype:
+                raise TypeError(f"{name}: expected dtype {c.dtype} as declared, got {a.dtype}")
+            out = torch.from_numpy(np.asarray(a, dtype=np.float64).copy())
+        if shape is not None and tuple(out.shape) != tuple(shape):
+            raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(out.shape)}")
+        bad = ~torch.isfinite(out)
+        if bad.any():
+            idx = tuple(int(i) for i in bad.nonzero()[0])
+            raise ValueError(
+                f"{name}: non-finite value {float(out[idx])!r} at index {idx} "
+                f"({int(bad.sum())} non-finite entries)"
+            )
+        return out
+
+    # -- times ----------------------------------------------------------------------------
+
+    def time_to_user(self, t, *, ops: _Ops | None = None):
+        """``tau(t)``."""
+        return self._time.tau(ops or self._ops, t)
+
+    def time_to_ours(self, tau, *, ops: _Ops | None = None):
+        """``t(tau)``."""
+        return self._time.t_of(ops or self._ops, tau)
+
+    def check_times(self, t: Tensor, s: Tensor | None = None) -> None:
+        """Raise :class:`ConventionError` if ``t`` (or ``s``) lies outside this convention's domain."""
+        lo, hi = self.start_domain
+        for name, a, (a_lo, a_hi) in (("t", t, (lo, hi)), ("s", s, self.time_domain)):
+            if a is None:
+                continue
+            if (a < a_lo).any() or (a > a_hi).any():
+                raise ConventionError(
+                    f"{name} must lie in [{a_lo}, {a_hi}] for conventions "
+                    f"{self.conventions.describe()}; got [{float(a.min())}, {float(a.max())}]"
+                )
+
+    # -- network signature ----------------------------------------------------------------
+
+    def encode_times(self, tau, rho, *, ops: _Ops | None = None) -> tuple[Any, Any]:
+        """The two time arguments the user's network takes for a map from ``tau`` to ``rho``."""
+        o = ops or self._ops
+        sig = self.conventions.signature
+        if sig == "x_t_s":
+            return tau, rho
+        if sig == "x_s_t":
+            return rho, tau
+        if sig == "x_t_dt":
+            return tau, tau - rho
+        return tau, self._level_of_step(o, tau, rho)
+
+    def decode_times(self, a1, a2, *, ops: _Ops | None = None) -> tuple[Any, Any]:
+        """Inverse of :meth:`encode_times`: ``(tau, rho)`` from the network's time arguments."""
+        o = ops or self._ops
+        sig = self.conventions.signature
+        if sig == "x_t_s":
+            return a1, a2
+        if sig == "x_s_t":
+            return a2, a1
+        if sig == "x_t_dt":
+            return a1, a1 - a2
+        levels = self.conventions.shortcut_levels
+        k = a2
+        if o.framework == "torch":
+            kf = torch.as_tensor(k).to(a1.dtype)
+            ok = bool(((kf == kf.round()) & (kf >= 0) & (kf <= levels)).all())
+        else:
+            import numpy as np
+
+            kn = np.asarray(k, dtype=np.float64)
+            ok = bool(np.all((kn == np.round(kn)) & (kn >= 0) & (kn <= levels)))
+            kf = o.xp.asarray(k).astype(a1.dtype)
+        if not ok:
+            raise ConventionError(
+                f"shortcut_log2 level must be an integer in [0, {levels}], got {k}"
+            )
+        step = o.where(kf == levels, o.zeros_like(kf), 2.0 ** (-kf))
+        # The generative direction: rho moves towards data, i.e. against sign(tau'(t)).
+        direction = 1.0 if self.conventions.time == "noise_at_1" else -1.0
+        return a1, a1 - direction * step
+
+    def _level_of_step(self, o: _Ops, tau, rho):
+        import numpy as np
+
+        levels = self.conventions.shortcut_levels
+        direction = 1.0 if self.conventions.time == "noise_at_1" else -1.0
+        step = np.asarray(_to_numpy(direction * (tau - rho)), dtype=np.float64)
+        if (step < 0).any():
+            raise ConventionError(
+                "signature 'shortcut_log2' encodes only generative steps (towards data); "
+                f"got a step of {float(step.min())} in that direction"
+            )
+        with np.errstate(divide="ignore"):
+            k = np.where(step == 0, levels, -np.log2(np.where(step == 0, 1.0, step)))
+        kr = np.round(k)
+        bad = (np.abs(k - kr) > 1e-6) | (kr < 0) | (kr > levels) | ((kr == levels) & (step != 0))
+        if bad.any():
+            i = int(np.nonzero(bad)[0][0])
+            raise ConventionError(
+                f"signature 'shortcut_log2' with shortcut_levels={levels} cannot express the step "
+                f"{float(step[i])!r} at index {i}: steps must be 2^-k, 0 <= k < {levels}, or 0"
+            )
+        if o.framework == "torch":
+            return torch.as_tensor(kr, dtype=getattr(tau, "dtype", torch.float64))
+        return o.xp.asarray(kr, dtype=tau.dtype)
+
+    # -- the affine map of the network output ----------------------------------------------
+
+    def output_coefficients(self, t, s, *, ops: _Ops | None = None) -> tuple[Any, Any]:
+        """``(q, k)`` with ``F(x, t, s) = q x + k N`` (``(N,)`` arrays in our time)."""
+        o = ops or self._ops
+        p = self.conventions.prediction
+        if p == "average_velocity":
+            q = self._time.scale_quotient(o, t, s)
+            k = self._time.slope(o, t, s) / self._time.scale(o, s)
+        elif p == "x0":
+            q, k = 1 / t + 0 * s, -1 / t + 0 * s
+        else:
+            q, k = -1 / (1 - t) + 0 * s, 1 / (1 - t) + 0 * s
+        return q, k
+
+    def residual_factor(self, t, s, kind: TargetKind, *, ops: _Ops | None = None):
+        """``w(t, s)``: 1 for value targets; ``tau'(t) / slope(t, s)`` for time-derivative ones."""
+        o = ops or self._ops
+        if kind not in TARGET_KINDS:
+            raise ValueError(f"unknown target kind {kind!r}; choose one of {TARGET_KINDS}")
+        if kind == "value" or self._time.linear:
+            return o.ones_like(t)
+        return self._time.dtau(o, t) / self._time.slope(o, t, s)
+
+    # -- networks, both ways ---------------------------------------------------------------
+
+    def network_to_user(self, F: Callable, *, ours_dtype=None) -> Callable:
+        """Wrap our network ``F(x, t, s)`` as the user's ``N(x_u, arg1, arg2)``.
+
+        ``F`` must be written in the user's framework (a torch callable for torch, a JAX-traceable
+        callable for JAX). It is evaluated in ``ours_dtype`` (default float64 for torch, the
+        user's dtype for JAX) and its output cast to the user's dtype; every conversion is
+        differentiable, so the user's forward- and reverse-mode derivatives flow through it.
+        """
+        o = self._ops
+        if ours_dtype is None and o.framework == "torch":
+            ours_dtype = torch.float64
+
+        def network(x_u, a1, a2):
+            tau, rho = self.decode_times(a1, a2, ops=o)
+            x_u, tau, rho = _cast(o, ours_dtype, x_u, tau, rho)
+            t, s = self._time.t_of(o, tau), self._time.t_of(o, rho)
+            x = x_u / o.col(self._time.scale(o, t))
+            q, k = self.output_coefficients(t, s, ops=o)
+            out = (F(x, t, s) - o.col(q) * x) / o.col(k)
+            return _cast(o, self.user_dtype, out)[0]
+
+        return network
+
+    def network_to_ours(self, N: Callable) -> Callable:
+        """Wrap the user's network ``N(x_u, arg1, arg2)`` as our ``F(x, t, s)``.
+
+        ``x, t, s`` are arrays of the user's framework in our convention; ``F`` is returned in
+        the user's dtype.
+        """
+        o = self._ops
+
+        def F(x, t, s):
+            tau, rho = self._time.tau(o, t), self._time.tau(o, s)
+            a1, a2 = self.encode_times(tau, rho, ops=o)
+            x_u = o.col(self._time.scale(o, t)) * x
+            q, k = self.output_coefficients(t, s, ops=o)
+            return o.col(q) * x + o.col(k) * N(x_u, a1, a2)
+
+        return F
+
+    # -- points and velocities --------------------------------------------------------------
+
+    def points_to_user(self, x, t, *, ops: _Ops | None = None):
+        """``x_u = a(t) x``."""
+        o = ops or self._ops
+        return o.col(self._time.scale(o, t)) * x
+
+    def points_to_ours(self, x_u, t, *, ops: _Ops | None = None):
+        """``x = x_u / a(t)``."""
+        o = ops or self._ops
+        return x_u / o.col(self._time.scale(o, t))
+
+    def velocity_to_user(self, v, x, t, *, ops: _Ops | None = None):
+        """``v_u = d x_u / d tau = (a(t) v + a'(t) x) / tau'(t)`` at our point ``x``."""
+        o = ops or self._ops
+        tm = self._time
+        return (o.col(tm.scale(o, t)) * v + o.col(tm.dscale(o, t)) * x) / o.col(tm.dtau(o, t))
+
+    def velocity_to_ours(self, v_u, x, t, *, ops: _Ops | None = None):
+        """Inverse of :meth:`velocity_to_user`: ``v = (tau'(t) v_u - a'(t) x) / a(t)``."""
+        o = ops or self._ops
+        tm = self._time
+        return (o.col(tm.dtau(o, t)) * v_u - o.col(tm.dscale(o, t)) * x) / o.col(tm.scale(o, t))
+
+    def velocity_field_to_user(self, v: Callable) -> Callable:
+        """Wrap our velocity field ``v(x, t)`` (torch) as the user's ``v_u(x_u, tau)``."""
+        o = self._ops
+
+        def field(x_u, tau):
+            t = self._time.t_of(o, tau)
+            x = self.points_to_ours(x_u, t, ops=o)
+            return self.velocity_to_user(v(x, t), x, t, ops=o)
+
+        return field
+
+    # -- targets, both ways -----------------------------------------------------------------
+
+    def target_to_ours(
+        self, N_tgt: Tensor, N: Tensor, x: Tensor, t: Tensor, s: Tensor, kind: TargetKind
+    ) -> Tensor:
+        """Our ``F_tgt`` from the user's ``N_tgt`` (float64 torch tensors; ``N`` the network's
+        output at the same inputs): ``F_tgt = F - w k (N - N_tgt)`` with ``F = q x + k N``."""
+        o = self._torch_ops
+        q, k = self.output_coefficients(t, s, ops=o)
+        w = self.residual_factor(t, s, kind, ops=o)
+        F = q[:, None] * x + k[:, None] * N
+        return F - (w * k)[:, None] * (N - N_tgt)
+
+    def target_to_user(
+        self, F_tgt: Tensor, F: Tensor, x: Tensor, t: Tensor, s: Tensor, kind: TargetKind
+    ) -> Tensor:
+        """Inverse of :meth:`target_to_ours`: the user's ``N_tgt`` from our ``F_tgt``."""
+        o = self._torch_ops
+        q, k = self.output_coefficients(t, s, ops=o)
+        w = self.residual_factor(t, s, kind, ops=o)
+        N = (F - q[:, None] * x) / k[:, None]
+        return N - (F - F_tgt) / (w * k)[:, None]
+
+
+def _to_numpy(a):
+    import numpy as np
+
+    if isinstance(a, Tensor):
+        return a.detach().cpu().numpy()
+    return np.asarray(a)
+
+
+def _cast(o: _Ops, dtype, *arrays):
+    if dtype is None:
+        return arrays
+    if o.framework == "torch":
+        return tuple(a.to(dtype) for a in arrays)
+    return tuple(a.astype(dtype) for a in arrays)

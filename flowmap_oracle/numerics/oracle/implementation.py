@@ -1,0 +1,179 @@
+"""The object an implementation's factory returns, and how the oracle finds the factory.
+
+A factory is any zero-argument callable named as ``package.module:factory``; it returns an
+:class:`Implementation` that declares its conventions and what it provides. Each function is
+called in the *user's* conventions (framework, dtype, time variable, network signature and
+prediction, see :mod:`flowmap_oracle.numerics.adapters`); the oracle converts everything it hands
+over and everything it gets back. Nothing is guessed: a check whose function is not provided is
+skipped with a reason, and unknown objectives or keys are errors.
+
+Protocols (``net`` is a network in the user's signature: ``net(x, a1, a2)``; ``x`` points, ``t``
+the start and ``s`` the end time in the user's time variable, ``(N,)`` arrays; ``data`` and
+``noise`` are ``(N, d)`` samples of the data and of ``N(0, I)``, whatever the user calls them):
+
+=================  ===========  =========================================================
+objective          kind         signature -> returns
+=================  ===========  =========================================================
+``meanflow``       target       ``(net, x, t, s, v) -> N_tgt``; ``v`` the velocity dx/dt
+                                at ``(x, t)`` in the user's time
+``meanflow``       loss         ``(net, data, noise, t, s) -> scalar``; conditional velocity,
+                                plain L2 (see ``loss_reduction``)
+``model``          flow_map     ``(net, x, t, s) -> x_s``: the one-step map built from ``net``
+=================  ===========  =========================================================
+
+Further objectives are listed in :data:`PROTOCOLS` as they are added.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..adapters import ConventionAdapter, Conventions
+
+__all__ = [
+    "ENV_VAR",
+    "LOSS_REDUCTIONS",
+    "PROTOCOLS",
+    "Implementation",
+    "ImplementationError",
+    "load_implementation",
+]
+
+ENV_VAR = "FLOWMAP_ORACLE_IMPL"
+"""Environment variable naming the implementation (``package.module:factory``) under test."""
+
+LOSS_REDUCTIONS = ("sum_mean", "mean")
+"""``"sum_mean"``: sum over dimensions, mean over the batch (ours); ``"mean"``: mean over all
+entries (``torch.nn.functional.mse_loss``, ``jnp.mean``)."""
+
+PROTOCOLS: dict[str, dict[str, str]] = {
+    "meanflow": {
+        "target": "(net, x, t, s, v) -> N_tgt",
+        "loss": "(net, data, noise, t, s) -> scalar (conditional velocity, plain L2)",
+    },
+    "model": {"flow_map": "(net, x, t, s) -> x_s"},
+}
+"""Objective -> provided function -> its call signature (in the user's conventions)."""
+
+
+class ImplementationError(ValueError):
+    """The implementation spec or the object a factory returned is not usable."""
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """An implementation under test: its conventions and the functions it provides.
+
+    Arguments:
+        name: shown in reports.
+        conventions: a :class:`~flowmap_oracle.numerics.adapters.Conventions` or a mapping with
+            its keys (validated; unknown keys are errors).
+        targets: objective -> target function (see :data:`PROTOCOLS`).
+        losses: objective -> loss function.
+        flow_map: the one-step map ``(net, x, t, s) -> x_s`` built from a network.
+        loss_reduction: ``"sum_mean"`` or ``"mean"`` (how losses average over entries).
+        description: free text for reports.
+        spec: ``package.module:factory`` when loaded by :func:`load_implementation`.
+    """
+
+    name: str
+    conventions: Conventions | Mapping[str, Any] = field(default_factory=Conventions)
+    targets: Mapping[str, Callable] = field(default_factory=dict)
+    losses: Mapping[str, Callable] = field(default_factory=dict)
+    flow_map: Callable | None = None
+    loss_reduction: str = "sum_mean"
+    description: str = ""
+    spec: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ImplementationError("Implementation.name must be a non-empty string")
+        object.__setattr__(self, "conventions", Conventions.from_mapping(self.conventions))
+        for kind, table in (("targets", self.targets), ("losses", self.losses)):
+            if not isinstance(table, Mapping):
+                raise ImplementationError(f"{kind} must be a mapping objective -> function")
+            role = "target" if kind == "targets" else "loss"
+            for objective, fn in table.items():
+                if objective not in PROTOCOLS or role not in PROTOCOLS[objective]:
+                    known = sorted(o for o, p in PROTOCOLS.items() if role in p)
+                    raise ImplementationError(
+                        f"unknown objective {objective!r} in {kind}; known: {', '.join(known)}"
+                    )
+                if not callable(fn):
+                    raise ImplementationError(f"{kind}[{objective!r}] is not callable")
+        if self.flow_map is not None and not callable(self.flow_map):
+            raise ImplementationError("flow_map must be callable")
+        if self.loss_reduction not in LOSS_REDUCTIONS:
+            raise ImplementationError(
+                f"unknown loss_reduction {self.loss_reduction!r}; choose one of {LOSS_REDUCTIONS}"
+            )
+
+    @property
+    def adapter(self) -> ConventionAdapter:
+        return ConventionAdapter(self.conventions)
+
+    def provides(self, objective: str, role: str) -> bool:
+        """Whether the implementation provides ``role`` (target/loss/flow_map) for ``objective``."""
+        if role == "target":
+            return objective in self.targets
+        if role == "loss":
+            return objective in self.losses
+        if role == "flow_map":
+            return self.flow_map is not None
+        raise ValueError(f"unknown role {role!r}")
+
+    def provided(self) -> list[str]:
+        """``objective.role`` for everything provided (for report headers)."""
+        out = [f"{o}.target" for o in self.targets] + [f"{o}.loss" for o in self.losses]
+        if self.flow_map is not None:
+            out.append("model.flow_map")
+        return out
+
+
+def load_implementation(spec: str | None = None) -> Implementation:
+    """Import ``package.module:factory``, call the factory and validate what it returns.
+
+    Arguments:
+        spec: the factory; ``None`` reads :data:`ENV_VAR` and falls back to the reference
+            implementation.
+
+    Raises:
+        ImplementationError: a malformed spec, a missing module or attribute, a factory that
+            raises, or a result that is not an :class:`Implementation`.
+    """
+    if spec is None:
+        spec = os.environ.get(ENV_VAR) or "flowmap_oracle.numerics.oracle.reference:implementation"
+    if not isinstance(spec, str) or spec.count(":") != 1:
+        raise ImplementationError(
+            f"implementation spec must read 'package.module:factory', got {spec!r}"
+        )
+    module_name, attr = spec.split(":")
+    if not module_name or not attr:
+        raise ImplementationError(
+            f"implementation spec must read 'package.module:factory', got {spec!r}"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ImplementationError(f"cannot import {module_name!r} from {spec!r}: {err}") from err
+    try:
+        factory = getattr(module, attr)
+    except AttributeError:
+        raise ImplementationError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if not callable(factory):
+        raise ImplementationError(f"{spec!r} is not callable")
+    try:
+        impl = factory()
+    except Exception as err:
+        raise ImplementationError(f"factory {spec!r} raised {type(err).__name__}: {err}") from err
+    if not isinstance(impl, Implementation):
+        raise ImplementationError(
+            f"factory {spec!r} returned {type(impl).__name__}, expected an Implementation"
+        )
+    if impl.spec is None:
+        object.__setattr__(impl, "spec", spec)
+    return impl

@@ -1,0 +1,114 @@
+"""The oracle framework: the reference passes, a wrong MeanFlow target fails with a message that
+says what differs and where, and the reproduction snippet reruns the failing case."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from flowmap_oracle.numerics.oracle import (
+    CheckFailure,
+    Implementation,
+    ImplementationError,
+    load_implementation,
+    reproduce,
+    run_check,
+    run_checks,
+)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return load_implementation("flowmap_oracle.numerics.oracle.reference:implementation")
+
+
+def _sign_flipped_target(net, x, t, s, v):
+    # The (t - s) term with the wrong sign: F_tgt = v + (t - s) dF/dt.
+    _, dF = torch.func.jvp(net, (x, t, s), (v, torch.ones_like(t), torch.zeros_like(s)))
+    return (v + (t - s)[:, None] * dF).detach()
+
+
+def test_reference_passes_every_meanflow_and_model_check(reference):
+    results = run_checks(reference, objectives=["meanflow", "model"])
+    assert results, "no checks registered"
+    bad = [r.report() for r in results if r.status != "pass"]
+    assert not bad, "\n\n".join(bad)
+
+
+def test_sign_flipped_meanflow_target_fails_with_what_differs_and_where():
+    impl = Implementation(name="sign flip", targets={"meanflow": _sign_flipped_target})
+    result = run_check("meanflow.target.random_network", impl)
+    assert result.status == "fail"
+    msg = result.message
+    assert "MeanFlow target F_tgt" in msg and "differs from the reference" in msg
+    assert "largest error" in msg and "expected" in msg and "got" in msg
+    assert result.mismatch is not None and result.mismatch.max_error > 1e-2
+    assert result.mismatch.n_bad > 0
+    # The first explicit case is the corner (t, s) = (1, 0), where the (t - s) term is largest.
+    assert result.case is not None and (result.case.t, result.case.s) == (1.0, 0.0)
+    assert (
+        "reproduce(" in result.reproduce and "'meanflow.target.random_network'" in result.reproduce
+    )
+    # The fixed point at the exact ring8 map also rejects it (the flow is curved).
+    exact = run_check("meanflow.target.exact_map_fixed_point", impl)
+    assert exact.status == "fail" and exact.mismatch.max_error > 1e-2
+
+
+def test_reproduce_reruns_the_failing_case():
+    impl = Implementation(name="sign flip", targets={"meanflow": _sign_flipped_target})
+    result = run_check("meanflow.target.random_network", impl)
+    with pytest.raises(CheckFailure) as info:
+        reproduce("meanflow.target.random_network", impl, **result.case.kwargs())
+    assert info.value.mismatch.max_error == pytest.approx(result.mismatch.max_error)
+    reference = load_implementation()
+    reproduce("meanflow.target.random_network", reference, **result.case.kwargs())
+
+
+def test_missing_function_is_skipped_with_a_reason():
+    impl = Implementation(name="targets only", targets={"meanflow": _sign_flipped_target})
+    result = run_check("meanflow.loss.value_and_gradient", impl)
+    assert result.status == "skip" and "provides no meanflow loss" in result.message
+
+
+def test_an_implementation_that_raises_fails_with_its_error():
+    def broken(net, x, t, s, v):
+        raise RuntimeError("shape mismatch in my code")
+
+    result = run_check(
+        "meanflow.target.random_network", Implementation("broken", targets={"meanflow": broken})
+    )
+    assert result.status == "fail"
+    assert "raised RuntimeError: shape mismatch in my code" in result.message
+
+
+def test_nan_and_wrong_dtype_are_named():
+    def nan_target(net, x, t, s, v):
+        out = v.clone()
+        out[3, 1] = float("nan")
+        return out
+
+    res = run_check(
+        "meanflow.target.random_network", Implementation("nan", targets={"meanflow": nan_target})
+    )
+    assert res.status == "fail" and "non-finite" in res.message and "(3, 1)" in res.message
+
+    def f32_target(net, x, t, s, v):
+        return v.float()
+
+    res = run_check(
+        "meanflow.target.random_network", Implementation("f32", targets={"meanflow": f32_target})
+    )
+    assert res.status == "fail" and "dtype float64 as declared" in res.message
+
+
+def test_factory_spec_errors_are_clear():
+    with pytest.raises(ImplementationError, match=r"package\.module:factory"):
+        load_implementation("no_colon_here")
+    with pytest.raises(ImplementationError, match="cannot import"):
+        load_implementation("surely_not_a_module_xyz:factory")
+    with pytest.raises(ImplementationError, match="has no attribute"):
+        load_implementation("flowmap_oracle.numerics.oracle.reference:nope")
+    with pytest.raises(ImplementationError, match="unknown objective 'meanfloww'"):
+        Implementation("typo", targets={"meanfloww": _sign_flipped_target})
+    with pytest.raises(ValueError, match="unknown convention key"):
+        Implementation("typo", conventions={"time": "noise_at_1", "signatur": "x_t_s"})
