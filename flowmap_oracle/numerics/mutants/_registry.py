@@ -11,11 +11,21 @@ from typing import Any
 from ..oracle.context import OracleSettings
 from ..oracle.implementation import Implementation
 from ..oracle.reference import implementation as reference_implementation
-from ..oracle.registry import run_checks
+from ..oracle.registry import checks_for, run_checks
 
 __all__ = ["MODULES", "MUTANTS", "Mutant", "MutantResult", "mutant", "run_mutant", "run_mutants"]
 
-MODULES = ("meanflow",)
+MODULES = (
+    "meanflow",
+    "flow_matching",
+    "facm",
+    "self_consistency",
+    "consistency",
+    "align_your_flow",
+    "imm",
+    "model",
+    "conventions",
+)
 """Mutant modules under this package, one per objective."""
 
 
@@ -43,12 +53,16 @@ class Mutant:
 MUTANTS: dict[str, Mutant] = {}
 
 
-def mutant(name: str, *, objective: str, description: str) -> Callable[[Callable], Callable]:
+def mutant(
+    name: str, *, objective: str, description: str, inherit: bool = True
+) -> Callable[[Callable], Callable]:
     """Register a factory ``() -> dict`` of replacements as a mutant.
 
     The factory returns keyword replacements for the reference implementation (``targets``,
-    ``losses``, ``flow_map``, ``conventions``); ``targets`` and ``losses`` are merged into the
-    reference's, so the mutant differs from the reference in exactly those functions.
+    ``losses``, ``flow_map``, ``conventions``); with ``inherit`` the ``targets`` and ``losses``
+    are merged into the reference's, so the mutant differs from the reference in exactly those
+    functions. Mutants in other conventions set ``inherit=False`` and provide only their own
+    functions (the reference's are written in the project's convention).
     """
 
     def register(fn: Callable[[], dict[str, Any]]) -> Callable[[], Implementation]:
@@ -57,8 +71,11 @@ def mutant(name: str, *, objective: str, description: str) -> Callable[[Callable
         def factory() -> Implementation:
             ref = reference_implementation()
             changes = fn()
-            targets = {**ref.targets, **changes.pop("targets", {})}
-            losses = {**ref.losses, **changes.pop("losses", {})}
+            base_t, base_l = (ref.targets, ref.losses) if inherit else ({}, {})
+            targets = {**base_t, **changes.pop("targets", {})}
+            losses = {**base_l, **changes.pop("losses", {})}
+            if not inherit:
+                changes.setdefault("flow_map", None)
             return replace(
                 ref,
                 name=f"mutant {name}",
@@ -117,11 +134,19 @@ class MutantResult:
 
 
 def run_mutant(m: Mutant | str, settings: OracleSettings | None = None) -> MutantResult:
-    """Run the oracle on one mutant until the first failing check."""
+    """Run the oracle on one mutant until the first failing check.
+
+    The checks of the mutant's own objective run first (the others only if it survives them),
+    so the kill run stays short; ``by`` names the first check that failed.
+    """
     _load()
     m = MUTANTS[m] if isinstance(m, str) else m
     start = time.perf_counter()
-    results = run_checks(m.implementation(), settings, stop_at_first_failure=True)
+    impl = m.implementation()
+    results = run_checks(impl, settings, objectives=[m.objective], stop_at_first_failure=True)
+    if not any(r.status == "fail" for r in results):
+        others = {c.objective for c in checks_for()} - {m.objective}
+        results += run_checks(impl, settings, objectives=others, stop_at_first_failure=True)
     failed = [r for r in results if r.status == "fail"]
     by = failed[0] if failed else None
     return MutantResult(

@@ -1,4 +1,4 @@
-"""MeanFlow mutants: each is the reference with one wrong target or loss."""
+"""MeanFlow mutants: the reference with one wrong target or loss."""
 
 from __future__ import annotations
 
@@ -7,8 +7,16 @@ import torch
 from ._registry import mutant
 
 
-def _jvp(net, x, t, s, v, tangent_t, tangent_s):
-    return torch.func.jvp(net, (x, t, s), (v, tangent_t, tangent_s))
+def _jvp(fn, x, t, s, tangents):
+    return torch.func.jvp(fn, (x, t, s), tangents)
+
+
+def _ones(t):
+    return torch.ones_like(t)
+
+
+def _zeros(t):
+    return torch.zeros_like(t)
 
 
 @mutant(
@@ -21,7 +29,108 @@ def _jvp(net, x, t, s, v, tangent_t, tangent_s):
 )
 def sign_of_t_minus_s():
     def target(net, x, t, s, v):
-        _, dF = _jvp(net, x, t, s, v, torch.ones_like(t), torch.zeros_like(s))
+        _, dF = _jvp(net, x, t, s, (v, _ones(t), _zeros(s)))
         return (v + (t - s)[:, None] * dF).detach()
 
     return {"targets": {"meanflow": target}}
+
+
+@mutant(
+    "meanflow.tangents_on_s",
+    objective="meanflow",
+    description=(
+        "jvp tangents (v, 0, 1) on F(x, t, s): the MeanFlow code's tangents for fn(z, r, t) "
+        "copied to the (x, t, s) order, giving d_s F instead of d_t F"
+    ),
+)
+def tangents_on_s():
+    def target(net, x, t, s, v):
+        _, dF = _jvp(net, x, t, s, (v, _zeros(t), _ones(s)))
+        return (v - (t - s)[:, None] * dF).detach()
+
+    return {"targets": {"meanflow": target}}
+
+
+@mutant(
+    "meanflow.t_and_s_swapped_at_network",
+    objective="meanflow",
+    description="the network called as F(x, s, t) inside the target (argument order mix-up)",
+)
+def t_and_s_swapped_at_network():
+    def target(net, x, t, s, v):
+        _, dF = _jvp(lambda a, b, c: net(a, c, b), x, t, s, (v, _ones(t), _zeros(s)))
+        return (v - (t - s)[:, None] * dF).detach()
+
+    return {"targets": {"meanflow": target}}
+
+
+@mutant(
+    "meanflow.no_grad_as_stop_gradient",
+    objective="meanflow",
+    description=(
+        "torch.no_grad() used as the stop-gradient: it stops reverse-mode gradients but not "
+        "forward-mode tangents (a JVP through the loss sees the target move)"
+    ),
+)
+def no_grad_as_stop_gradient():
+    def target(net, x, t, s, v):
+        with torch.no_grad():
+            _, dF = _jvp(net, x, t, s, (v, _ones(t), _zeros(s)))
+            return v - (t - s)[:, None] * dF
+
+    return {"targets": {"meanflow": target}}
+
+
+@mutant(
+    "meanflow.no_stop_gradient",
+    objective="meanflow",
+    description="the target is not detached: gradients flow through dF/dt (second-order terms)",
+)
+def no_stop_gradient():
+    def target(net, x, t, s, v):
+        _, dF = _jvp(net, x, t, s, (v, _ones(t), _zeros(s)))
+        return v - (t - s)[:, None] * dF
+
+    return {"targets": {"meanflow": target}}
+
+
+@mutant(
+    "meanflow.missing_t_minus_s_factor",
+    objective="meanflow",
+    description="F_tgt = v - dF/dt: the (t - s) factor dropped",
+)
+def missing_t_minus_s_factor():
+    def target(net, x, t, s, v):
+        _, dF = _jvp(net, x, t, s, (v, _ones(t), _zeros(s)))
+        return (v - dF).detach()
+
+    return {"targets": {"meanflow": target}}
+
+
+@mutant(
+    "meanflow.partial_instead_of_total_derivative",
+    objective="meanflow",
+    description="tangents (0, 1, 0): d_t F alone, the J_x F v term of the total derivative missing",
+)
+def partial_instead_of_total_derivative():
+    def target(net, x, t, s, v):
+        _, dF = _jvp(net, x, t, s, (torch.zeros_like(v), _ones(t), _zeros(s)))
+        return (v - (t - s)[:, None] * dF).detach()
+
+    return {"targets": {"meanflow": target}}
+
+
+@mutant(
+    "meanflow.velocity_x0_minus_x1",
+    objective="meanflow",
+    description="the loss's conditional velocity taken as x0 - x1 (data minus noise)",
+)
+def velocity_x0_minus_x1():
+    def loss(net, data, noise, t, s):
+        x = (1 - t)[:, None] * data + t[:, None] * noise
+        v = data - noise
+        out, dF = _jvp(net, x, t, s, (v, _ones(t), _zeros(s)))
+        target = (v - (t - s)[:, None] * dF).detach()
+        return (out - target).pow(2).sum(dim=1).mean()
+
+    return {"losses": {"meanflow": loss}}

@@ -23,9 +23,13 @@ from .results import Case
 
 __all__ = ["CaseSpace", "Space", "case_space"]
 
-Space = Literal["forward", "any", "diagonal", "to_zero", "split"]
-"""``forward``: ``s <= t``; ``any``: both orders; ``diagonal``: ``s = t``; ``to_zero``: ``s = 0``;
-``split``: ``s <= r <= t`` with ``r`` a fraction of the way from ``s`` to ``t``."""
+Space = Literal["forward", "strict", "any", "diagonal", "to_zero", "split"]
+"""``forward``: ``s <= t``; ``strict``: ``s < t`` by at least 0.01, where ``s`` is also a start
+time (a consistency model's previous time); ``any``: both orders; ``diagonal``: ``s = t``;
+``to_zero``: ``s = 0``; ``split``: ``s <= r <= t`` with ``r`` a fraction of the way from ``s``
+to ``t`` (``r`` and ``s`` are start times too)."""
+
+_GAP = 0.01  # smallest t - s of the strict space
 
 _DIAGONAL_FRACTION = 0.25  # per-sample draws put a quarter of the batch on s = t (FM terms)
 
@@ -39,6 +43,8 @@ class CaseSpace:
         t_lo, t_hi: range of the start time ``t``.
         s_lo, s_hi: range of the end time ``s``.
         levels: Shortcut's finest level when steps must be dyadic (``t - s = 2^-k`` or 0).
+        max_level: the finest non-zero step level drawn (default ``levels - 1``); checks that
+            halve a step use ``levels - 2`` so that half steps stay real steps.
     """
 
     space: Space
@@ -47,6 +53,11 @@ class CaseSpace:
     s_lo: float
     s_hi: float
     levels: int | None = None
+    max_level: int | None = None
+
+    @property
+    def _top(self) -> int:
+        return self.levels - 1 if self.max_level is None else self.max_level
 
     # -- explicit cases ---------------------------------------------------------------------
 
@@ -59,6 +70,9 @@ class CaseSpace:
             return [Case(0, hi, lo), Case(1, 0.6, lo), Case(2)]
         if self.levels is not None:
             return [Case(0, hi, self._snap(hi, lo)), Case(1, 0.75, 0.5), Case(2, 0.6, 0.6), Case(3)]
+        if self.space == "strict":
+            cases = [Case(0, hi, lo), Case(1, 0.7, 0.2), Case(2, 0.5, 0.45), Case(3)]
+            return [self._clip(c) for c in cases]
         if self.space == "split":
             return [Case(0, hi, lo, 0.5), Case(1, 0.8, 0.3, 0.25), Case(2)]
         cases = [Case(0, hi, lo), Case(1, 0.7, 0.2), Case(2, 0.5, 0.5), Case(3)]
@@ -73,6 +87,9 @@ class CaseSpace:
         s = min(max(c.s, self.s_lo), self.s_hi)
         if self.space in ("forward", "split"):
             s = min(s, t)
+        if self.space == "strict":
+            t = max(t, self.s_lo + _GAP)
+            s = min(s, t - _GAP)
         return Case(c.seed, t, s, c.r)
 
     def _snap(self, t: float, s: float) -> float:
@@ -81,7 +98,7 @@ class CaseSpace:
         if gap <= 0:
             return t
         k = max(0, math.ceil(-math.log2(gap)))
-        return t - 2.0**-k if k < self.levels else t
+        return t - 2.0**-k if k <= self._top else t
 
     # -- hypothesis --------------------------------------------------------------------------
 
@@ -104,10 +121,13 @@ class CaseSpace:
             if self.space == "to_zero":
                 return Case(seed, draw_(floats(max(self.t_lo, 0.02), self.t_hi)), self.s_lo)
             if self.levels is not None:
-                k = draw_(st.integers(min_value=0, max_value=self.levels))
-                step = 0.0 if k == self.levels else 2.0**-k
+                k = draw_(st.integers(min_value=0, max_value=self._top + 1))
+                step = 0.0 if k > self._top else 2.0**-k
                 t = draw_(floats(max(self.t_lo, self.s_lo + step), self.t_hi))
                 return Case(seed, t, t - step)
+            if self.space == "strict":
+                t = draw_(floats(max(self.t_lo, self.s_lo + _GAP), self.t_hi))
+                return Case(seed, t, draw_(floats(self.s_lo, t - _GAP)))
             t = draw_(floats(self.t_lo, self.t_hi))
             if self.space == "any":
                 return Case(seed, t, draw_(floats(self.s_lo, self.s_hi)))
@@ -137,10 +157,13 @@ class CaseSpace:
             t = uniform(max(self.t_lo, 0.02), self.t_hi)
             s = torch.full((n,), self.s_lo, dtype=torch.float64)
         elif self.levels is not None:
-            k = torch.randint(0, self.levels + 1, (n,), generator=g)
-            step = torch.where(k == self.levels, 0.0, 2.0 ** (-k.to(torch.float64)))
+            k = torch.randint(0, self._top + 2, (n,), generator=g)
+            step = torch.where(k > self._top, 0.0, 2.0 ** (-k.to(torch.float64)))
             t = uniform(torch.clamp(self.s_lo + step, min=self.t_lo), self.t_hi)
             s = t - step
+        elif self.space == "strict":
+            t = uniform(max(self.t_lo, self.s_lo + _GAP), self.t_hi)
+            s = uniform(self.s_lo, t - _GAP)
         else:
             t = uniform(self.t_lo, self.t_hi)
             if self.space == "any":
@@ -161,6 +184,9 @@ def case_space(space: Space, adapter: ConventionAdapter) -> CaseSpace:
     """The :class:`CaseSpace` of ``space`` under ``adapter``'s conventions."""
     t_lo, t_hi = adapter.start_domain
     s_lo, s_hi = adapter.time_domain
+    if space in ("strict", "split"):
+        # s (and r) are start times of network evaluations there.
+        s_lo, s_hi = max(s_lo, t_lo), min(s_hi, t_hi)
     if space == "to_zero" and s_lo > 0:
         raise ValueError(f"conventions {adapter.conventions.describe()} exclude s = 0")
     return CaseSpace(space, t_lo, t_hi, s_lo, s_hi, adapter.step_levels)

@@ -151,6 +151,11 @@ class CheckContext:
         return exact_network(self.settings.teacher)
 
     def space(self, space: Space) -> CaseSpace:
+        if not self.adapter.continuous_steps and space in ("to_zero", "split", "strict"):
+            raise CheckSkipped(
+                f"the check needs {space!r} times, which the declared signature 'shortcut_log2' "
+                "(dyadic steps only) cannot express"
+            )
         try:
             return case_space(space, self.adapter)
         except ValueError as err:
@@ -183,11 +188,15 @@ class CheckContext:
         except (TypeError, ValueError) as err:
             raise CheckFailure(f"the implementation returned a bad value: {err}") from None
 
-    def user_network(self, net: RandomNetwork | ExactAverageVelocity, params: Any = None):
+    def user_network(
+        self, net: RandomNetwork | ExactAverageVelocity | Callable, params: Any = None
+    ):
         """``net`` as a network in the user's signature, framework and dtype.
 
         ``params``: parameters of a :class:`RandomNetwork` in the user's framework (torch tensors
-        or JAX arrays) to differentiate through; ``None`` uses its fixed weights.
+        or JAX arrays) to differentiate through; ``None`` uses its fixed weights. Any other
+        torch callable ``F(x, t, s)`` is passed as is for torch and as a non-differentiable
+        callback for JAX.
         """
         if self.conventions.framework == "torch":
             if isinstance(net, RandomNetwork):
@@ -197,7 +206,9 @@ class CheckContext:
             return self.adapter.network_to_user(fn)
         from . import jax_bridge
 
-        if isinstance(net, RandomNetwork):
+        if callable(net) and not isinstance(net, RandomNetwork | ExactAverageVelocity):
+            fn = jax_bridge.torch_function_jax(net, self.conventions.dtype)
+        elif isinstance(net, RandomNetwork):
             p = net.jax_params(self.conventions.dtype) if params is None else params
             fn = functools.partial(RandomNetwork.jax_apply, p)
         else:
@@ -212,6 +223,34 @@ class CheckContext:
 
     def user_velocity(self, v: Tensor, x: Tensor, t: Tensor) -> Any:
         return self.to_user(self.adapter.velocity_to_user(v, x, t, ops=self.adapter._torch_ops))
+
+    def user_field(self, fn: Callable[..., Tensor], kind: str) -> Callable:
+        """A torch function of ours as a callable in the user's conventions and framework.
+
+        ``kind="velocity"``: ``fn(x, t) -> v`` becomes ``v_u(x_u, tau)``;
+        ``kind="solver"``: ``fn(x, t, s) -> x_s`` becomes ``solver_u(x_u, tau, rho)``.
+        The callable returns the declared dtype and is not differentiable (teacher data).
+        """
+        ad, o = self.adapter, self.adapter._torch_ops
+
+        def in_torch(x_u: Tensor, *taus: Tensor) -> Tensor:
+            x_u, taus = x_u.detach().double(), [a.detach().double() for a in taus]
+            times = [ad.time_to_ours(a, ops=o) for a in taus]
+            x = ad.points_to_ours(x_u, times[0], ops=o)
+            with torch.no_grad():
+                out = fn(x, *times)
+            if kind == "velocity":
+                return ad.velocity_to_user(out, x, times[0], ops=o)
+            return ad.points_to_user(out, times[-1], ops=o)
+
+        if kind not in ("velocity", "solver"):
+            raise ValueError(f"kind must be 'velocity' or 'solver', got {kind!r}")
+        if self.conventions.framework == "torch":
+            dtype = self.adapter.user_dtype
+            return lambda x_u, *taus: in_torch(x_u, *taus).to(dtype)
+        from .jax_bridge import torch_function_jax
+
+        return torch_function_jax(in_torch, self.conventions.dtype)
 
     def network_output_in_user_units(self, F: Tensor, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
         """``N = (F - q x) / k``: what the user's network outputs where ours gives ``F``."""

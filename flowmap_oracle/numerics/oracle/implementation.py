@@ -7,21 +7,18 @@ prediction, see :mod:`flowmap_oracle.numerics.adapters`); the oracle converts ev
 over and everything it gets back. Nothing is guessed: a check whose function is not provided is
 skipped with a reason, and unknown objectives or keys are errors.
 
-Protocols (``net`` is a network in the user's signature: ``net(x, a1, a2)``; ``x`` points, ``t``
-the start and ``s`` the end time in the user's time variable, ``(N,)`` arrays; ``data`` and
-``noise`` are ``(N, d)`` samples of the data and of ``N(0, I)``, whatever the user calls them):
+Protocols: ``net`` is a network in the user's signature, ``net(x, a1, a2)``; ``x`` points; ``t``
+the start, ``r`` an intermediate and ``s`` the end time, in the user's time variable, ``(N,)``
+arrays; ``data`` and ``noise`` are ``(N, d)`` samples of the data and of ``N(0, I)`` whatever the
+user calls them; ``v`` is the velocity ``dx/dtau`` at ``(x, t)`` as an array; ``velocity`` is the
+teacher's velocity field ``velocity(x, t)`` and ``solver`` a teacher solver ``solver(x, t, s)``,
+both callables in the user's conventions. The full table is :data:`PROTOCOLS`; for example
 
-=================  ===========  =========================================================
-objective          kind         signature -> returns
-=================  ===========  =========================================================
-``meanflow``       target       ``(net, x, t, s, v) -> N_tgt``; ``v`` the velocity dx/dt
-                                at ``(x, t)`` in the user's time
-``meanflow``       loss         ``(net, data, noise, t, s) -> scalar``; conditional velocity,
-                                plain L2 (see ``loss_reduction``)
-``model``          flow_map     ``(net, x, t, s) -> x_s``: the one-step map built from ``net``
-=================  ===========  =========================================================
+* ``targets["meanflow"](net, x, t, s, v) -> N_tgt``, the regression target of the network output;
+* ``losses["meanflow"](net, data, noise, t, s) -> scalar`` (conditional velocity, plain L2);
+* ``flow_map(net, x, t, s) -> x_s``, the one-step map built from ``net``.
 
-Further objectives are listed in :data:`PROTOCOLS` as they are added.
+Gradient-defined losses (sCM, AYF) are checked through their gradients only.
 """
 
 from __future__ import annotations
@@ -51,9 +48,49 @@ LOSS_REDUCTIONS = ("sum_mean", "mean")
 entries (``torch.nn.functional.mse_loss``, ``jnp.mean``)."""
 
 PROTOCOLS: dict[str, dict[str, str]] = {
+    "fm": {"loss": "(net, data, noise, t) -> scalar: ||net on its diagonal s = t - target||^2"},
     "meanflow": {
         "target": "(net, x, t, s, v) -> N_tgt",
         "loss": "(net, data, noise, t, s) -> scalar (conditional velocity, plain L2)",
+    },
+    "facm": {
+        "target": "(net, x, t, v) -> N_tgt (the consistency target at s = 0)",
+        "loss": "(net, data, noise, t) -> scalar (FACM defaults: norm-L2 CM part weighted by "
+        "sin(pi t / 2), anchor at 2 - t with L2 + cosine, conditional velocity)",
+    },
+    "split": {
+        "target": "(net, x, t, s, r) -> N_tgt (SplitMeanFlow, F_{r->s} at the model's x_r)",
+        "loss": "(net, data, noise, t, r, s) -> scalar (split rule; FM with x1 - x0 where s = t)",
+    },
+    "shortcut": {
+        "target": "(net, x, t, s) -> N_tgt (velocity space, midpoint m = (t + s) / 2)",
+        "loss": "(net, data, noise, t, s) -> scalar (FM with x1 - x0 plus the consistency term)",
+    },
+    "cm": {"loss": "(net, data, noise, t, t_prev) -> scalar (consistency training, L2)"},
+    "scm": {
+        "target": "(net, x, t, v) -> d f_{t->0} / dt, the tangent of the stop-gradient model",
+        "loss": "(net, data, noise, t, velocity) -> surrogate with gradient "
+        "mean (d_theta f_{t->0})^T d f / dt",
+    },
+    "ayf_emd": {
+        "loss": "(net, data, noise, t, s, velocity) -> surrogate with gradient "
+        "mean sign(t - s) (d_theta f)^T d f / dt",
+    },
+    "ayf_lmd": {
+        "loss": "(net, data, noise, t, s, velocity) -> surrogate with gradient "
+        "mean sign(s - t) (d_theta f)^T (d_s f - velocity(f, s))",
+    },
+    "ctm": {
+        "loss": "(net, net_sg, data, noise, t, r, s, solver) -> scalar (compared in data space "
+        "through the frozen map f_{s->0}; net_sg has stop-gradiented parameters)",
+    },
+    "imm": {
+        "loss": "(net, data, noise, t, r, s) -> scalar (groups of 4, Laplace kernel, "
+        "bandwidth 1, unbiased MMD^2)",
+    },
+    "reflow": {
+        "target": "(solver, noise) -> data: the teacher's coupling Phi_{1->0}(noise)",
+        "loss": "(net, coupled_data, noise, t) -> scalar (flow matching on the coupling)",
     },
     "model": {"flow_map": "(net, x, t, s) -> x_s"},
 }

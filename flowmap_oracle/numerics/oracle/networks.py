@@ -85,6 +85,11 @@ class RandomNetwork:
     def __call__(self, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
         return self.apply(self.weights, x, t, s)
 
+    def module(self) -> torch.nn.Module:
+        """The network as an ``nn.Module`` whose parameters are fresh copies of the weights (the
+        reference objectives freeze modules for ``sg(theta)``, as CTM's ``sg(f_{s->0})``)."""
+        return _RandomModule(self)
+
     def functional(self, params: dict[str, Tensor]) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
         """``F`` bound to ``params`` (for reverse- and forward-mode derivatives in them)."""
         return lambda x, t, s: self.apply(params, x, t, s)
@@ -107,6 +112,17 @@ class RandomNetwork:
         h = jnp.tanh(h @ params["w0"] + params["b0"])
         h = jnp.tanh(h @ params["w1"] + params["b1"])
         return h @ params["w2"] + params["b2"]
+
+
+class _RandomModule(torch.nn.Module):
+    def __init__(self, net: RandomNetwork) -> None:
+        super().__init__()
+        self.params = torch.nn.ParameterDict(
+            {k: torch.nn.Parameter(v.clone()) for k, v in net.weights.items()}
+        )
+
+    def forward(self, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
+        return RandomNetwork.apply(dict(self.params), x, t, s)
 
 
 # ----------------------------------------------------------------------------------------------

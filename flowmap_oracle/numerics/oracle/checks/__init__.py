@@ -1,5 +1,23 @@
-"""One module of checks per objective; importing this package registers them all."""
+"""One module of checks per objective family; importing this package registers them all."""
 
-from . import meanflow, model
+from . import (
+    align_your_flow,
+    consistency,
+    facm,
+    flow_matching,
+    imm,
+    meanflow,
+    model,
+    self_consistency,
+)
 
-__all__ = ["meanflow", "model"]
+__all__ = [
+    "align_your_flow",
+    "consistency",
+    "facm",
+    "flow_matching",
+    "imm",
+    "meanflow",
+    "model",
+    "self_consistency",
+]

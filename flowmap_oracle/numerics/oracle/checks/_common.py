@@ -1,106 +1,157 @@
-"""Building blocks shared by the check modules: call a target or loss in the user's conventions,
-build the reference loss in the user's units, and test stop-gradients in both AD modes."""
+"""Building blocks shared by the check modules.
+
+* calling an implementation's target in its conventions and reading the result in ours;
+* the reference loss *in the implementation's units*: a regression ``||N - sg(N_tgt)||^2`` on
+  the network output ``N = (F - q x) / k`` with ``N_tgt = sg(N) - sg(R) / (w k)`` for our residual
+  ``R``, or a gradient-defined surrogate ``1/2 ||g - sg(g - d)||^2`` on the user's flow map ``g``;
+* gradients of the reference and of the implementation in the same random network's parameters;
+* the stop-gradient test in reverse and in forward mode.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from ...adapters import TargetKind
-from ..context import Batch, CheckContext
+from ..context import CheckContext
 from ..networks import ExactAverageVelocity, RandomNetwork
 from ..results import CheckFailure, compare
 from ..tolerances import GRADIENT, STANDARD
 
 __all__ = [
+    "Term",
     "assert_stop_gradient",
+    "call_target",
+    "compare_gradients",
     "compare_loss",
     "our_value",
-    "reference_regression_loss",
-    "user_loss_and_gradients",
+    "reduce_entries",
+    "reference_gradients",
+    "regression_in_user_units",
+    "surrogate_in_user_units",
+    "user_gradients",
     "user_target",
 ]
 
 
-def our_value(net: RandomNetwork | ExactAverageVelocity, x: Tensor, t: Tensor, s: Tensor):
+def our_value(net: RandomNetwork | ExactAverageVelocity | Callable, x, t, s) -> Tensor:
     """``F(x, t, s)`` of an oracle network, float64, no graph."""
     with torch.no_grad():
         return net.value(x, t, s) if isinstance(net, ExactAverageVelocity) else net(x, t, s)
+
+
+def call_target(
+    ctx: CheckContext, objective: str, args: list[Any], shape: tuple[int, ...]
+) -> Tensor:
+    """Call the implementation's ``objective`` target with user-side ``args``; float64 result."""
+    out = ctx.call(f"{objective} target", ctx.function(objective, "target"), *args)
+    return ctx.to_ours(out, name=f"the {objective} target", shape=shape)
 
 
 def user_target(
     ctx: CheckContext,
     objective: str,
     kind: TargetKind,
-    net: RandomNetwork | ExactAverageVelocity,
+    net,
     x: Tensor,
     t: Tensor,
     s: Tensor,
-    v: Tensor | None,
-    *extra: Any,
+    *,
+    v: Tensor | None = None,
+    extra_times: tuple[Tensor, ...] = (),
+    with_end: bool = True,
 ) -> Tensor:
-    """Call the implementation's ``objective`` target ``(net, x, t, s[, v], *extra)`` in its
-    conventions and return the target in ours (float64)."""
-    fn = ctx.function(objective, "target")
-    args = [ctx.user_network(net), ctx.user_points(x, t), ctx.user_times(t), ctx.user_times(s)]
+    """The implementation's target ``(net, x, t[, s][, *extra_times][, v])`` in our convention.
+
+    ``with_end=False`` omits ``s`` from the call (FACM's target at ``s = 0``). The result is
+    converted at ``(t, s)`` with the target ``kind``.
+    """
+    args = [ctx.user_network(net), ctx.user_points(x, t), ctx.user_times(t)]
+    times = ([s] if with_end else []) + list(extra_times)
+    args += [ctx.user_times(a) for a in times]
     if v is not None:
         args.append(ctx.user_velocity(v, x, t))
-    out = ctx.call(f"{objective} target", fn, *args, *extra)
-    N_tgt = ctx.to_ours(out, name=f"the {objective} target", shape=tuple(x.shape))
+    N_tgt = call_target(ctx, objective, args, tuple(x.shape))
     return ctx.target_to_ours(N_tgt, our_value(net, x, t, s), x, t, s, kind)
 
 
-def _reduce(sq: Tensor, reduction: str) -> Tensor:
+def reduce_entries(sq: Tensor, reduction: str) -> Tensor:
+    """``sum over dimensions, mean over samples`` or ``mean over entries`` of ``(N, d)``."""
     return sq.sum(dim=1).mean() if reduction == "sum_mean" else sq.mean()
 
 
-def reference_regression_loss(
+@dataclass(frozen=True)
+class Term:
+    """One regression term of a loss in our convention: network value ``F`` (with its graph) at
+    ``(x, t, s)`` and the residual ``R = F - sg(F_tgt)``."""
+
+    F: Tensor
+    R: Tensor
+    x: Tensor
+    t: Tensor
+    s: Tensor
+    kind: TargetKind
+
+
+def regression_in_user_units(ctx: CheckContext, terms: list[Term]) -> Tensor:
+    """``reduce(sum_terms ||N - sg(N_tgt)||^2)`` in the implementation's output units."""
+    total = 0
+    for term in terms:
+        N = ctx.network_output_in_user_units(term.F, term.x, term.t, term.s)
+        N_tgt = N.detach() - ctx.residual_to_user(term.R.detach(), term.t, term.s, term.kind)
+        total = total + (N - N_tgt).pow(2)
+    return reduce_entries(total, ctx.impl.loss_reduction)
+
+
+def surrogate_in_user_units(ctx: CheckContext, g: Tensor, direction: Tensor) -> Tensor:
+    """``reduce(1/2 ||g - sg(g - d)||^2)``: gradient ``mean (d_theta g)^T d`` (user units)."""
+    return reduce_entries(0.5 * (g - (g - direction).detach()).pow(2), ctx.impl.loss_reduction)
+
+
+def reference_gradients(
+    net: RandomNetwork, build: Callable[[torch.nn.Module], Tensor]
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Evaluate the reference loss ``build(module)`` on ``net`` and its parameter gradients."""
+    module = net.module()
+    loss = build(module)
+    names = list(module.params.keys())
+    grads = torch.autograd.grad(loss, [module.params[k] for k in names], allow_unused=True)
+    out = {
+        k: torch.zeros_like(module.params[k]) if g is None else g
+        for k, g in zip(names, grads, strict=True)
+    }
+    return loss.detach(), out
+
+
+def user_gradients(
     ctx: CheckContext,
+    objective: str,
     net: RandomNetwork,
-    batch: Batch,
-    residual: Callable[[Callable], tuple[Tensor, Tensor]],
-    kind: TargetKind,
+    args: list[Any],
     *,
-    s: Tensor | None = None,
+    frozen_copy: bool = False,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """The reference loss ``reduce(||N - sg(N_tgt)||^2)`` in the implementation's output units,
-    and its gradient in the network's parameters.
+    """Call the implementation's ``objective`` loss ``(net[, net_sg], *args)`` and return its
+    value and its gradient in the random network's parameters.
 
-    ``residual(F_fn) -> (F, R)``: the reference objective's network value (with graph) and its
-    residual ``R = F - sg(F_tgt)`` in our convention. In the user's units ``N = (F - q x) / k`` and
-    ``N_tgt = sg(N) - sg(R) / (w k)``, exactly the regression the user's loss performs.
+    ``frozen_copy`` passes a second network with the same, stop-gradiented parameters (CTM's
+    ``sg(theta)``).
     """
-    params = net.params(requires_grad=True)
-    F, R = residual(net.functional(params))
-    end = batch.s if s is None else s
-    N = ctx.network_output_in_user_units(F, batch.x, batch.t, end)
-    N_tgt = N.detach() - ctx.residual_to_user(R.detach(), batch.t, end, kind)
-    loss = _reduce((N - N_tgt).pow(2), ctx.impl.loss_reduction)
-    grads = torch.autograd.grad(loss, list(params.values()))
-    return loss.detach(), dict(zip(params, grads, strict=True))
-
-
-def user_loss_and_gradients(
-    ctx: CheckContext, objective: str, net: RandomNetwork, batch: Batch, *extra: Any
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """Call the implementation's ``objective`` loss ``(net, data, noise, t, s, *extra)`` on the
-    random network and return its value and its gradient in the network's parameters."""
     fn = ctx.function(objective, "loss")
-    args = [
-        ctx.to_user(batch.data),
-        ctx.to_user(batch.noise),
-        ctx.user_times(batch.t),
-        ctx.user_times(batch.s),
-        *extra,
-    ]
     what = f"{objective} loss"
     if ctx.conventions.framework == "torch":
+        dtype = ctx.adapter.user_dtype
         params = net.params(requires_grad=True)
-        params_user = {k: v.to(ctx.adapter.user_dtype) for k, v in params.items()}
-        loss = ctx.call(what, fn, ctx.user_network(net, params_user), *args)
+        params_user = {k: v.to(dtype) for k, v in params.items()}
+        nets = [ctx.user_network(net, params_user)]
+        if frozen_copy:
+            nets.append(ctx.user_network(net, {k: v.detach() for k, v in params_user.items()}))
+        loss = ctx.call(what, fn, *nets, *args)
         value = ctx.to_ours(loss, name=f"the {what}", shape=())
         if not loss.requires_grad:
             raise CheckFailure(f"the {what} does not depend on the network parameters")
@@ -108,14 +159,19 @@ def user_loss_and_gradients(
             f"{what} backward",
             lambda: torch.autograd.grad(loss, list(params.values()), allow_unused=True),
         )
-        out = {k: g for k, g in zip(params, grads, strict=True) if g is not None}
-        return value, out
+        return value, {
+            k: torch.zeros_like(params[k]) if g is None else g.detach().double()
+            for k, g in zip(params, grads, strict=True)
+        }
     import jax
 
     params = net.jax_params(ctx.conventions.dtype)
 
     def loss_of(p):
-        return fn(ctx.user_network(net, p), *args)
+        nets = [ctx.user_network(net, p)]
+        if frozen_copy:
+            nets.append(ctx.user_network(net, jax.lax.stop_gradient(p)))
+        return fn(*nets, *args)
 
     loss, grads = ctx.call(what, lambda: jax.value_and_grad(loss_of)(params))
     value = ctx.to_ours(loss, name=f"the {what}", shape=())
@@ -125,47 +181,47 @@ def user_loss_and_gradients(
     }
 
 
-def compare_loss(
-    ctx: CheckContext,
-    what: str,
-    expected: tuple[Tensor, dict[str, Tensor]],
-    got: tuple[Tensor, dict[str, Tensor]],
+def compare_gradients(
+    ctx: CheckContext, what: str, expected: dict[str, Tensor], got: dict[str, Tensor]
 ) -> None:
-    """Compare loss values and every parameter gradient."""
-    (e_loss, e_grads), (g_loss, g_grads) = expected, got
-    compare(
-        e_loss.reshape(1),
-        g_loss.reshape(1).to(e_loss.dtype),
-        ctx.tol(STANDARD),
-        quantity=f"{what} value (implementation units, reduction {ctx.impl.loss_reduction!r})",
-    )
-    for name, e in e_grads.items():
-        if name not in g_grads:
+    """Compare every parameter gradient (each must be present)."""
+    for name, e in expected.items():
+        if name not in got:
             raise CheckFailure(f"no gradient of the {what} reached network parameter {name!r}")
         compare(
             e,
-            g_grads[name].to(e.dtype),
+            got[name].to(e.dtype),
             ctx.tol(GRADIENT),
             quantity=f"gradient of the {what} in network parameter {name!r}",
         )
 
 
-def assert_stop_gradient(
+def compare_loss(
     ctx: CheckContext,
-    objective: str,
-    net: RandomNetwork,
-    x: Tensor,
-    t: Tensor,
-    s: Tensor,
-    v: Tensor | None,
-    *extra: Any,
+    what: str,
+    expected: tuple[Tensor, dict[str, Tensor]],
+    got: tuple[Tensor, dict[str, Tensor]],
+    *,
+    value: bool = True,
 ) -> None:
-    """The target must not depend on the network parameters in reverse or in forward mode."""
+    """Compare loss values (unless ``value=False``: gradient-defined losses) and gradients."""
+    (e_loss, e_grads), (g_loss, g_grads) = expected, got
+    if value:
+        compare(
+            e_loss.reshape(1),
+            g_loss.reshape(1).to(e_loss.dtype),
+            ctx.tol(STANDARD),
+            quantity=f"{what} value (implementation units, reduction {ctx.impl.loss_reduction!r})",
+        )
+    compare_gradients(ctx, what, e_grads, g_grads)
+
+
+def assert_stop_gradient(
+    ctx: CheckContext, objective: str, net: RandomNetwork, args: list[Any]
+) -> None:
+    """The ``objective`` target, called as ``(net, *args)``, must not depend on the network
+    parameters: zero reverse-mode gradient and zero forward-mode tangent."""
     fn = ctx.function(objective, "target")
-    args = [ctx.user_points(x, t), ctx.user_times(t), ctx.user_times(s)]
-    if v is not None:
-        args.append(ctx.user_velocity(v, x, t))
-    args += list(extra)
     what = f"{objective} target"
     g = torch.Generator().manual_seed(1234)
     directions = {
@@ -175,11 +231,11 @@ def assert_stop_gradient(
         dtype = ctx.adapter.user_dtype
         params = {k: w.to(dtype).requires_grad_(True) for k, w in net.params().items()}
         out = ctx.call(what, fn, ctx.user_network(net, params), *args)
-        ctx.to_ours(out, name=f"the {what}", shape=tuple(x.shape))
+        ctx.to_ours(out, name=f"the {what}", shape=None)
         reverse = 0.0
         if out.requires_grad:
             grads = torch.autograd.grad(out.sum(), list(params.values()), allow_unused=True)
-            reverse = max(float(gr.abs().max()) for gr in grads if gr is not None)
+            reverse = max((float(gr.abs().max()) for gr in grads if gr is not None), default=0.0)
         plain = {k: w.to(dtype) for k, w in net.params().items()}
         tangents = {k: d.to(dtype) for k, d in directions.items()}
         _, tangent = ctx.call(

@@ -15,10 +15,12 @@ from ..registry import check
 from ..results import Case, compare
 from ..tolerances import EXACT_MAP, STANDARD
 from ._common import (
+    Term,
     assert_stop_gradient,
     compare_loss,
-    reference_regression_loss,
-    user_loss_and_gradients,
+    reference_gradients,
+    regression_in_user_units,
+    user_gradients,
     user_target,
 )
 
@@ -43,7 +45,7 @@ def target_random_network(ctx: CheckContext, case: Case, space: CaseSpace) -> No
     net = ctx.random_network(case.seed)
     v = ctx.teacher.velocity(b.x, b.t)
     _, expected = meanflow_target(net, b.x, b.t, b.s, v)
-    got = user_target(ctx, OBJECTIVE, KIND, net, b.x, b.t, b.s, v)
+    got = user_target(ctx, OBJECTIVE, KIND, net, b.x, b.t, b.s, v=v)
     compare(
         expected,
         got,
@@ -69,7 +71,7 @@ def target_conditional_velocity(ctx: CheckContext, case: Case, space: CaseSpace)
     net = ctx.random_network(case.seed + 1)
     v = b.conditional_velocity
     _, expected = meanflow_target(net, b.x, b.t, b.s, v)
-    got = user_target(ctx, OBJECTIVE, KIND, net, b.x, b.t, b.s, v)
+    got = user_target(ctx, OBJECTIVE, KIND, net, b.x, b.t, b.s, v=v)
     compare(
         expected,
         got,
@@ -94,10 +96,9 @@ def target_conditional_velocity(ctx: CheckContext, case: Case, space: CaseSpace)
 def target_exact_map_fixed_point(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
     ctx.require_continuous_steps(NEEDS_T)
     b = ctx.batch(case, space)
-    exact = ctx.exact
     v = ctx.teacher.velocity(b.x, b.t)
-    expected = exact.value(b.x, b.t, b.s)
-    got = user_target(ctx, OBJECTIVE, KIND, exact, b.x, b.t, b.s, v)
+    expected = ctx.exact.value(b.x, b.t, b.s)
+    got = user_target(ctx, OBJECTIVE, KIND, ctx.exact, b.x, b.t, b.s, v=v)
     compare(
         expected,
         got,
@@ -122,9 +123,14 @@ def target_exact_map_fixed_point(ctx: CheckContext, case: Case, space: CaseSpace
 def target_stop_gradient(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
     ctx.require_continuous_steps(NEEDS_T)
     b = ctx.batch(case, space)
-    net = ctx.random_network(case.seed + 2)
     v = ctx.teacher.velocity(b.x, b.t)
-    assert_stop_gradient(ctx, OBJECTIVE, net, b.x, b.t, b.s, v)
+    args = [
+        ctx.user_points(b.x, b.t),
+        ctx.user_times(b.t),
+        ctx.user_times(b.s),
+        ctx.user_velocity(v, b.x, b.t),
+    ]
+    assert_stop_gradient(ctx, OBJECTIVE, ctx.random_network(case.seed + 2), args)
 
 
 @check(
@@ -143,10 +149,14 @@ def loss_value_and_gradient(ctx: CheckContext, case: Case, space: CaseSpace) -> 
     b = ctx.batch(case, space)
     net = ctx.random_network(case.seed + 3)
 
-    def residual(F_fn):
-        F, F_tgt = meanflow_target(F_fn, b.x, b.t, b.s, b.conditional_velocity)
-        return F, F - F_tgt
+    def build(model):
+        F, F_tgt = meanflow_target(model, b.x, b.t, b.s, b.conditional_velocity)
+        return regression_in_user_units(ctx, [Term(F, F - F_tgt, b.x, b.t, b.s, KIND)])
 
-    expected = reference_regression_loss(ctx, net, b, residual, KIND)
-    got = user_loss_and_gradients(ctx, OBJECTIVE, net, b)
-    compare_loss(ctx, "MeanFlow loss", expected, got)
+    args = [ctx.to_user(b.data), ctx.to_user(b.noise), ctx.user_times(b.t), ctx.user_times(b.s)]
+    compare_loss(
+        ctx,
+        "MeanFlow loss",
+        reference_gradients(net, build),
+        user_gradients(ctx, OBJECTIVE, net, args),
+    )
