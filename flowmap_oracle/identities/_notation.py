@@ -16,6 +16,7 @@ __all__ = [
     "THETA_MINUS",
     "F_d",
     "JxF",
+    "Tex",
     "X",
     "delta",
     "f_d",
@@ -24,6 +25,7 @@ __all__ = [
     "s",
     "t",
     "tau",
+    "tex",
     "theta",
     "v_d",
     "x1",
@@ -44,9 +46,23 @@ theta = sp.Matrix(sp.symbols("theta1 theta2", real=True))
 THETA_MINUS = sp.Matrix(sp.symbols("thetam1 thetam2", real=True))
 """The stop-gradient copy theta- of the parameters (own symbols; see ``sg_gradient``)."""
 
+
+class Tex(sp.Symbol):
+    """A display-only symbol printed verbatim as LaTeX (SymPy would otherwise split its name at
+    ``_`` and ``^`` into sub- and superscripts)."""
+
+    def _latex(self, printer) -> str:
+        return self.name
+
+
+def tex(latex: str, *, commutative: bool = True) -> Tex:
+    """A :class:`Tex` symbol (for display relations only; never in a checked expression)."""
+    return Tex(latex, commutative=commutative)
+
+
 # display symbols
 x_t, x_s, x_r = sp.symbols("x_t x_s x_r")
 F_d = sp.Function("F")
 f_d = sp.Function("f")
 v_d = sp.Function("v", commutative=False)
-JxF = sp.Symbol(r"J_{x}F", commutative=False)
+JxF = tex(r"J_{x} F\,", commutative=False)

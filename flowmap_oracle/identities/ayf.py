@@ -46,6 +46,7 @@ from ._notation import (
     h,
     s,
     t,
+    tex,
     theta,
     v_d,
     x_s,
@@ -222,7 +223,7 @@ def _numeric_tangent(claim: Claim) -> MethodResult:
 
 
 _Ftgt = sp.Function(r"F^{\mathrm{tgt}}")
-_dfdt = sp.Symbol(r"\frac{d f_{\theta^-}}{dt}")
+_dfdt = tex(r"\frac{d f_{\theta^-}}{dt}")
 with sp.evaluate(False):
     _tan_relation = sp.Eq(_dfdt, _Ftgt(x_t, t, s) - F_d(x_t, t, s))
     _tan_twin = sp.Eq(_dfdt, F_d(x_t, t, s) - _Ftgt(x_t, t, s))
@@ -282,8 +283,8 @@ def _emd_grad_build(weight):
     return build
 
 
-_gEMD = sp.Symbol(r"g_{\mathrm{EMD}}")
-_gradMF = sp.Symbol(r"\nabla_\theta \frac{1}{2}\|F_\theta - \mathrm{sg}(F^{\mathrm{tgt}})\|^2")
+_gEMD = tex(r"g_{\mathrm{EMD}}")
+_gradMF = tex(r"\nabla_\theta \frac{1}{2}\|F_\theta - \mathrm{sg}(F^{\mathrm{tgt}})\|^2")
 with sp.evaluate(False):
     _grad_relation = sp.Eq(_gEMD, sp.Abs(t - s) * _gradMF)
     _grad_twin_sign = sp.Eq(_gEMD, -sp.Abs(t - s) * _gradMF)
@@ -310,16 +311,16 @@ register(
                 sp.Eq(
                     _gEMD,
                     sp.sign(t - s)
-                    * sp.Symbol(r"(\partial_\theta f_\theta)^T")
-                    * sp.Symbol(r"(F^{\mathrm{tgt}} - F_{\theta^-})"),
+                    * tex(r"(\partial_\theta f_\theta)^T")
+                    * tex(r"(F^{\mathrm{tgt}} - F_{\theta^-})"),
                     evaluate=False,
                 ),
                 "insert the EMD tangent d f/dt = F_tgt - F",
             ),
             Step(
                 sp.Eq(
-                    sp.Symbol(r"\partial_\theta f_\theta"),
-                    (s - t) * sp.Symbol(r"\partial_\theta F_\theta"),
+                    tex(r"\partial_\theta f_\theta"),
+                    (s - t) * tex(r"\partial_\theta F_\theta"),
                     evaluate=False,
                 ),
                 "f = x + (s - t) F",
@@ -405,10 +406,10 @@ def _numeric_fm(claim: Claim) -> MethodResult:
     )
 
 
-_gradFM = sp.Symbol(r"\nabla_\theta \frac{1}{2}\|F_\theta(x_t,t,t) - v(x_t,t)\|^2")
+_gradFM = tex(r"\nabla_\theta \frac{1}{2}\|F_\theta(x_t,t,t) - v(x_t,t)\|^2")
 with sp.evaluate(False):
-    _fm_relation = sp.Eq(sp.Limit(_gEMD / sp.Abs(t - s), s, t), _gradFM)
-    _fm_twin = sp.Eq(sp.Limit(_gEMD, s, t), _gradFM)
+    _fm_relation = sp.Eq(sp.Limit(_gEMD / sp.Abs(t - s), s, t, dir="+-"), _gradFM)
+    _fm_twin = sp.Eq(sp.Limit(_gEMD, s, t, dir="+-"), _gradFM)
 
 register(
     Identity(
@@ -426,7 +427,7 @@ register(
         steps=(
             Step(_grad_relation, "the EMD gradient identity"),
             Step(
-                sp.Eq(sp.Symbol(r"F^{\mathrm{tgt}}(x_t,t,t)"), v_d(x_t, t), evaluate=False),
+                sp.Eq(tex(r"F^{\mathrm{tgt}}(x_t,t,t)"), v_d(x_t, t), evaluate=False),
                 "at s = t the MeanFlow target is v",
             ),
             Step(_fm_relation, "divide by |t - s| and let s -> t"),
@@ -492,13 +493,13 @@ def _numeric_scm(claim: Claim) -> MethodResult:
     )
 
 
-_gSCM = sp.Symbol(r"(\partial_\theta f_\theta)^T \frac{d f_{\theta^-}(x_t,t,0)}{dt}")
+_gSCM = tex(r"(\partial_\theta f_\theta)^T \frac{d f_{\theta^-}(x_t,t,0)}{dt}")
 _gMF0 = sp.Symbol(
     r"\nabla_\theta \frac{1}{2}\|F_\theta(x_t,t,0) - \mathrm{sg}(F^{\mathrm{tgt}})\|^2"
 )
 with sp.evaluate(False):
-    _scm_relation = sp.Eq(sp.Symbol(r"g_{\mathrm{EMD}}|_{s=0}"), sp.Eq(_gSCM, t * _gMF0))
-    _scm_twin = sp.Eq(sp.Symbol(r"g_{\mathrm{EMD}}|_{s=0}"), sp.Eq(_gSCM, _gMF0))
+    _scm_relation = sp.Eq(tex(r"g_{\mathrm{EMD}}|_{s=0}"), sp.Eq(_gSCM, t * _gMF0))
+    _scm_twin = sp.Eq(tex(r"g_{\mathrm{EMD}}|_{s=0}"), sp.Eq(_gSCM, _gMF0))
 
 register(
     Identity(
@@ -658,8 +659,8 @@ def _lmd_grad_build(weight, target_sign: int = 1):
     return build
 
 
-_gLMD = sp.Symbol(r"g_{\mathrm{LMD}}")
-_gradL = sp.Symbol(r"\nabla_\theta \frac{1}{2}\|F_\theta - \mathrm{sg}(F^{L})\|^2")
+_gLMD = tex(r"g_{\mathrm{LMD}}")
+_gradL = tex(r"\nabla_\theta \frac{1}{2}\|F_\theta - \mathrm{sg}(F^{L})\|^2")
 with sp.evaluate(False):
     _lmdg_relation = sp.Eq(_gLMD, sp.Abs(t - s) * _gradL)
     _lmdg_twin = sp.Eq(_gLMD, -sp.Abs(t - s) * _gradL)

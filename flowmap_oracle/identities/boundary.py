@@ -21,7 +21,7 @@ import sympy as sp
 from . import _core
 from ._core import Claim, Identity, MethodResult, Step, register
 from ._functions import VectorFunction, abstract, random_vector_function
-from ._notation import DIM, F_d, X, f_d, s, t, x_t
+from ._notation import DIM, F_d, X, f_d, s, t, tex, x_t
 
 __all__: list[str] = []
 
@@ -256,11 +256,11 @@ register(
         ),
         steps=(
             Step(
-                sp.Eq(sp.Symbol(r"c_{\mathrm{skip}}(\epsilon)"), _song_cskip(_eps)),
+                sp.Eq(tex(r"c_{\mathrm{skip}}(\epsilon)"), _song_cskip(_eps)),
                 "evaluate at the boundary time",
             ),
             Step(
-                sp.Eq(sp.Symbol(r"c_{\mathrm{out}}(\epsilon)"), _song_cout(_eps)),
+                sp.Eq(tex(r"c_{\mathrm{out}}(\epsilon)"), _song_cout(_eps)),
                 "the factor t - eps vanishes",
             ),
         ),

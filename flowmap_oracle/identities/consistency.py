@@ -29,7 +29,7 @@ from ._functions import (
     riccati_flow,
     sg_gradient,
 )
-from ._notation import DIM, THETA_MINUS, X, h, r, s, t, theta, v_d, x_t
+from ._notation import DIM, THETA_MINUS, X, h, r, s, t, tex, theta, v_d, x_t
 
 __all__: list[str] = []
 
@@ -92,16 +92,16 @@ def _numeric_dc(claim: Claim) -> MethodResult:
     )
 
 
-_D = sp.Symbol(r"\Delta t")
-_gradL = sp.Symbol(r"\nabla_\theta L_{\Delta t}")
-_gSCM = sp.Symbol(r"(\partial_\theta f_\theta)^T \frac{d f_{\theta^-}}{dt}")
+_D = tex(r"\Delta t")
+_gradL = tex(r"\nabla_\theta L_{\Delta t}")
+_gSCM = tex(r"(\partial_\theta f_\theta)^T \frac{d f_{\theta^-}}{dt}")
 with sp.evaluate(False):
     _dc_relation = sp.Eq(sp.Limit(_gradL / _D, _D, 0), 2 * _gSCM)
     _dc_twin_raw = sp.Eq(sp.Limit(_gradL, _D, 0), 2 * _gSCM)
     _dc_twin_factor = sp.Eq(sp.Limit(_gradL / _D, _D, 0), _gSCM)
     _L = sp.Eq(
-        sp.Symbol(r"L_{\Delta t}"),
-        sp.Symbol(r"\|f_\theta(x_t,t) - f_{\theta^-}(\tilde x, t-\Delta t)\|^2"),
+        tex(r"L_{\Delta t}"),
+        tex(r"\|f_\theta(x_t,t) - f_{\theta^-}(\tilde x, t-\Delta t)\|^2"),
     )
 
 register(
@@ -126,16 +126,16 @@ register(
                 sp.Eq(
                     _gradL,
                     2
-                    * sp.Symbol(r"(\partial_\theta f_\theta)^T")
-                    * sp.Symbol(r"(f_\theta(x_t,t) - f_{\theta^-}(\tilde x, t-\Delta t))"),
+                    * tex(r"(\partial_\theta f_\theta)^T")
+                    * tex(r"(f_\theta(x_t,t) - f_{\theta^-}(\tilde x, t-\Delta t))"),
                     evaluate=False,
                 ),
                 "stop-gradient: only the first term depends on theta",
             ),
             Step(
                 sp.Eq(
-                    sp.Symbol(r"f_\theta(x_t,t) - f_{\theta^-}(\tilde x, t-\Delta t)"),
-                    _D * sp.Symbol(r"\frac{d f_{\theta^-}}{dt}") + sp.Symbol(r"O(\Delta t^2)"),
+                    tex(r"f_\theta(x_t,t) - f_{\theta^-}(\tilde x, t-\Delta t)"),
+                    _D * tex(r"\frac{d f_{\theta^-}}{dt}") + tex(r"O(\Delta t^2)"),
                     evaluate=False,
                 ),
                 "first-order expansion: J_x f v + d_t f at theta- = theta",

@@ -20,7 +20,7 @@ import sympy as sp
 from . import _core
 from ._core import Claim, Identity, MethodResult, Step, register
 from ._functions import VectorFunction, abstract, random_vector_function
-from ._notation import DIM, F_d, JxF, X, t, v_d, x_t
+from ._notation import DIM, F_d, JxF, X, t, tex, v_d, x_t
 from .meanflow import _along_trajectory, _trajectory, meanflow_target, total_derivative
 
 __all__: list[str] = []
@@ -87,7 +87,7 @@ _dF0 = JxF * v_d(x_t, t) + sp.Derivative(F_d(x_t, t, 0), t)
 with sp.evaluate(False):
     _cm_relation = sp.Eq(F_d(x_t, t, 0), v_d(x_t, t) - t * _dF0)
     _cm_twin = sp.Eq(F_d(x_t, t, 0), v_d(x_t, t) + t * _dF0)
-    _df = sp.Symbol(r"\frac{d}{dt} f_{t\to 0}(x_t)")
+    _df = tex(r"\frac{d}{dt} f_{t\to 0}(x_t)")
 
 register(
     Identity(
@@ -195,8 +195,8 @@ register(
             lambda tt: 2 - tt,
         ),
         steps=(
-            Step(sp.Eq(sp.Symbol("t'(0)"), 2, evaluate=False), "the data end moves to t' = 2"),
-            Step(sp.Eq(sp.Symbol("t'(1)"), 1, evaluate=False), "the noise end stays at t' = 1"),
+            Step(sp.Eq(tex("t'(0)"), 2, evaluate=False), "the data end moves to t' = 2"),
+            Step(sp.Eq(tex("t'(1)"), 1, evaluate=False), "the noise end stays at t' = 1"),
             Step(sp.Eq(t, 2 - _tp, evaluate=False), "the map is its own inverse"),
         ),
         twins=(

@@ -31,7 +31,7 @@ from ._functions import (
     random_rational,
     random_vector_function,
 )
-from ._notation import DIM, F_d, JxF, X, h, s, t, tau, v_d, x_s, x_t
+from ._notation import DIM, F_d, JxF, X, h, s, t, tau, tex, v_d, x_s, x_t
 
 __all__ = ["meanflow_residual", "meanflow_target", "total_derivative"]
 
@@ -150,12 +150,13 @@ def _numeric_average_velocity(claim: Claim) -> MethodResult:
     )
 
 
+_x_tau = sp.Symbol("x_tau")
+_int_v = sp.Integral(v_d(_x_tau, tau), (tau, s, t))  # built evaluated (no Mul(1, v) inside)
+_int_dx = sp.Integral(sp.Derivative(_x_tau, tau), (tau, s, t))
 with sp.evaluate(False):
     _avg_relation = sp.Eq(
         F_d(x_t, t, s),
-        sp.Eq(
-            sp.Integral(v_d(sp.Symbol("x_tau"), tau), (tau, s, t)) / (t - s), (x_t - x_s) / (t - s)
-        ),
+        sp.Eq(sp.Mul(1 / (t - s), _int_v), (x_t - x_s) / (t - s)),
     )
     _avg_twin_relation = sp.Eq(F_d(x_t, t, s), (x_s - x_t) / (t - s))
 
@@ -177,24 +178,16 @@ register(
         ),
         steps=(
             Step(
-                sp.Eq(
-                    sp.Integral(v_d(sp.Symbol("x_tau"), tau), (tau, s, t)),
-                    sp.Integral(sp.Derivative(sp.Symbol("x_tau"), tau), (tau, s, t)),
-                    evaluate=False,
-                ),
+                sp.Eq(_int_v, _int_dx, evaluate=False),
                 "the trajectory solves the ODE: v(x_tau, tau) = dx_tau/dtau",
             ),
             Step(
-                sp.Eq(
-                    sp.Integral(sp.Derivative(sp.Symbol("x_tau"), tau), (tau, s, t)),
-                    x_t - x_s,
-                    evaluate=False,
-                ),
+                sp.Eq(_int_dx, x_t - x_s, evaluate=False),
                 "fundamental theorem of calculus",
             ),
             Step(
                 sp.Eq(
-                    sp.Limit(F_d(x_t, t, s), s, t),
+                    sp.Limit(F_d(x_t, t, s), s, t, dir="+-"),
                     v_d(x_t, t),
                     evaluate=False,
                 ),
@@ -326,7 +319,7 @@ def _numeric_sampling(claim: Claim) -> MethodResult:
 
 _xk = sp.Symbol("x_{k}")
 _xk1 = sp.Symbol("x_{k+1}")
-_tk, _tk1 = sp.symbols("tau_k tau_{k+1}")
+_tk, _tk1 = sp.symbols(r"\tau_k \tau_{k+1}")
 with sp.evaluate(False):
     _sampling_relation = sp.Eq(_xk1, _xk - (_tk - _tk1) * F_d(_xk, _tk, _tk1))
     _sampling_sign = sp.Eq(_xk1, _xk + (_tk - _tk1) * F_d(_xk, _tk, _tk1))
@@ -352,7 +345,7 @@ register(
             Step(
                 sp.Eq(
                     x_t - (t - s) * F_d(x_t, t, s),
-                    x_t - (x_t - sp.Function("Phi_{t\\to s}")(x_t)),
+                    x_t - (x_t - sp.Function(r"\Phi_{t\to s}")(x_t)),
                     evaluate=False,
                 ),
                 "insert F = (x_t - Phi_{t->s}(x_t))/(t - s): one step lands on Phi_{t->s}(x_t)",
@@ -455,14 +448,14 @@ def _numeric_on_exact_flow(identity_id: str):
 
 with sp.evaluate(False):
     _DtF = JxF * v_d(x_t, t) + sp.Derivative(F_d(x_t, t, s), t)
-    _DtF_T = sp.Symbol(r"J_{x}F^{T}", commutative=False) * v_d(x_t, t) + sp.Derivative(
+    _DtF_T = tex(r"J_{x} F^{T}\,", commutative=False) * v_d(x_t, t) + sp.Derivative(
         F_d(x_t, t, s), t
     )
     _identity_relation = sp.Eq(v_d(x_t, t), F_d(x_t, t, s) + (t - s) * _DtF)
     _identity_sign = sp.Eq(v_d(x_t, t), F_d(x_t, t, s) - (t - s) * _DtF)
     _identity_vjp = sp.Eq(v_d(x_t, t), F_d(x_t, t, s) + (t - s) * _DtF_T)
     _dFdt = sp.Derivative(sp.Function("F")(x_t, t, s), t)
-    _total = sp.Symbol(r"\frac{d}{dt}F(x_t,t,s)")
+    _total = tex(r"\frac{d}{dt}F(x_t,t,s)", commutative=False)
 
 register(
     Identity(
@@ -484,11 +477,7 @@ register(
         ),
         steps=(
             Step(
-                sp.Eq(
-                    (t - s) * F_d(x_t, t, s),
-                    sp.Integral(v_d(sp.Symbol("x_tau"), tau), (tau, s, t)),
-                    evaluate=False,
-                ),
+                sp.Eq((t - s) * F_d(x_t, t, s), _int_v, evaluate=False),
                 "definition of the average velocity (seed eq. 2)",
             ),
             Step(
@@ -582,7 +571,7 @@ def _numeric_target(claim: Claim) -> MethodResult:
 
 
 _Ftgt = sp.Function(r"F^{\mathrm{tgt}}")
-_dsds = sp.Symbol(r"\partial_s F \, \frac{ds}{dt}")
+_dsds = tex(r"\partial_s F \, \frac{ds}{dt}")
 with sp.evaluate(False):
     _target_relation = sp.Eq(_Ftgt(x_t, t, s), v_d(x_t, t) - (t - s) * _DtF)
     _target_sign = sp.Eq(_Ftgt(x_t, t, s), v_d(x_t, t) + (t - s) * _DtF)
@@ -611,13 +600,13 @@ register(
             Step(
                 sp.Eq(
                     _Ftgt(x_t, t, s),
-                    sp.Symbol(r"\frac{dx_t}{dt}") - (t - s) * _total,
+                    tex(r"\frac{dx_t}{dt}") - (t - s) * _total,
                     evaluate=False,
                 ),
                 "rearrange the MeanFlow identity",
             ),
             Step(
-                sp.Eq(_total, JxF * sp.Symbol(r"\frac{dx_t}{dt}") + _dFdt + _dsds, evaluate=False),
+                sp.Eq(_total, JxF * tex(r"\frac{dx_t}{dt}") + _dFdt + _dsds, evaluate=False),
                 "chain rule over the three arguments (x_t, t, s)",
             ),
             Step(
@@ -761,7 +750,7 @@ register(
             Step(
                 sp.Eq(
                     _jvp_f(_G, sp.Tuple(x_t, s, t), sp.Tuple(_v_sym, 0, 1)),
-                    JxF * v_d(x_t, t) + sp.Symbol(r"\partial_3 G"),
+                    JxF * v_d(x_t, t) + tex(r"\partial_3 G"),
                     evaluate=False,
                 ),
                 "directional derivative; the third slot of G is t",
@@ -769,7 +758,7 @@ register(
             Step(
                 sp.Eq(
                     _jvp_f(_H, sp.Tuple(x_t, t, t - s), sp.Tuple(_v_sym, 1, 1)),
-                    JxF * v_d(x_t, t) + sp.Symbol(r"\partial_t F + \partial_s F - \partial_s F"),
+                    JxF * v_d(x_t, t) + tex(r"\partial_t F + \partial_s F - \partial_s F"),
                     evaluate=False,
                 ),
                 "moving t and h = t - s together keeps s fixed",
@@ -892,9 +881,9 @@ def _numeric_general_path(claim: Claim) -> MethodResult:
 _alpha_d, _beta_d = sp.Function("alpha"), sp.Function("beta")
 _mu_d, _lam_d = sp.Symbol("mu"), sp.Symbol("lambda")
 _c_d = sp.Function("c")
-_ad = sp.Symbol(r"\dot\alpha")
-_bd = sp.Symbol(r"\dot\beta")
-_a, _b = sp.Symbol(r"\alpha"), sp.Symbol(r"\beta")
+_ad = tex(r"\dot\alpha")
+_bd = tex(r"\dot\beta")
+_a, _b = tex(r"\alpha"), tex(r"\beta")
 with sp.evaluate(False):
     _path_v = _ad * _mu_d + (_a * _ad * _lam_d + _b * _bd) / _c_d(t) * (x_t - _a * _mu_d)
     _path_relation = sp.Eq(v_d(x_t, t), _path_v)
@@ -925,7 +914,7 @@ register(
             Step(
                 sp.Eq(
                     v_d(x_t, t),
-                    sp.Symbol(r"\mathbb{E}[\dot\alpha x_0 + \dot\beta x_1 \,|\, x_t]"),
+                    tex(r"\mathbb{E}[\dot\alpha x_0 + \dot\beta x_1 \,|\, x_t]"),
                     evaluate=False,
                 ),
                 "marginal velocity = conditional expectation of the conditional velocity",

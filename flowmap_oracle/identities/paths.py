@@ -28,6 +28,7 @@ import sympy as sp
 from . import _core
 from ._core import Claim, Identity, MethodResult, Step, display_latex, register
 from ._functions import random_rational
+from ._notation import tex
 
 __all__ = [
     "PATH_ROWS",
@@ -88,6 +89,8 @@ class PathRow:
     note: str = ""
     fix: tuple[str, Callable[[sp.Expr], sp.Expr]] | None = None
     other_convention: tuple[sp.Expr, sp.Expr, str] | None = field(default=None)
+    display: Callable[[sp.Expr], sp.Expr] | None = None
+    other_display: sp.Expr | None = None
 
 
 def derived_field(mean: sp.Expr, std: sp.Expr) -> sp.Expr:
@@ -140,6 +143,7 @@ PATH_ROWS: tuple[PathRow, ...] = (
             "x = alpha x0 + beta x1 the derived field equals alpha' x0 + beta' x1."
         ),
         fix=("replace x1 by the argument x (= x_t)", lambda e: e.subs(x1, x)),
+        display=lambda e: sp.collect(sp.expand(e), [x0, x]),
     ),
     PathRow(
         key="fm_lipman",
@@ -164,6 +168,14 @@ PATH_ROWS: tuple[PathRow, ...] = (
             (1 - t) * x0,
             _smin + (1 - _smin) * t,
             "the same path in the seed's convention (data x0 at t = 0)",
+        ),
+        display=lambda e: sp.Mul(
+            x1 - (1 - _smin) * x, sp.Pow(1 - (1 - _smin) * t, -1, evaluate=False), evaluate=False
+        ),
+        other_display=sp.Mul(
+            (1 - _smin) * x - x0,
+            sp.Pow(_smin + (1 - _smin) * t, -1, evaluate=False),
+            evaluate=False,
         ),
     ),
     PathRow(
@@ -283,10 +295,10 @@ def _numeric_row(row: PathRow):
 # --------------------------------------------------------------------------- display
 
 _disp = {
-    sp.Derivative(alpha(t), t): sp.Symbol(r"\dot{\alpha}_t"),
-    sp.Derivative(beta(t), t): sp.Symbol(r"\dot{\beta}_t"),
-    alpha(t): sp.Symbol(r"\alpha_t"),
-    beta(t): sp.Symbol(r"\beta_t"),
+    sp.Derivative(alpha(t), t): tex(r"\dot{\alpha}_t"),
+    sp.Derivative(beta(t), t): tex(r"\dot{\beta}_t"),
+    alpha(t): tex(r"\alpha_t"),
+    beta(t): tex(r"\beta_t"),
     x: sp.Symbol("x_t"),
 }
 
@@ -308,8 +320,19 @@ def _path_symbol(row: PathRow) -> sp.Expr:
     )
 
 
+def _ascii(expr: sp.Expr) -> str:
+    return sp.sstr(expr).replace("**", "^").replace("*", " ")
+
+
+def display_form(row: PathRow) -> sp.Expr:
+    """The derived field in the row's display form (checked equal to the derivation by
+    :func:`compare_seed_table`)."""
+    derived = derived_field(row.mean, row.std)
+    return row.display(derived) if row.display is not None else sp.simplify(derived)
+
+
 def _make_identity(row: PathRow) -> Identity:
-    derived = sp.simplify(derived_field(row.mean, row.std))
+    derived = display_form(row)
     u_sym = _u_of(row)
     if row.seed_is_twin:
         twin = Claim(
@@ -328,7 +351,7 @@ def _make_identity(row: PathRow) -> Identity:
         seed_section=SEED_SECTION,
         assumptions=(
             f"p_t(x | {', '.join(map(str, row.conditioning))}) = "
-            f"N({sp.sstr(row.mean)}, ({sp.sstr(row.std)})^2 I)",
+            f"N({_ascii(row.mean)}, ({_ascii(row.std)})^2 I)",
             "isotropic Gaussian path: the d-dim continuity equation factorises into 1-D ones",
         ),
         statement=Claim(
@@ -342,14 +365,14 @@ def _make_identity(row: PathRow) -> Identity:
             Step(
                 sp.Eq(
                     u_sym,
-                    sp.Symbol(r"\dot\mu_t + \frac{\dot\sigma_t}{\sigma_t}(x_t - \mu_t)"),
+                    tex(r"\dot\mu_t + \frac{\dot\sigma_t}{\sigma_t}(x_t - \mu_t)"),
                     evaluate=False,
                 ),
                 "x = mu_t + sigma_t e with e fixed: dx/dt = mu' + sigma' e",
             ),
             Step(sp.Eq(u_sym, display(derived), evaluate=False), "insert the row's mean and std"),
             Step(
-                sp.Eq(sp.Symbol(r"\partial_t p_t + \nabla\cdot(p_t u)"), 0, evaluate=False),
+                sp.Eq(tex(r"\partial_t p_t + \nabla\cdot(p_t u)"), 0, evaluate=False),
                 "the continuity equation, checked",
             ),
         ),
@@ -420,15 +443,21 @@ def compare_seed_table() -> tuple[PathRowComparison, ...]:
         if not agrees and row.fix is not None:
             fix_desc, fix_fn = row.fix
             fix_ok = _is_zero(fix_fn(row.seed_field) - derived)
+        shown = display_form(row)
+        if not _is_zero(shown - derived):
+            raise AssertionError(f"display form of row {row.key} differs from its derivation")
         other = None
         reversal = None
         if row.other_convention is not None:
             m, sd, _ = row.other_convention
             other_u = derived_field(m, sd)
             reversal = _is_zero(other_u + derived.subs({t: 1 - t, x1: x0}, simultaneous=True))
+            other_shown = row.other_display if row.other_display is not None else other_u
+            if not _is_zero(other_shown - other_u):
+                raise AssertionError(f"display form of row {row.key}'s other convention is wrong")
             other = (
-                rf"\mathcal{{N}}({sp.latex(display(m))}, ({sp.latex(display(sd))})^2 I):\ "
-                rf"u = {sp.latex(display(sp.factor(other_u)))}"
+                rf"\mathcal{{N}}({display_latex(display(m))}, ({display_latex(display(sd))})^2 I):\ "
+                rf"u = {display_latex(display(other_shown))}"
             )
         out.append(
             PathRowComparison(
@@ -436,7 +465,7 @@ def compare_seed_table() -> tuple[PathRowComparison, ...]:
                 method=row.method,
                 path_latex=_path_symbol(row).name,
                 seed_latex=display_latex(display(row.seed_field)),
-                derived_latex=display_latex(display(sp.simplify(derived))),
+                derived_latex=display_latex(display(shown)),
                 agrees=agrees,
                 seed_solves_continuity=_is_zero(
                     continuity_residual(row.seed_field, row.mean, row.std)
@@ -475,7 +504,7 @@ def _text_erratum() -> Erratum:
     on_path = ((x - x0) / t).subs(x, (1 - t) * x0 + t * x1)
     ok = _is_zero(e_given_x0 + x0) and _is_zero(on_path - (x1 - x0))
     return Erratum(
-        location="text below the table (linear path)",
+        location="Text below the table (linear path)",
         seed_latex=r"v(x_t,t\,|\,x_0) = \mathbb{E}[\dot x_t\,|\,x_0] = x_1 - x_0",
         corrected_latex=(
             r"\mathbb{E}[\dot x_t\,|\,x_0] = -x_0,\quad "
@@ -499,17 +528,17 @@ def seed_table_errata() -> tuple[Erratum, ...]:
             continue
         expl = []
         if not cmp.seed_solves_continuity:
-            expl.append("the seed's field fails the continuity equation")
+            expl.append("The seed's field fails the continuity equation")
         if cmp.fix:
             expl.append(
-                ("fix (verified): " if cmp.fix_verified else "fix (NOT verified): ") + cmp.fix
+                ("Fix (verified): " if cmp.fix_verified else "Fix (NOT verified): ") + cmp.fix
             )
         if cmp.note:
             expl.append(cmp.note.rstrip("."))
         corrected = f"u = {cmp.derived_latex}"
         if cmp.other_convention_latex:
             expl.append(
-                "in the seed's convention (data at t = 0) the same path and its field are "
+                "In the seed's convention (data at t = 0) the same path and its field are "
                 "the second formula"
                 + (
                     ", which is -u(x, 1 - t) with x1 -> x0 (verified)"
@@ -520,10 +549,10 @@ def seed_table_errata() -> tuple[Erratum, ...]:
             corrected += r",\quad " + cmp.other_convention_latex
         out.append(
             Erratum(
-                location=f"table row {cmp.method}",
+                location=f"Table row: {cmp.method}",
                 seed_latex=f"u = {cmp.seed_latex}",
                 corrected_latex=corrected,
-                explanation="; ".join(expl) + ".",
+                explanation=". ".join(expl) + ".",
                 verified=cmp.derived_solves_continuity and (cmp.fix_verified or not cmp.fix),
             )
         )

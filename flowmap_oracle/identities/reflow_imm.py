@@ -19,7 +19,7 @@ import sympy as sp
 from . import _core
 from ._core import Claim, Identity, MethodResult, Step, register
 from ._functions import GaussianTeacher1D, gaussian_teacher_1d, random_rational
-from ._notation import r, s, t
+from ._notation import r, s, t, tex
 
 __all__ = ["gauss_kernel_mean", "mmd2_discrete", "straightness"]
 
@@ -79,7 +79,7 @@ def _numeric_straight(claim: Claim) -> MethodResult:
     )
 
 
-_SZ = sp.Symbol(r"S(Z) = \int_0^1 \mathbb{E}\|(Z_1 - Z_0) - \dot Z_t\|^2 dt")
+_SZ = tex(r"S(Z) = \int_0^1 \mathbb{E}\|(Z_1 - Z_0) - \dot Z_t\|^2 dt")
 _Zt = sp.Symbol("Z_t")
 _Z0, _Z1 = sp.symbols("Z_0 Z_1")
 with sp.evaluate(False):
@@ -105,10 +105,10 @@ register(
         steps=(
             Step(_SZ, "the straightness of a process (rectified flow)"),
             Step(
-                sp.Eq(sp.Symbol(r"\dot Z_t"), _Z1 - _Z0, evaluate=False),
+                sp.Eq(tex(r"\dot Z_t"), _Z1 - _Z0, evaluate=False),
                 "the straight path has constant velocity",
             ),
-            Step(sp.Eq(sp.Symbol("S(Z)"), 0, evaluate=False), "the integrand vanishes"),
+            Step(sp.Eq(tex("S(Z)"), 0, evaluate=False), "the integrand vanishes"),
         ),
         twins=(
             Claim(
@@ -250,11 +250,11 @@ register(
         ),
         steps=(
             Step(
-                sp.Symbol(r"\mathrm{MMD}^2(P,Q) = \|\mu_P - \mu_Q\|^2_{\mathcal{H}_k}"),
+                tex(r"\mathrm{MMD}^2(P,Q) = \|\mu_P - \mu_Q\|^2_{\mathcal{H}_k}"),
                 "MMD is the RKHS distance of the kernel mean embeddings",
             ),
             Step(
-                sp.Symbol(r"\mu_P = \mu_Q \Leftrightarrow P = Q"),
+                tex(r"\mu_P = \mu_Q \Leftrightarrow P = Q"),
                 "the embedding is injective for a characteristic kernel",
             ),
         ),
@@ -371,12 +371,12 @@ def _numeric_flow(claim: Claim) -> MethodResult:
 
 with sp.evaluate(False):
     _flow_rel = sp.Eq(
-        sp.Symbol(r"\mathrm{Law}(f_{t\to s}(x_t))"),
-        sp.Eq(sp.Symbol(r"\mathrm{Law}(f_{r\to s}(x_r))"), sp.Symbol("p_s")),
+        tex(r"\mathrm{Law}(f_{t\to s}(x_t))"),
+        sp.Eq(tex(r"\mathrm{Law}(f_{r\to s}(x_r))"), sp.Symbol("p_s")),
     )
     _euler_rel = sp.Eq(
-        sp.Symbol(r"\mathrm{Law}(x_t - (t-s) v(x_t,t))"),
-        sp.Symbol(r"\mathrm{Law}(x_r - (r-s) v(x_r,r))"),
+        tex(r"\mathrm{Law}(x_t - (t-s) v(x_t,t))"),
+        tex(r"\mathrm{Law}(x_r - (r-s) v(x_r,r))"),
     )
 
 register(
@@ -397,11 +397,11 @@ register(
         ),
         steps=(
             Step(
-                sp.Symbol(r"x_t \sim \mathcal{N}(\alpha_t\mu, c_t)"),
+                tex(r"x_t \sim \mathcal{N}(\alpha_t\mu, c_t)"),
                 "the marginal of the path",
             ),
             Step(
-                sp.Symbol(r"\Phi_{t\to s}(x_t) \sim \mathcal{N}(\alpha_s\mu, \frac{c_s}{c_t} c_t)"),
+                tex(r"\Phi_{t\to s}(x_t) \sim \mathcal{N}(\alpha_s\mu, \frac{c_s}{c_t} c_t)"),
                 "the exact flow map is affine with slope sqrt(c_s/c_t)",
             ),
             Step(_flow_rel, "independent of t: the same law from every starting time"),

@@ -24,7 +24,7 @@ import sympy as sp
 from . import _core
 from ._core import Claim, Identity, MethodResult, Step, register
 from ._functions import VectorFunction, abstract, random_exact_flow, random_vector_function
-from ._notation import DIM, F_d, JxF, X, f_d, h, r, s, t, x_r, x_s, x_t
+from ._notation import DIM, F_d, JxF, X, f_d, h, r, s, t, tex, x_r, x_s, x_t
 from .meanflow import _semigroup_rule
 
 __all__ = ["split_residual"]
@@ -246,19 +246,19 @@ def _coeff_r_to_s(F: VectorFunction, x: sp.Matrix, t, s, *, teacher_at_x_t: bool
 _Ftt = F_d(x_t, t, t)
 with sp.evaluate(False):
     _lim_t_relation = sp.Eq(
-        sp.Limit(_S(t, t - h, s) / h, h, 0),
+        sp.Limit(_S(t, t - h, s) / h, h, 0, dir="+-"),
         F_d(x_t, t, s) + (t - s) * (JxF * _Ftt + sp.Derivative(F_d(x_t, t, s), t)) - _Ftt,
     )
     _lim_t_twin = sp.Eq(
-        sp.Limit(_S(t, t - h, s) / h, h, 0),
+        sp.Limit(_S(t, t - h, s) / h, h, 0, dir="+-"),
         F_d(x_t, t, s) - (t - s) * (JxF * _Ftt + sp.Derivative(F_d(x_t, t, s), t)) - _Ftt,
     )
     _lim_s_relation = sp.Eq(
-        sp.Limit(_S(t, s + h, s) / h, h, 0),
+        sp.Limit(_S(t, s + h, s) / h, h, 0, dir="+-"),
         F_d(x_t, t, s) + (s - t) * sp.Derivative(F_d(x_t, t, s), s) - F_d(x_s, s, s),
     )
     _lim_s_twin = sp.Eq(
-        sp.Limit(_S(t, s + h, s) / h, h, 0),
+        sp.Limit(_S(t, s + h, s) / h, h, 0, dir="+-"),
         F_d(x_t, t, s) + (s - t) * sp.Derivative(F_d(x_t, t, s), s) - F_d(x_t, s, s),
     )
 
@@ -376,9 +376,9 @@ def _numeric_shortcut(claim: Claim) -> MethodResult:
 
 _m = sp.Symbol("m")
 _x_m = sp.Symbol("x_m")
-_fnorm = sp.Symbol(r"\|f_{t\to s}(x_t) - f_{m\to s}(f_{t\to m}(x_t))\|^2")
-_Fnorm = sp.Symbol(r"\|F(x_t,t,s) - \frac{1}{2}(F(x_t,t,m) + F(x_m,m,s))\|^2")
-_Fnorm_xt = sp.Symbol(r"\|F(x_t,t,s) - \frac{1}{2}(F(x_t,t,m) + F(x_t,m,s))\|^2")
+_fnorm = tex(r"\|f_{t\to s}(x_t) - f_{m\to s}(f_{t\to m}(x_t))\|^2")
+_Fnorm = tex(r"\|F(x_t,t,s) - \frac{1}{2}(F(x_t,t,m) + F(x_m,m,s))\|^2")
+_Fnorm_xt = tex(r"\|F(x_t,t,s) - \frac{1}{2}(F(x_t,t,m) + F(x_t,m,s))\|^2")
 with sp.evaluate(False):
     _short_relation = sp.Eq(_fnorm, (t - s) ** 2 * _Fnorm)
     _short_twin_w = sp.Eq(_fnorm, (t - s) * _Fnorm)
@@ -403,7 +403,7 @@ register(
         steps=(
             Step(
                 sp.Eq(
-                    f_d(x_t, t, s) - sp.Symbol(r"f_{r\to s}(f_{t\to r}(x_t))"),
+                    f_d(x_t, t, s) - tex(r"f_{r\to s}(f_{t\to r}(x_t))"),
                     -_S(t, r, s),
                     evaluate=False,
                 ),
@@ -411,9 +411,8 @@ register(
             ),
             Step(
                 sp.Eq(
-                    f_d(x_t, t, s) - sp.Symbol(r"f_{m\to s}(f_{t\to m}(x_t))"),
-                    -(t - s)
-                    * sp.Symbol(r"(F_{t\to s} - \frac{1}{2}(F_{t\to m} + F_{m\to s}(x_m)))"),
+                    f_d(x_t, t, s) - tex(r"f_{m\to s}(f_{t\to m}(x_t))"),
+                    -(t - s) * tex(r"(F_{t\to s} - \frac{1}{2}(F_{t\to m} + F_{m\to s}(x_m)))"),
                     evaluate=False,
                 ),
                 "r = m: t - m = m - s = (t - s)/2",
