@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -176,7 +177,8 @@ def load_implementation(spec: str | None = None) -> Implementation:
 
     Arguments:
         spec: the factory; ``None`` reads :data:`ENV_VAR` and falls back to the reference
-            implementation.
+            implementation. Modules in the current directory are importable, as with
+            ``python -m``.
 
     Raises:
         ImplementationError: a malformed spec, a missing module or attribute, a factory that
@@ -193,6 +195,11 @@ def load_implementation(spec: str | None = None) -> Implementation:
         raise ImplementationError(
             f"implementation spec must read 'package.module:factory', got {spec!r}"
         )
+    # As with ``python -m``, modules in the current directory are importable (the console script
+    # does not put it on sys.path by itself).
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:

@@ -145,12 +145,12 @@ def user_gradients(
     fn = ctx.function(objective, "loss")
     what = f"{objective} loss"
     if ctx.conventions.framework == "torch":
-        dtype = ctx.adapter.user_dtype
+        # The oracle's network computes in float64 whatever the declared dtype; its wrapper casts
+        # inputs and outputs to the implementation's dtype.
         params = net.params(requires_grad=True)
-        params_user = {k: v.to(dtype) for k, v in params.items()}
-        nets = [ctx.user_network(net, params_user)]
+        nets = [ctx.user_network(net, params)]
         if frozen_copy:
-            nets.append(ctx.user_network(net, {k: v.detach() for k, v in params_user.items()}))
+            nets.append(ctx.user_network(net, {k: v.detach() for k, v in params.items()}))
         loss = ctx.call(what, fn, *nets, *args)
         value = ctx.to_ours(loss, name=f"the {what}", shape=())
         if not loss.requires_grad:
@@ -228,20 +228,17 @@ def assert_stop_gradient(
         k: torch.randn(w.shape, generator=g, dtype=w.dtype) for k, w in net.weights.items()
     }
     if ctx.conventions.framework == "torch":
-        dtype = ctx.adapter.user_dtype
-        params = {k: w.to(dtype).requires_grad_(True) for k, w in net.params().items()}
+        params = net.params(requires_grad=True)
         out = ctx.call(what, fn, ctx.user_network(net, params), *args)
         ctx.to_ours(out, name=f"the {what}", shape=None)
         reverse = 0.0
         if out.requires_grad:
             grads = torch.autograd.grad(out.sum(), list(params.values()), allow_unused=True)
             reverse = max((float(gr.abs().max()) for gr in grads if gr is not None), default=0.0)
-        plain = {k: w.to(dtype) for k, w in net.params().items()}
-        tangents = {k: d.to(dtype) for k, d in directions.items()}
         _, tangent = ctx.call(
             what,
             lambda: torch.func.jvp(
-                lambda p: fn(ctx.user_network(net, p), *args), (plain,), (tangents,)
+                lambda p: fn(ctx.user_network(net, p), *args), (net.params(),), (directions,)
             ),
         )
         forward = float(tangent.abs().max())
