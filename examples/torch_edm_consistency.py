@@ -38,7 +38,9 @@ def consistency_training_loss(net, data, noise, sigma, sigma_prev):
 def consistency_tangent(net, x, sigma, v):
     """d f(x_sigma, sigma) / d sigma along the ODE dx/dsigma = v, detached."""
     zero = torch.zeros_like(sigma)
-    _, tangent = torch.func.jvp(lambda y, sg: net(y, sg, zero), (x, sigma), (v, torch.ones_like(sigma)))
+    _, tangent = torch.func.jvp(
+        lambda y, sg: net(y, sg, zero), (x, sigma), (v, torch.ones_like(sigma))
+    )
     return tangent.detach()
 
 
