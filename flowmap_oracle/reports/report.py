@@ -15,6 +15,7 @@ from .document import ReportDocument
 __all__ = ["SECTIONS", "build_report"]
 
 SECTIONS: list[str] = [
+    "identities",
     "training",
 ]
 """Section module names under ``flowmap_oracle.reports``, in report order."""
