@@ -1,21 +1,36 @@
 """Analytic teachers: Gaussian mixtures on probability paths, with exact flow maps.
 
-Imports only numpy, scipy, torch, torchdiffeq (and jax, optionally); knows nothing of
-``numerics`` or ``reports``.
+Imports only numpy, scipy, torch, torchdiffeq (and jax with diffrax, optionally, in
+:mod:`.jax_backend`); knows nothing of ``numerics`` or ``reports``.
 """
 
-from .flow_map import ExactFlowMap, FlowMapSolution
-from .gmm import GaussianMixture, GaussianMixtureTeacher
-from .paths import LinearPath, ProbabilityPath
+from .flow_map import ExactFlowMap, FlowMapSolution, NoiseDataCoupling
+from .gmm import COVARIANCE_TYPES, GaussianMixture, GaussianMixtureTeacher
+from .paths import (
+    DividedDifferences,
+    GeneralPath,
+    LinearPath,
+    LipmanPath,
+    PathCoefficients,
+    ProbabilityPath,
+    TrigPath,
+)
 from .presets import PRESETS, preset
 
 __all__ = [
+    "COVARIANCE_TYPES",
     "PRESETS",
+    "DividedDifferences",
     "ExactFlowMap",
     "FlowMapSolution",
     "GaussianMixture",
     "GaussianMixtureTeacher",
+    "GeneralPath",
     "LinearPath",
+    "LipmanPath",
+    "NoiseDataCoupling",
+    "PathCoefficients",
     "ProbabilityPath",
+    "TrigPath",
     "preset",
 ]

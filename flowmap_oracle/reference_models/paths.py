@@ -275,7 +275,9 @@ class GeneralPath(ProbabilityPath):
         }
 
         def make(expr: Any, module: str, like: Callable) -> Callable:
-            f = sympy.lambdify(t, expr, modules=module)
+            # numeric constants are evaluated first (to 30 digits): torch's printer would emit
+            # torch.pow(float, int) for a symbolic constant such as pi**2, which torch rejects
+            f = sympy.lambdify(t, sympy.N(expr, 30), modules=module)
             return lambda tt: f(tt) + like(tt)  # constants broadcast to the shape of t
 
         torch_fns = {k: make(e, "torch", torch.zeros_like) for k, e in exprs.items()}
