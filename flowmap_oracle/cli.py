@@ -82,6 +82,72 @@ def _cmd_identities(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    import json
+
+    from .numerics.oracle import (
+        ImplementationError,
+        OracleSettings,
+        checks_for,
+        load_implementation,
+        run_checks,
+    )
+    from .numerics.oracle.results import write_json
+
+    known = {c.objective for c in checks_for()}
+    unknown = sorted(set(args.only or ()) - known)
+    if unknown:
+        print(
+            f"flowmap-oracle check: unknown objective(s) {unknown}; known: {sorted(known)}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        impl = load_implementation(args.implementation)
+    except ImplementationError as err:
+        print(f"flowmap-oracle check: {err}", file=sys.stderr)
+        return 2
+    settings = OracleSettings(profile=args.profile)
+    results = run_checks(impl, settings, objectives=args.only)
+    print(f"{impl.name}: {impl.conventions.describe()}; {settings.describe()}")
+    not_provided = sorted({r.objective for r in results if "provides no" in r.message})
+    for r in results:
+        if r.status != "skip" or "provides no" not in r.message:
+            print(f"  {r.status:4s}  {r.check:42s} {r.message.splitlines()[0][:90]}")
+    if not_provided:
+        print(f"  skip  (not provided) {', '.join(not_provided)}")
+    for r in results:
+        if r.status == "fail":
+            print("\n" + r.report())
+    if args.json:
+        write_json(args.json, [r.to_json() for r in results])
+    if args.pdf:
+        from .reports.oracle_section import write_check_report
+
+        write_check_report(args.pdf, impl, results, settings)
+    failed = sum(r.status == "fail" for r in results)
+    print(json.dumps({s: sum(r.status == s for r in results) for s in ("pass", "fail", "skip")}))
+    return 1 if failed else 0
+
+
+def _cmd_mutants(args: argparse.Namespace) -> int:
+    import json
+
+    from .numerics.mutants import run_mutants
+
+    rows = run_mutants()
+    if args.json:
+        print(json.dumps([m.to_json() for m in rows], indent=2))
+    else:
+        print(f"{'mutant':46s} {'objective':9s} {'result':8s} killed by")
+        for m in rows:
+            verdict = "killed" if m.killed else "SURVIVED"
+            print(f"{m.mutant:46s} {m.objective:9s} {verdict:8s} {m.by or '-'}")
+        killed = sum(m.killed for m in rows)
+        print(f"{killed}/{len(rows)} mutants killed ({100 * killed / len(rows):.0f} %)")
+    return 0 if all(m.killed for m in rows) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -116,6 +182,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--only", nargs="+", metavar="ID", help="check only these ids or families (default all)"
     )
     p.set_defaults(func=_cmd_identities)
+
+    p = sub.add_parser(
+        "check",
+        help="run the oracle on an implementation (exit 0: every applicable check passes)",
+    )
+    p.add_argument("implementation", metavar="PACKAGE.MODULE:FACTORY", help="the factory")
+    p.add_argument("--json", metavar="PATH", help="write one JSON object per check")
+    p.add_argument("--pdf", metavar="PATH", help="write the check report as a PDF")
+    p.add_argument(
+        "--profile", default="ci", choices=["ci", "thorough"], help="hypothesis draws per check"
+    )
+    p.add_argument("--only", nargs="+", metavar="OBJECTIVE", help="check only these objectives")
+    p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("mutants", help="run the oracle on every mutant and print the kill table")
+    p.add_argument("--json", action="store_true", help="print one JSON object per mutant")
+    p.set_defaults(func=_cmd_mutants)
 
     return parser
 

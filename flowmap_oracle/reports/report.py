@@ -17,6 +17,7 @@ __all__ = ["SECTIONS", "build_report"]
 SECTIONS: list[str] = [
     "identities",
     "training",
+    "oracle",
 ]
 """Section module names under ``flowmap_oracle.reports``, in report order."""
 

@@ -1,4 +1,4 @@
-"""MeanFlow conformance checks: the reference by default, ``--impl=pkg.mod:factory`` otherwise."""
+"""Oracle checks (meanflow): the reference by default, ``--impl=pkg.mod:factory`` otherwise."""
 
 import pytest
 

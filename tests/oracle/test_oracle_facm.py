@@ -1,0 +1,12 @@
+"""Oracle checks (facm): the reference by default, ``--impl=pkg.mod:factory`` otherwise."""
+
+import pytest
+
+from flowmap_oracle.numerics.oracle import checks_for
+
+pytestmark = pytest.mark.flowmap_oracle
+
+
+@pytest.mark.parametrize("check", checks_for("facm"), ids=str)
+def test_facm(check, oracle_check):
+    oracle_check(check)

@@ -1,0 +1,12 @@
+"""Oracle checks (model): the reference by default, ``--impl=pkg.mod:factory`` otherwise."""
+
+import pytest
+
+from flowmap_oracle.numerics.oracle import checks_for
+
+pytestmark = pytest.mark.flowmap_oracle
+
+
+@pytest.mark.parametrize("check", checks_for("model"), ids=str)
+def test_model(check, oracle_check):
+    oracle_check(check)

@@ -1,0 +1,68 @@
+"""Proof by mutants: every wrong implementation in the catalogue is killed, the kill table says
+by which check, and the catalogue covers the objectives."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flowmap_oracle.cli import main
+from flowmap_oracle.numerics import mutants as mutants_module
+from flowmap_oracle.numerics.mutants import MUTANTS, run_mutants
+from flowmap_oracle.numerics.oracle import CHECKS, checks_for
+
+
+@pytest.fixture(scope="module")
+def kill_table():
+    return run_mutants()
+
+
+def test_catalogue_has_at_least_25_mutants_over_the_objectives(kill_table):
+    assert len(kill_table) >= 25
+    objectives = {m.objective for m in kill_table}
+    assert len(objectives) >= 10, objectives
+    assert all(m.description for m in MUTANTS.values())
+
+
+def test_every_mutant_is_killed_by_a_real_mismatch(kill_table):
+    survivors = [m.mutant for m in kill_table if not m.killed]
+    assert not survivors, f"mutants survived: {survivors}"
+    for m in kill_table:
+        assert m.by in CHECKS, m
+        # killed by a finding about the implementation, never by a crash of the oracle
+        assert not m.message.startswith("internal error"), (m.mutant, m.message)
+
+
+def test_mutants_are_killed_by_their_own_objectives_checks(kill_table):
+    # a conventions mutant is a MeanFlow implementation in another convention
+    for m in kill_table:
+        assert CHECKS[m.by].objective == m.objective, (m.mutant, m.by)
+
+
+def test_every_check_family_kills_something_or_is_a_fixed_point_check(kill_table):
+    killers = {m.by for m in kill_table}
+    objectives_with_killers = {CHECKS[c].objective for c in killers}
+    assert objectives_with_killers == {c.objective for c in checks_for()}
+
+
+def test_mutants_cli_json_lists_mutant_objective_killed_by(kill_table, monkeypatch, capsys):
+    monkeypatch.setattr(mutants_module, "run_mutants", lambda *a, **k: kill_table)
+    assert main(["mutants", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == len(kill_table)
+    for row in rows:
+        assert {"mutant", "objective", "killed", "by"} <= set(row)
+        assert row["killed"] is True and row["by"]
+    assert main(["mutants"]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(kill_table)}/{len(kill_table)} mutants killed (100 %)" in out
+
+
+def test_mutants_cli_fails_when_a_mutant_survives(kill_table, monkeypatch, capsys):
+    from dataclasses import replace
+
+    survived = [replace(kill_table[0], killed=False, by=None), *kill_table[1:]]
+    monkeypatch.setattr(mutants_module, "run_mutants", lambda *a, **k: survived)
+    assert main(["mutants"]) == 1
+    assert "SURVIVED" in capsys.readouterr().out
