@@ -211,8 +211,14 @@ def _numeric_char(claim: Claim) -> MethodResult:
             same = mmd2_discrete(kernel, atoms, weights, p2_atoms, p2_weights)
             diff = mmd2_discrete(kernel, atoms, weights, q_atoms, weights)
             checks.append((f"trial {trial}: MMD^2(P, P')", float(abs(same)), _core.NUMERIC_TOL))
-            # a distinct law must be seen: report the deficit below 1e-12 as the residual
-            checks.append((f"trial {trial}: MMD^2(P, Q) > 1e-12", float(max(0, 1e-12 - diff)), 0.0))
+            # a distinct law must be seen: residual 1 when MMD^2(P, Q) is not positive, else 0
+            checks.append(
+                (
+                    f"trial {trial}: MMD^2(P, Q) = {float(diff):.2e} must exceed 1e-12",
+                    0.0 if diff > 1e-12 else 1.0,
+                    0.5,
+                )
+            )
     return _core.numeric_values(
         checks,
         method=(
