@@ -110,7 +110,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
     settings = OracleSettings(profile=args.profile)
     results = run_checks(impl, settings, objectives=args.only)
     print(f"{impl.name}: {impl.conventions.describe()}; {settings.describe()}")
-    not_provided = sorted({r.objective for r in results if "provides no" in r.message})
+    not_provided = sorted(
+        {".".join(r.check.split(".")[:2]) for r in results if "provides no" in r.message}
+    )
     for r in results:
         if r.status != "skip" or "provides no" not in r.message:
             print(f"  {r.status:4s}  {r.check:42s} {r.message.splitlines()[0][:90]}")
