@@ -85,6 +85,19 @@ def test_jets_keep_distinct_derivatives_apart():
     assert _core.jets(e.subs(y, x)) == 0
 
 
+def test_derivatives_at_different_composite_points_are_not_conflated():
+    """A derivative at a composite point stays a ``Subs`` whose inner ``Derivative`` is the same
+    object at every point; the simplification must keep F'(x^2 + 1) and F'(x^2 + 2) apart."""
+    f = sp.Function("f")
+    x = sp.Symbol("x", real=True)
+
+    def d_at(p):
+        return sp.Subs(sp.Derivative(f(x), x), x, p).doit()
+
+    assert not _core.symbolic_zero(d_at(x**2 + 1) - d_at(x**2 + 2)).passed
+    assert _core.symbolic_zero(d_at(x**2 + 1) - d_at(1 + x**2)).passed
+
+
 def test_numeric_zero_has_a_tight_tolerance_and_rejects_leftover_symbols():
     x = sp.Symbol("x")
     pts = [(0.3,), (0.7,)]

@@ -345,12 +345,18 @@ def jets(expr: sp.Expr) -> sp.Expr:
     """Replace every derivative of an abstract function, then every abstract function value,
     by its own fresh symbol.
 
-    The values and derivatives of arbitrary smooth functions at a point (and at distinct
-    points) are algebraically independent, so an expression that vanishes as a function of
+    Each ``Subs`` (a derivative at a composite point) is replaced as a whole, so derivatives at
+    different points stay apart. The values and derivatives of arbitrary smooth functions at a
+    point (and at distinct points) are algebraically independent, so an expression that vanishes as a function of
     these symbols vanishes for all functions, and one that does not has a counterexample. The
     replacement turns expressions with abstract functions into rational functions, where
     ``cancel`` is a canonical form.
     """
+    # A derivative evaluated at a point that is not a plain symbol stays a ``Subs``; its inner
+    # ``Derivative`` is the same object at every point, so each ``Subs`` (derivative *and* point)
+    # gets its own symbol first; otherwise derivatives at different points would be conflated.
+    subs = sorted(expr.atoms(sp.Subs), key=sp.count_ops, reverse=True)
+    expr = expr.xreplace({a: sp.Dummy("jet", real=True) for a in subs})
     rep: dict[sp.Basic, sp.Symbol] = {}
     for d in sorted(expr.atoms(sp.Derivative), key=lambda d: -d.derivative_count):
         rep[d] = sp.Dummy("jet", real=True)
