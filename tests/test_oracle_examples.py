@@ -40,3 +40,36 @@ def test_a_wrong_convention_declaration_is_caught():
     wrong = replace(impl, conventions={**impl.conventions.as_dict(), "time": "noise_at_1"})
     results = run_checks(wrong, objectives=["meanflow"])
     assert any(r.status == "fail" for r in results)
+
+
+def _trigflow_epsilon():
+    """A hand-written TrigFlow implementation with an epsilon (noise) prediction:
+    x_theta = cos(theta) data + sin(theta) noise; the network predicts the noise; one step is the
+    DDIM step in the angle; flow matching regresses the noise."""
+    import torch
+
+    from flowmap_oracle.numerics.oracle import Implementation
+
+    def fm_loss(net, data, noise, theta):
+        x = torch.cos(theta)[:, None] * data + torch.sin(theta)[:, None] * noise
+        return (net(x, theta, theta) - noise).pow(2).sum(dim=1).mean()
+
+    def step(net, x, theta, rho):
+        eps = net(x, theta, rho)
+        x0 = (x - torch.sin(theta)[:, None] * eps) / torch.cos(theta)[:, None]
+        return torch.cos(rho)[:, None] * x0 + torch.sin(rho)[:, None] * eps
+
+    return Implementation(
+        "trigflow epsilon",
+        conventions={"time": "trigflow_angle", "prediction": "epsilon", "signature": "x_s_t"},
+        losses={"fm": fm_loss},
+        flow_map=lambda net, x, t, s: step(lambda a, b, c: net(a, c, b), x, t, s),
+    )
+
+
+def test_a_trigflow_epsilon_implementation_passes():
+    results = run_checks(_trigflow_epsilon())
+    assert [r.check for r in results if r.status == "pass"] == [
+        "fm.loss.value_and_gradient",
+        "model.flow_map.one_step",
+    ], [r.report() for r in results if r.status != "skip"]
