@@ -150,6 +150,49 @@ def _cmd_mutants(args: argparse.Namespace) -> int:
     return 0 if all(m.killed for m in rows) else 1
 
 
+def _cmd_bench_teachers(args: argparse.Namespace) -> int:
+    import torch
+
+    from .numerics.bench_teachers import format_result, run_teacher_benchmark, write_json
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    command = "flowmap-oracle " + " ".join(sys.argv[1:] if args.argv is None else args.argv)
+    result = run_teacher_benchmark(
+        args.n,
+        preset_name=args.preset,
+        rtol=args.rtol,
+        device=args.device,
+        seed=args.seed,
+        repeats=args.repeats,
+        command=command,
+    )
+    print(format_result(result))
+    if args.json:
+        print(f"wrote {write_json(result, args.json)}")
+    return 0
+
+
+def _add_bench_teachers(bench: argparse._SubParsersAction) -> None:
+    p = bench.add_parser(
+        "teachers",
+        help="exact flow map vs a plain torchdiffeq dopri5 baseline (speed, error, memory)",
+    )
+    p.add_argument("--n", type=int, default=10_000, help="number of noise points")
+    p.add_argument("--json", metavar="PATH", help="write the result as JSON")
+    p.add_argument("--preset", default="ring8", help="teacher preset (default ring8)")
+    p.add_argument("--rtol", type=float, default=1e-9, help="rtol = atol of every solve")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise draw")
+    p.add_argument("--repeats", type=int, default=1, help="timed repeats (the fastest counts)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
+    p.set_defaults(func=_cmd_bench_teachers)
+
+
+# Each entry adds one ``flowmap-oracle bench <name>`` subcommand to the ``bench`` group.
+BENCHMARKS = [_add_bench_teachers]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -202,12 +245,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object per mutant")
     p.set_defaults(func=_cmd_mutants)
 
+    p = sub.add_parser("bench", help="benchmarks (each prints a summary and can write JSON)")
+    bench = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    for add in BENCHMARKS:
+        add(bench)
+
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit status."""
     args = build_parser().parse_args(argv)
+    args.argv = None if argv is None else list(argv)
     return int(args.func(args) or 0)
 
 

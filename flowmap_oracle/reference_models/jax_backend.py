@@ -65,6 +65,7 @@ class JaxTeacher:
 
     teacher: GaussianMixtureTeacher
     _arrays: dict = field(init=False, repr=False)
+    _jitted: dict = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         _require_jax()
@@ -124,7 +125,10 @@ class JaxTeacher:
             if x.ndim != 2 or x.shape[1] != self.dim:
                 raise ValueError(f"x must have shape (N, {self.dim}), got {tuple(x.shape)}")
             t = jnp.broadcast_to(jnp.asarray(t, dtype=jnp.float64), (x.shape[0],))
-            return jax.vmap(fn)(x, t)
+            key = fn.__name__
+            if key not in self._jitted:
+                self._jitted[key] = jax.jit(jax.vmap(fn))
+            return self._jitted[key](x, t)
 
     def velocity(self, x: Any, t: Any) -> Any:
         """Marginal velocity, shape ``(N, d)``."""
@@ -132,44 +136,48 @@ class JaxTeacher:
 
     def acceleration(self, x: Any, t: Any) -> Any:
         """``J_x v v + d_t v`` by forward-mode autodiff, shape ``(N, d)``."""
-        return self._batched(lambda x, t: self.acceleration_one(x, t)[1], x, t)
+
+        def acceleration(x: Any, t: Any) -> Any:
+            return self.acceleration_one(x, t)[1]
+
+        return self._batched(acceleration, x, t)
 
     def score(self, x: Any, t: Any) -> Any:
         """``grad log p_t(x) = -sum_k gamma_k C_k^{-1} (x - m_k)``, shape ``(N, d)``."""
 
-        def one(x: Any, t: Any) -> Any:
+        def score(x: Any, t: Any) -> Any:
             _, c, y, _, gamma = self._parts(x, t)
             return -self._combine(gamma, y / c)
 
-        return self._batched(one, x, t)
+        return self._batched(score, x, t)
 
     def log_prob(self, x: Any, t: Any) -> Any:
         """``log p_t(x)``, shape ``(N,)``."""
 
-        def one(x: Any, t: Any) -> Any:
+        def log_prob(x: Any, t: Any) -> Any:
             _, _, _, log_w, _ = self._parts(x, t)
             return jax.scipy.special.logsumexp(log_w) - 0.5 * self.dim * math.log(2 * math.pi)
 
-        return self._batched(one, x, t)
+        return self._batched(log_prob, x, t)
 
     def posterior_mean_x0(self, x: Any, t: Any) -> Any:
         """``E[x0 | x_t = x]``, shape ``(N, d)``."""
 
-        def one(x: Any, t: Any) -> Any:
+        def posterior_mean_x0(x: Any, t: Any) -> Any:
             cf, c, y, _, gamma = self._parts(x, t)
             gain = cf.alpha * self._arrays["lam"] / c
             return gamma @ self._arrays["mu"] + self._combine(gamma, gain * y)
 
-        return self._batched(one, x, t)
+        return self._batched(posterior_mean_x0, x, t)
 
     def posterior_mean_x1(self, x: Any, t: Any) -> Any:
         """``E[x1 | x_t = x]``, shape ``(N, d)``."""
 
-        def one(x: Any, t: Any) -> Any:
+        def posterior_mean_x1(x: Any, t: Any) -> Any:
             cf, c, y, _, gamma = self._parts(x, t)
             return self._combine(gamma, cf.beta / c * y)
 
-        return self._batched(one, x, t)
+        return self._batched(posterior_mean_x1, x, t)
 
 
 @dataclass(frozen=True)

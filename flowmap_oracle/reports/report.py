@@ -16,6 +16,7 @@ __all__ = ["SECTIONS", "build_report"]
 
 SECTIONS: list[str] = [
     "identities",
+    "teachers",
     "training",
     "oracle",
 ]

@@ -1,0 +1,96 @@
+"""The teacher benchmark (CLI and JSON) and the report section's measurements."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from flowmap_oracle.cli import main
+from flowmap_oracle.numerics.bench_teachers import plain_velocity
+from flowmap_oracle.reference_models import preset
+from flowmap_oracle.reports import teachers_section
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # shared CPUs: avoid oversubscription under xdist
+    yield
+    torch.set_num_threads(n)
+
+
+REQUIRED = {
+    "n",
+    "device",
+    "seconds",
+    "baseline_seconds",
+    "speedup",
+    "max_error",
+    "baseline_max_error",
+    "peak_memory_bytes",
+    "baseline_peak_memory_bytes",
+    "environment",
+    "command",
+    "matched_error",
+}
+
+
+def test_bench_teachers_cli_writes_json(tmp_path, capsys):
+    out = tmp_path / "sub" / "bench.json"
+    assert main(["bench", "teachers", "--n", "48", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert set(data) >= REQUIRED
+    assert data["n"] == 48 and data["device"] == "cpu"
+    assert data["speedup"] == pytest.approx(data["baseline_seconds"] / data["seconds"])
+    assert data["command"].startswith("flowmap-oracle bench teachers --n 48")
+    assert data["environment"]["torch"] == torch.__version__
+    # every run is measured against the reference; ours at rtol 1e-9 is far below 1e-6
+    assert 0 <= data["max_error"] < 1e-6 and 0 <= data["baseline_max_error"] < 1e-4
+    assert data["reference"]["max_difference"] < 1e-10
+    assert [p.name for p in out.parent.iterdir()] == ["bench.json"]  # atomic: no temporaries
+    assert "speedup" in capsys.readouterr().out
+
+
+def test_baseline_velocity_is_the_teachers_velocity():
+    """The plain einsum formula of the baseline computes the same field (else the comparison
+    would be meaningless); checked on every covariance type."""
+    for name in ("ring8", "anisotropic10", "anisotropic_gaussian"):
+        teacher = preset(name)
+        x = torch.randn(
+            20, teacher.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+        )
+        t = torch.rand(20, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(
+            plain_velocity(teacher)(x, t), teacher.velocity(x, t[:, 0]), rtol=0, atol=1e-13
+        )
+
+
+def test_report_section_measurements_and_benchmark_table(tmp_path, monkeypatch):
+    rows = teachers_section.measure_flow_map_errors(quick=True)
+    assert {r.against for r in rows} >= {
+        "closed form",
+        "torchdiffeq dopri8",
+        "rtol 1e-13",
+        "MeanFlow identity",
+    }
+    assert max(r.max_error for r in rows) < 1e-10
+    record = {
+        "n": 10,
+        "device": "cpu",
+        "seconds": 1.0,
+        "baseline_seconds": 7.0,
+        "speedup": 7.0,
+        "speedup_same_velocity": 1.5,
+        "matched_error": {"speedup": 9.0},
+        "max_error": 1e-9,
+        "baseline_max_error": 1e-7,
+        "peak_memory_bytes": 2**20,
+        "baseline_peak_memory_bytes": 2**21,
+        "environment": {"torch_threads": 1},
+    }
+    (tmp_path / "teachers_test.json").write_text(json.dumps(record))
+    monkeypatch.setattr(teachers_section, "BENCHMARK_DIR", tmp_path)
+    (row,) = teachers_section._benchmark_rows()
+    assert row[0] == "teachers_test.json" and "7.0x" in row and "9.0x" in row
