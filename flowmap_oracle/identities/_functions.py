@@ -141,9 +141,11 @@ def random_smooth(
 
 
 def random_vector_function(
-    n_args: int, out_dim: int, rng: np.random.Generator, *, n_trig: int = 2
+    n_args: int, out_dim: int, rng: np.random.Generator, *, n_trig: int = 1
 ) -> VectorFunction:
-    """A :class:`VectorFunction` with ``out_dim`` independent :func:`random_smooth` components."""
+    """A :class:`VectorFunction` with ``out_dim`` independent :func:`random_smooth` components
+    (one trigonometric term each by default: nonpolynomial, and small enough to differentiate
+    and compile quickly)."""
     params = _placeholders(n_args)
     return VectorFunction(
         params, sp.Matrix([random_smooth(params, rng, n_trig=n_trig) for _ in range(out_dim)])
@@ -199,8 +201,9 @@ def random_exact_flow(seed: int = FLOW_SEED) -> ExactFlow:
     Construction: ``y = psi(x) = (x1 + g(x2), x2)`` (a shear with a random smooth
     ``g(u) = c1 sin(u) + c2 u^2``: always a diffeomorphism, inverted in closed form); in ``y`` the
     affine flow ``y_s = A(s) A(t)^{-1} (y_t - b(t)) + b(s)`` with
-    ``A(t) = R(w(t)) diag(e^{a1(t)}, e^{a2(t)})`` (``R`` a rotation) and random quadratics
-    ``w, a1, a2, b1, b2``. Then
+    ``A(t) = R(w(t)) diag(e^{a1(t)}, e^{a2(t)})`` (``R`` a rotation by the random linear angle
+    ``w``) and random quadratics ``a1, a2, b1, b2`` (kept small: every numeric check
+    differentiates and compiles expressions built from this flow). Then
     ``Phi_{t->s} = psi^{-1} o (affine t->s) o psi`` is a flow (``Phi_{t->t} = id`` and the
     semigroup property hold exactly), ``v = d/ds Phi`` at ``s = t`` is nonlinear in x and
     time-dependent, trajectories are curved and ``J_x Phi`` is not symmetric.
@@ -209,7 +212,8 @@ def random_exact_flow(seed: int = FLOW_SEED) -> ExactFlow:
     x1, x2, t, s = _placeholders(4)
     u = sp.Dummy("u", real=True)
     g = random_rational(rng) / 3 * sp.sin(u) + random_rational(rng) / 8 * u**2
-    w, a1, a2, b1, b2 = (_random_quadratic(u, rng) for _ in range(5))
+    w = random_rational(rng) / 2 * u
+    a1, a2, b1, b2 = (_random_quadratic(u, rng) for _ in range(4))
 
     def A_ratio(ss: sp.Expr, tt: sp.Expr) -> sp.Matrix:
         """``A(s) A(t)^{-1} = R(w_s) diag(e^{a_s - a_t}) R(-w_t)``."""
