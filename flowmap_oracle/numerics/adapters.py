@@ -368,6 +368,19 @@ class ConventionAdapter:
         self._ops = _Ops(c.framework)
         self._torch_ops = _Ops("torch")
 
+    @property
+    def torch_ops(self) -> _Ops:
+        """Array operations for our (torch) side, to pass as ``ops=`` to the conversions."""
+        return self._torch_ops
+
+    def tau_dot(self, t: Tensor) -> Tensor:
+        """``tau'(t)`` for our times ``t`` (torch)."""
+        return self._time.dtau(self._torch_ops, t)
+
+    def scale(self, t: Tensor) -> Tensor:
+        """``a(t)`` with ``x_u = a(t) x`` for our times ``t`` (torch)."""
+        return self._time.scale(self._torch_ops, t)
+
     # -- domain ---------------------------------------------------------------------------
 
     @property

@@ -216,13 +216,13 @@ class CheckContext:
         return self.adapter.network_to_user(fn)
 
     def user_times(self, t: Tensor) -> Any:
-        return self.to_user(self.adapter.time_to_user(t, ops=self.adapter._torch_ops))
+        return self.to_user(self.adapter.time_to_user(t, ops=self.adapter.torch_ops))
 
     def user_points(self, x: Tensor, t: Tensor) -> Any:
-        return self.to_user(self.adapter.points_to_user(x, t, ops=self.adapter._torch_ops))
+        return self.to_user(self.adapter.points_to_user(x, t, ops=self.adapter.torch_ops))
 
     def user_velocity(self, v: Tensor, x: Tensor, t: Tensor) -> Any:
-        return self.to_user(self.adapter.velocity_to_user(v, x, t, ops=self.adapter._torch_ops))
+        return self.to_user(self.adapter.velocity_to_user(v, x, t, ops=self.adapter.torch_ops))
 
     def user_field(self, fn: Callable[..., Tensor], kind: str) -> Callable:
         """A torch function of ours as a callable in the user's conventions and framework.
@@ -231,7 +231,7 @@ class CheckContext:
         ``kind="solver"``: ``fn(x, t, s) -> x_s`` becomes ``solver_u(x_u, tau, rho)``.
         The callable returns the declared dtype and is not differentiable (teacher data).
         """
-        ad, o = self.adapter, self.adapter._torch_ops
+        ad, o = self.adapter, self.adapter.torch_ops
 
         def in_torch(x_u: Tensor, *taus: Tensor) -> Tensor:
             x_u, taus = x_u.detach().double(), [a.detach().double() for a in taus]
@@ -254,7 +254,7 @@ class CheckContext:
 
     def network_output_in_user_units(self, F: Tensor, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
         """``N = (F - q x) / k``: what the user's network outputs where ours gives ``F``."""
-        q, k = self.adapter.output_coefficients(t, s, ops=self.adapter._torch_ops)
+        q, k = self.adapter.output_coefficients(t, s, ops=self.adapter.torch_ops)
         return (F - q[:, None] * x) / k[:, None]
 
     def target_to_ours(
@@ -265,7 +265,7 @@ class CheckContext:
 
     def residual_to_user(self, R: Tensor, t: Tensor, s: Tensor, kind: TargetKind) -> Tensor:
         """Our residual ``F - F_tgt`` in the user's output units, ``R / (w k)``."""
-        o = self.adapter._torch_ops
+        o = self.adapter.torch_ops
         _, k = self.adapter.output_coefficients(t, s, ops=o)
         w = self.adapter.residual_factor(t, s, kind, ops=o)
         return R / (w * k)[:, None]

@@ -35,10 +35,8 @@ def _args(ctx: CheckContext, b) -> list:
 
 
 def _factors(ctx: CheckContext, t: torch.Tensor, s: torch.Tensor, at: torch.Tensor):
-    o, tm = ctx.adapter._torch_ops, ctx.adapter._time
-    a_s = tm.scale(o, s)[:, None]
-    sign_tau = torch.sign(tm.dtau(o, at))[:, None]
-    return a_s, sign_tau, tm.dtau(o, at).abs()[:, None]
+    ad = ctx.adapter
+    return ad.scale(s)[:, None], torch.sign(ad.tau_dot(at))[:, None], ad.tau_dot(at).abs()[:, None]
 
 
 @check(

@@ -71,8 +71,7 @@ def cm_loss(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
 
 
 def _tangent_to_ours(ctx: CheckContext, g_user: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    o = ctx.adapter._torch_ops
-    return ctx.adapter._time.dtau(o, t)[:, None] * g_user
+    return ctx.adapter.tau_dot(t)[:, None] * g_user
 
 
 def _scm_target(ctx: CheckContext, net, b, v) -> torch.Tensor:
@@ -168,7 +167,7 @@ def scm_loss(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
     b = ctx.batch(case, space)
     net = ctx.random_network(case.seed + 62)
     v = ctx.teacher.velocity(b.x, b.t)
-    tau_dot = ctx.adapter._time.dtau(ctx.adapter._torch_ops, b.t)[:, None]
+    tau_dot = ctx.adapter.tau_dot(b.t)[:, None]
 
     def build(model):
         f, g = consistency_tangent(model, b.x, b.t, v)

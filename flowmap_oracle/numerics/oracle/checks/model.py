@@ -35,7 +35,7 @@ def flow_map_one_step(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
         ctx.user_times(b.s),
     )
     x_s_user = ctx.to_ours(out, name="the flow_map result", shape=tuple(b.x.shape))
-    got = ctx.adapter.points_to_ours(x_s_user, b.s, ops=ctx.adapter._torch_ops)
+    got = ctx.adapter.points_to_ours(x_s_user, b.s, ops=ctx.adapter.torch_ops)
     compare(
         expected,
         got,
