@@ -17,6 +17,7 @@ import itertools
 import time
 
 import mpmath
+import numpy as np
 import sympy as sp
 
 from . import _core
@@ -693,8 +694,6 @@ def _symbolic_jvp(claim: Claim) -> MethodResult:
 def _numeric_jvp(claim: Claim) -> MethodResult:
     start = time.perf_counter()
     seed = _core.seed_of(_ID_JVP)
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     F = random_vector_function(DIM + 2, DIM, rng)
     v = random_vector_function(DIM + 1, DIM, rng)
@@ -812,16 +811,17 @@ def _linear_velocity_formula(teacher: GaussianTeacher1D, x, tt):
 
 
 def _general_path_build(velocity_formula, sign: int = 1):
+    """Claim builder on the 1-D Gaussian teacher: ``[v_claimed - v_conditioning,
+    d_s Phi - v_claimed(Phi, s), Phi_{t->t} - x, MeanFlow residual]`` (``sign = -1``: the
+    residual with the (t - s) term's sign flipped)."""
+    residual = meanflow_residual if sign > 0 else _residual_sign_twin
+
     def build(teacher: GaussianTeacher1D, x: sp.Symbol, t, s) -> list[sp.Expr]:
-        vfun = VectorFunction(
-            (x, t), sp.Matrix([velocity_formula(teacher, x, t)])
-        )  # x, t are symbols here
+        # x and t are symbols here, so they can serve as the placeholders
+        vfun = VectorFunction((x, t), sp.Matrix([velocity_formula(teacher, x, t)]))
         phi = teacher.flow_map(x, t, s)
         F = VectorFunction((x, t, s), sp.Matrix([(x - phi) / (t - s)]))
-        xs = sp.Matrix([x])
-        mf = meanflow_residual(F, vfun, xs, t, s)[0]
-        if sign < 0:
-            mf = _residual_sign_twin(F, vfun, xs, t, s)[0]
+        mf = residual(F, vfun, sp.Matrix([x]), t, s)[0]
         return [
             velocity_formula(teacher, x, t) - teacher.velocity(x, t),
             sp.diff(phi, s) - velocity_formula(teacher, phi, s),
@@ -845,8 +845,6 @@ def _symbolic_general_path(claim: Claim) -> MethodResult:
 
 def _numeric_general_path(claim: Claim) -> MethodResult:
     start = time.perf_counter()
-    import numpy as np
-
     seed = _core.seed_of(_ID_PATH)
     rng = np.random.default_rng(seed)
     u = sp.Dummy("u", real=True)
