@@ -160,9 +160,10 @@ def run_check(
     except CheckSkipped as skip:
         return result("skip", str(skip))
     except CheckFailure as failure:
+        where = "" if failure.case is None else f"case {failure.case.describe()}; "
         return result(
             "fail",
-            failure.message,
+            f"{failure.message}\n  inputs: {where}{settings.describe()}",
             mismatch=failure.mismatch,
             case=failure.case,
             reproduce=reproduction_snippet(chk, impl, failure.case, settings),

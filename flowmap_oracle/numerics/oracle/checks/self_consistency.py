@@ -199,6 +199,27 @@ def shortcut_random_network(ctx: CheckContext, case: Case, space: CaseSpace) -> 
 
 
 @check(
+    "shortcut.target.constant_network",
+    objective="shortcut",
+    role="target",
+    space="forward",
+    description="For a constant F the Shortcut target is that constant (a degenerate fixed point).",
+    draws=False,
+)
+def shortcut_constant(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
+    space = _shortcut_space(ctx, space)
+    b = ctx.batch(case, space)
+    net = _constant(ctx, case.seed)
+    compare(
+        net(b.x, b.t, b.s),
+        _shortcut(ctx, net, b),
+        ctx.tol(STANDARD),
+        quantity="Shortcut target of a constant network (should equal the constant)",
+        inputs=b.inputs(),
+    )
+
+
+@check(
     "shortcut.target.exact_map_fixed_point",
     objective="shortcut",
     role="target",
