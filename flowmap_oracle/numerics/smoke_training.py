@@ -233,6 +233,7 @@ def smoke_train(
     n_eval: int = 512,
     hidden: int = 64,
     depth: int = 3,
+    reflow_pool: int = 1024,
 ) -> SmokeResult:
     """Train one objective briefly on ring8 and measure its sampling error (see module doc).
 
@@ -243,6 +244,7 @@ def smoke_train(
         seed: seeds the network initialisation and every draw.
         n_eval: noise points of the error measurement (fixed across runs).
         hidden, depth: the MLP's width and number of hidden layers.
+        reflow_pool: ReFlow's coupling size (noise points mapped once by the exact teacher).
     """
     setup = _setup()
     table = _objectives(setup)
@@ -256,7 +258,7 @@ def smoke_train(
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-    pool = _reflow_pool(1024, seed) if name == "reflow" else None
+    pool = _reflow_pool(reflow_pool, seed) if name == "reflow" else None
     threads = torch.get_num_threads()
     # These networks are far too small to gain from intra-op threads, and on a shared 2-core
     # machine the threads contend (measured 6x slower with 2 threads under load).

@@ -18,6 +18,7 @@ SECTIONS: list[str] = [
     "identities",
     "teachers",
     "training",
+    "objectives",
     "oracle",
 ]
 """Section module names under ``flowmap_oracle.reports``, in report order."""
