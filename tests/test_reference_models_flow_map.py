@@ -82,9 +82,14 @@ def test_closed_form_matches_the_ode_for_every_path(path_name):
     ode = ExactFlowMap(teacher, method="dop853")
     assert ExactFlowMap(teacher).solver == "closed_form"
     x, t, s = _grid(_points(6, 3), PAIRS if path_name == "linear" else PAIRS[:4])
-    a = closed.solve(x, t, s, derivatives=True)
-    b = ode.solve(x, t, s, derivatives=True)
-    for f in ("x_s", "average_velocity", "total_derivative", "end_time_derivative"):
+    # derivatives for two paths (the derivative code is path-agnostic given the schedule's
+    # second derivatives, which test_paths checks); values for all
+    derivatives = path_name in ("linear", "trig")
+    a = closed.solve(x, t, s, derivatives=derivatives)
+    b = ode.solve(x, t, s, derivatives=derivatives)
+    fields = ["x_s", "average_velocity"]
+    fields += ["total_derivative", "end_time_derivative"] if derivatives else []
+    for f in fields:
         torch.testing.assert_close(getattr(a, f), getattr(b, f), rtol=0, atol=ODE_TOL, msg=f)
 
 
@@ -298,3 +303,54 @@ def test_trajectory_and_couplings():
     torch.testing.assert_close(target, fm.average_velocity(x[:4], 0.7, 0.2), rtol=0, atol=1e-9)
     data = fm.coupling(5, source="data", generator=gen)
     torch.testing.assert_close(fm(data.x1, 1.0, 0.0), data.x0, rtol=0, atol=1e-8)
+
+
+def _directions(n: int, d: int, seed: int):
+    gen = torch.Generator().manual_seed(seed)
+    x, dx = torch.randn(2, n, d, dtype=F64, generator=gen)
+    t = torch.tensor([0.7, 0.9, 0.3, 0.6, 0.5, 0.55], dtype=F64)[:n]
+    s = torch.tensor([0.2, 0.1, 0.8, 0.05, 0.5, 0.45], dtype=F64)[:n]  # one on the diagonal
+    dt, ds = torch.randn(2, n, dtype=F64, generator=gen)
+    return x, dx, t, s, dt, ds
+
+
+def test_directional_derivative_of_the_closed_form_matches_autodiff_and_the_ode():
+    """J_x F* dx + d_t F* dt + d_s F* ds: closed form vs torch.func.jvp through the closed-form
+    map, and vs the variational equation solved with the ODE."""
+    teacher = preset("anisotropic_gaussian", path=TrigPath())
+    closed = ExactFlowMap(teacher)
+    x, dx, t, s, dt, ds = _directions(6, 3, 12)
+    ours = closed.directional_derivative(x, t, s, dx=dx, dt=dt, ds=ds)
+
+    def average_velocity(a, b, c):
+        return closed._solve_closed_form(a, b[:, None], c[:, None], False).average_velocity
+
+    _, auto = torch.func.jvp(average_velocity, (x, t, s), (dx, dt, ds))
+    torch.testing.assert_close(ours, auto, rtol=0, atol=EXACT_TOL)
+    ode = ExactFlowMap(teacher, method="dop853").directional_derivative(
+        x, t, s, dx=dx, dt=dt, ds=ds
+    )
+    torch.testing.assert_close(ode, ours, rtol=0, atol=ODE_TOL)
+    # a wrong twin: d_t F* taken as the total derivative D_t F* (ignoring J_x F* v)
+    sol = closed.solve(x, t, s, derivatives=True)
+    jx = closed.directional_derivative(x, t, s, dx=dx)
+    twin = jx + dt[:, None] * sol.total_derivative + ds[:, None] * sol.end_time_derivative
+    assert float((twin - ours).abs().max()) > 1e-2
+
+
+def test_directional_derivative_on_the_ring_matches_finite_differences():
+    """Fourth-order central differences with h = 1e-3 (truncation ~1e-10, rounding ~1e-12/h)."""
+    teacher = preset("ring8")
+    fm = ExactFlowMap(teacher, rtol=1e-10, atol=1e-10)  # ample for a 1e-7 comparison
+    x, dx, t, s, dt, ds = _directions(6, 2, 13)
+    dt, ds = 0.2 * dt, 0.2 * ds  # keep t +- 2h dt and s +- 2h ds inside [0, 1]
+    ours = fm.directional_derivative(x, t, s, dx=dx, dt=dt, ds=ds)
+    h = 1e-3
+    steps = torch.tensor([h, -h, 2 * h, -2 * h], dtype=F64).repeat_interleave(6)
+    f = fm.average_velocity(
+        x.repeat(4, 1) + steps[:, None] * dx.repeat(4, 1),
+        t.repeat(4) + steps * dt.repeat(4),
+        s.repeat(4) + steps * ds.repeat(4),
+    ).split(6)
+    fd = (8 * (f[0] - f[1]) - (f[2] - f[3])) / (12 * h)
+    torch.testing.assert_close(ours, fd, rtol=0, atol=1e-7)

@@ -429,7 +429,7 @@ class GaussianMixtureTeacher:
         # applied after the product with the means (d rows instead of K).
         feats = torch.cat([x_t * ac[r], quad[r]])
         logits = torch.addmm(cache["log_w_col"], cache["means_aug"], feats)
-        e = (logits - logits.amax(dim=0, keepdim=True)).exp_()
+        e = logits.sub_(logits.amax(dim=0, keepdim=True)).exp_()  # in place: no new (K, N)
         mean = (cache["means_t"] @ e).div_(e.sum(dim=0, keepdim=True))
         return torch.addcmul(g[r] * x_t, w[r], mean)
 
