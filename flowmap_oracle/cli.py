@@ -26,6 +26,15 @@ def _cmd_objectives(args: argparse.Namespace) -> int:
 
     from .numerics.inventory import measure_fixed_points
 
+    if args.smoke_json:
+        from .numerics.smoke_training import smoke_train_all, write_smoke_json
+
+        runs = smoke_train_all()
+        for r in runs:
+            print(f"{r.name:26s} {r.metric:13s} {r.error_before:.3f} -> {r.error_after:.3f}")
+        command = "flowmap-oracle objectives --smoke-json " + str(args.smoke_json)
+        print(f"wrote {write_smoke_json(runs, args.smoke_json, command=command)}")
+        return 0
     try:
         results = measure_fixed_points(args.only or None)
     except KeyError as err:
@@ -215,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object per objective")
     p.add_argument(
         "--only", nargs="+", metavar="NAME", help="measure only these objectives (default all)"
+    )
+    p.add_argument(
+        "--smoke-json",
+        metavar="PATH",
+        help="instead, run the smoke training of every objective and write it as JSON",
     )
     p.set_defaults(func=_cmd_objectives)
 

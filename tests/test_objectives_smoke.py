@@ -2,7 +2,8 @@
 against the exact flow map (one-step for flow-map methods; Euler steps of F(x, t, t) for flow
 matching and ReFlow). Recorded with seed 0 (ratio after/before): flow matching 0.90,
 MeanFlow 0.79, SplitMeanFlow 0.82, CD 0.60, sCM 0.76, FACM 0.78, AYF-EMD 0.79, AYF-LMD 0.66,
-Shortcut 0.84, ReFlow 0.38, IMM 0.86, CTM 0.81 (see ``flowmap_oracle.numerics.smoke_training``).
+Shortcut 0.89, ReFlow 0.38, IMM 0.86, CTM 0.81 (``flowmap-oracle objectives --smoke-json``,
+recorded in ``benchmarks/objectives_smoke_cpu.json``).
 """
 
 from __future__ import annotations

@@ -16,10 +16,16 @@ towards the exact map; they are not benchmarks.
 
 from __future__ import annotations
 
+import json
+import os
+import platform
+import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -53,7 +59,14 @@ from .objectives.time_sampling import (
 )
 from .samplers import euler_sampler, one_step
 
-__all__ = ["SMOKE_OBJECTIVES", "SMOKE_STEPS", "SmokeResult", "smoke_train", "smoke_train_all"]
+__all__ = [
+    "SMOKE_OBJECTIVES",
+    "SMOKE_STEPS",
+    "SmokeResult",
+    "smoke_train",
+    "smoke_train_all",
+    "write_smoke_json",
+]
 
 Step = Callable[[MLPFlowMap, Tensor, Tensor, torch.Generator], LossOutput]
 
@@ -296,3 +309,33 @@ def _train(model, step, pool, setup, opt, sched, steps, batch_size, gen, name) -
 def smoke_train_all(*, steps: int | None = None, seed: int = 0) -> list[SmokeResult]:
     """:func:`smoke_train` for every objective (``steps=None``: each objective's default)."""
     return [smoke_train(name, steps=steps, seed=seed) for name in SMOKE_OBJECTIVES]
+
+
+def write_smoke_json(
+    results: Sequence[SmokeResult], path: str | os.PathLike, *, command: str
+) -> Path:
+    """Write the runs with the device, versions and command as JSON, atomically (a temporary
+    file in the same folder, then a rename); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {
+        "command": command,
+        "device": "cpu",
+        "threads": 1,
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "teacher": "ring8 (linear path, float64)",
+        "model": "MLPFlowMap(2, hidden=64, depth=3), Adam with cosine decay, seed 0",
+        "runs": [r.to_json() for r in results],
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
