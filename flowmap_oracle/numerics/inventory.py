@@ -9,14 +9,16 @@ the teacher's marginal velocity (a teacher solver is the exact flow map). The re
   the loss penalises (every term, every sample, every component); for a *statistical* one
   (IMM), ``|mean MMD^2|`` over groups of particles;
 * ``tolerance``: the bound it is held to, with its reason;
-* ``perturbed_residual``: the same quantity for the exact map plus a smooth perturbation
-  (:class:`~flowmap_oracle.numerics.models.PerturbedFlowMap`, ``eps = 0.05``), which must be
-  far above the tolerance: the check can fail.
+* ``perturbed_residual``: the same quantity for a control -- the exact map plus a smooth
+  perturbation (:class:`~flowmap_oracle.numerics.models.PerturbedFlowMap`, ``eps = 0.05``;
+  for IMM, whose finite-sample MMD cannot see that, twice ``F*``) -- which must be far above
+  the tolerance: the check can fail.
 
 Derivatives of the exact map (MeanFlow, sCM, FACM, AYF) use central differences of ODE solutions
-(step ``1e-4``); their residuals are limited to about ``1e-7`` by that, which is why their
-tolerance is ``1e-6``. Map-only objectives compose ODE solutions solved to ``1e-12`` and are
-held to ``1e-9``.
+(step ``1e-5``, the three points solved in one batch so that solver errors cancel); their
+residuals are limited to about ``2e-9`` by the ``h^2`` truncation, and held to ``1e-7``. (The
+tests check this route against the teacher's variational-equation derivative.) Map-only
+objectives compose ODE solutions solved to ``1e-12`` and are held to ``1e-9``.
 """
 
 from __future__ import annotations

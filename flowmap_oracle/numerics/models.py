@@ -129,8 +129,9 @@ class TeacherFlowMap(FlowMapModel):
     """The exact teacher flow map behind the model interface (no parameters).
 
     ``forward`` returns the exact average velocity ``F*(x, t, s)``, so that ``flow`` is
-    ``Phi_{t->s}``. It is not differentiable in ``t`` or ``s`` by autograd; use finite
-    differences or the teacher's closed forms for derivatives.
+    ``Phi_{t->s}``. It is not differentiable by autograd (an adaptive ODE solve): objectives
+    evaluated on it take ``derivative=FiniteDifference(...)``; the exact derivatives are
+    ``flow_map.directional_derivative`` / ``flow_map.total_derivative`` (variational equation).
 
     Arguments:
         flow_map: the exact flow map.

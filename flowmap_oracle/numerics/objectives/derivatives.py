@@ -38,8 +38,10 @@ class FiniteDifference:
 
     The function must act on each sample independently (true of every model here): the three
     evaluations ``p``, ``p + h u``, ``p - h u`` are batched into one call of ``3N`` samples.
-    With an exact ODE teacher solved to ``rtol = atol = 1e-12`` the error is about
-    ``h^2 |G'''| / 6 + 1e-12 / h``; ``h = 1e-4`` keeps both near ``1e-8`` on the ring teacher.
+    The error is ``h^2 |G'''| / 6`` plus rounding and solver noise over ``h``. For the exact ODE
+    teacher the batched points are solved together, so most solver error cancels in the
+    difference: on the ring teacher the MeanFlow residual of the exact map measured 1.9e-7,
+    1.9e-8, 1.9e-9, 1.7e-10 for h = 1e-4, 3e-5, 1e-5, 3e-6 (pure ``h^2``).
     """
 
     step: float = 1e-4
