@@ -76,17 +76,17 @@ def _gamma_without_signal_scaling(x, times, gamma, gen):
 
 
 def _moments_match(samples):
-    # 20000 samples: standard errors of the mean <= sqrt(2.5 / 2e4) = 0.011, of covariance
-    # entries <= ~0.025; the bounds are about 4 standard errors.
-    mean_ok = torch.allclose(samples.mean(0), TEACHER.mixture.means[0], rtol=0, atol=0.045)
-    cov_ok = torch.allclose(samples.T.cov(), TEACHER.mixture.covariances[0], rtol=0, atol=0.1)
+    # 8000 samples: standard errors of the mean <= sqrt(2.5 / 8e3) = 0.018, of covariance
+    # entries <= ~0.04; the bounds are about 4 standard errors.
+    mean_ok = torch.allclose(samples.mean(0), TEACHER.mixture.means[0], rtol=0, atol=0.07)
+    cov_ok = torch.allclose(samples.T.cov(), TEACHER.mixture.covariances[0], rtol=0, atol=0.16)
     return mean_ok and cov_ok
 
 
 @pytest.mark.parametrize("gamma", [0.5, 1.0])
 def test_gamma_sampling_with_the_exact_map_draws_the_data_law(gamma):
     gen = torch.Generator().manual_seed(1)
-    x1 = torch.randn(20000, 3, generator=gen, dtype=torch.float64)
+    x1 = torch.randn(8000, 3, generator=gen, dtype=torch.float64)
     samples = gamma_sampler(MODEL, x1, TIMES, gamma=gamma, generator=gen)
     assert _moments_match(samples)
     # gamma > 0 is stochastic: samples are no longer the deterministic images
