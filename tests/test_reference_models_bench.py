@@ -79,18 +79,24 @@ def test_report_section_measurements_and_benchmark_table(tmp_path, monkeypatch):
     record = {
         "n": 10,
         "device": "cpu",
+        "rtol": 1e-9,
         "seconds": 1.0,
         "baseline_seconds": 7.0,
         "speedup": 7.0,
+        "speedup_cpu_time": 8.0,
         "speedup_same_velocity": 1.5,
-        "matched_error": {"speedup": 9.0},
+        "matched_error": {"rtol": 3e-9, "seconds": 0.5, "speedup": 9.0, "max_error": 1e-8},
         "max_error": 1e-9,
         "baseline_max_error": 1e-7,
         "peak_memory_bytes": 2**20,
         "baseline_peak_memory_bytes": 2**21,
+        "runs": {"ours": {"seconds": 1.0, "max_error": 1e-9, "peak_memory_bytes": 2**20}},
         "environment": {"torch_threads": 1},
     }
     (tmp_path / "teachers_test.json").write_text(json.dumps(record))
     monkeypatch.setattr(teachers_section, "BENCHMARK_DIR", tmp_path)
-    (row,) = teachers_section._benchmark_rows()
-    assert row[0] == "teachers_test.json" and "7.0x" in row and "9.0x" in row
+    ((caption, rows),) = teachers_section._benchmark_tables()
+    assert "teachers_test.json" in caption and "7.0x wall (8.0x CPU)" in caption
+    assert "9.0x at matched error" in caption
+    assert rows[1] == ["wall seconds", "1.00", "-", "-", "0.50"]
+    assert rows[3][1] == "1.0e-09" and rows[6][1] == "1"

@@ -220,6 +220,8 @@ def _environment(device: torch.device) -> dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        # other processes on a shared machine inflate wall times; CPU times are also recorded
+        "load_average_1min": os.getloadavg()[0],
     }
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)

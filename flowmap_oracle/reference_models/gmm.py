@@ -24,7 +24,13 @@ eigenvectors for every t and eigenvalues ``c_k = alpha^2 lambda_k + beta^2``. In
 
 Everything is finite for every real t at which ``alpha`` and ``beta`` do not vanish together
 (the covariances are positive definite), in particular on ``[0, 1]`` and slightly beyond, where
-adaptive solvers probe. Three kernels compute these sums: ``isotropic`` (``Sigma_k = s_k I``: only
+adaptive solvers probe. Where it is not: (i) at a t with ``alpha = beta = 0`` (``C_k = 0``; every
+built-in path and every validated :class:`~.paths.GeneralPath` excludes this on ``[0, 1]``);
+(ii) for singular covariances (point masses), where ``v ~ (x - mu_k)/t`` blows up as t -> 0 on
+paths with ``beta(0) = 0``; such mixtures, and numerically singular ones, are rejected at
+construction. Nearly singular ones are accepted but make the flow stiff near t = 0 (MATH.md
+section 3: ``sup_t |D_x v| ~ 1/(2 sqrt(lambda))``). The score/Tweedie form of v, which divides by
+alpha and is NaN at t = 1, is never used. Three kernels compute these sums: ``isotropic`` (``Sigma_k = s_k I``: only
 ``(N, K)`` arrays and two small matrix products), ``diagonal`` (``Q_k = I``) and ``full`` (one
 matrix product rotates ``x`` into all eigenbases at once).
 """
