@@ -16,7 +16,12 @@ __all__ = ["main"]
 def _cmd_report(args: argparse.Namespace) -> int:
     from .reports.report import build_report
 
-    path = build_report(args.out, quick=args.quick)
+    sections = args.sections.split(",") if args.sections else None
+    try:
+        path = build_report(args.out, quick=args.quick, sections=sections)
+    except ValueError as err:
+        print(f"flowmap-oracle report: {err}", file=sys.stderr)
+        return 2
     print(f"wrote {path}")
     return 0
 
@@ -214,6 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="build/flowmap-oracle-report.pdf", help="PDF path to write")
     p.add_argument(
         "--quick", action="store_true", help="shorter training runs (for tests and previews)"
+    )
+    p.add_argument(
+        "--sections",
+        metavar="NAMES",
+        help="comma-separated subset of sections (identities, teachers, training, objectives, "
+        "oracle); all by default",
     )
     p.set_defaults(func=_cmd_report)
 

@@ -1,10 +1,15 @@
-"""The report command writes a readable PDF holding every section."""
+"""The report command writes a readable PDF: the MeanFlow identity typeset with its check result,
+and the one-step error figure (sections ``identities`` and ``training``; every other section has a
+test of its own)."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
 from flowmap_oracle.cli import main
+from flowmap_oracle.identities import all_identities
 from flowmap_oracle.reports.report import SECTIONS
 
 pypdf = pytest.importorskip("pypdf")
@@ -13,7 +18,8 @@ pypdf = pytest.importorskip("pypdf")
 @pytest.fixture(scope="module")
 def report_pdf(tmp_path_factory):
     path = tmp_path_factory.mktemp("report") / "report.pdf"
-    assert main(["report", "--quick", "--out", str(path)]) == 0
+    args = ["report", "--quick", "--sections", "identities,training", "--out", str(path)]
+    assert main(args) == 0
     return path
 
 
@@ -30,6 +36,27 @@ def test_report_is_a_readable_pdf_with_the_one_step_error_figure(report_pdf):
     assert "One-step error of MeanFlow against the exact flow map" in text
     assert "error after" in text
     assert images >= 1
+
+
+def test_report_holds_the_meanflow_identity_and_its_check_result(report_pdf):
+    _, text, _ = _text_and_images(report_pdf)
+    assert "Identities of the unified framework" in text
+    assert "meanflow.identity" in text
+    # The summary line counts passing identities and rejected twins over all identities.
+    m = re.search(
+        r"(\d+)/(\d+) identities pass; the wrong twins are rejected for (\d+)/(\d+)", text
+    )
+    assert m is not None, "summary line missing"
+    n_pass, n_all, n_twin, n_all2 = map(int, m.groups())
+    assert n_pass == n_all == n_twin == n_all2 == len(all_identities())
+
+
+def test_unknown_section_is_an_error(tmp_path, capsys):
+    assert (
+        main(["report", "--sections", "identities,nonsense", "--out", str(tmp_path / "r.pdf")]) == 2
+    )
+    assert "nonsense" in capsys.readouterr().err
+    assert not (tmp_path / "r.pdf").exists()
 
 
 def test_report_write_is_atomic_and_leaves_no_temporary_files(report_pdf):
