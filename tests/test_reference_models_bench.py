@@ -12,15 +12,6 @@ from flowmap_oracle.numerics.bench_teachers import plain_velocity
 from flowmap_oracle.reference_models import preset
 from flowmap_oracle.reports import teachers_section
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # shared CPUs: avoid oversubscription under xdist
-    yield
-    torch.set_num_threads(n)
-
-
 REQUIRED = {
     "n",
     "device",

@@ -42,14 +42,6 @@ PAIRS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # shared CPUs: avoid oversubscription under xdist
-    yield
-    torch.set_num_threads(n)
-
-
 def _general_path() -> GeneralPath:
     t = sympy.Symbol("t")
     return GeneralPath.from_sympy(sympy.cos(sympy.pi * t / 2) ** 2, sympy.sin(sympy.pi * t / 2), t)

@@ -22,14 +22,6 @@ F64 = torch.float64
 AGREE = 1e-9  # the bound for torch vs JAX, float64 (measured: <= 4e-13)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # shared CPUs: avoid oversubscription under xdist
-    yield
-    torch.set_num_threads(n)
-
-
 def _close(a, b, atol=AGREE, rtol=0.0):
     np.testing.assert_allclose(np.asarray(a), b.detach().numpy(), rtol=rtol, atol=atol)
 

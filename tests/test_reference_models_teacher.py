@@ -25,15 +25,6 @@ F64 = torch.float64
 TOL = {F64: 1e-11, torch.float32: 1e-4}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the CPUs here are shared: two threads per process under xdist oversubscribe them badly
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _sympy_path() -> GeneralPath:
     t = sympy.Symbol("t")
     return GeneralPath.from_sympy(sympy.cos(sympy.pi * t / 2) ** 2, sympy.sin(sympy.pi * t / 2), t)
