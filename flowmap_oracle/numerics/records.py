@@ -1,0 +1,96 @@
+"""Result records: the environment a measurement ran in, and atomic JSON files.
+
+Every number the project quotes is committed as JSON together with the device, the versions of
+the libraries involved and the command that produced it. This module is the one place that
+gathers that metadata and writes such files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["command_line", "environment", "write_json"]
+
+_PACKAGES = ("flowmap-oracle", "torch", "torchdiffeq", "numpy", "scipy", "sympy", "jax", "diffrax")
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The ``flowmap-oracle ...`` command that is running (from ``argv`` or ``sys.argv``)."""
+    args = sys.argv[1:] if argv is None else argv
+    return " ".join(["flowmap-oracle", *args])
+
+
+def environment(device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Describe where a measurement runs: device, library versions, CPU threads, load.
+
+    Arguments:
+        device: the torch device the measurement uses.
+
+    Returns:
+        A JSON-ready dict with ``device`` (a readable name: the GPU model for CUDA), ``python``,
+        ``platform``, ``processor``, ``cpu_count``, ``torch_threads``, ``load_average_1min``
+        (other processes on a shared machine inflate wall times) and ``versions`` (installed
+        versions of the project's libraries; absent optional ones are left out).
+    """
+    device = torch.device(device)
+    versions = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    env: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "versions": versions,
+    }
+    if device.type == "cuda":
+        env["cuda"] = torch.version.cuda
+    return env
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON atomically (a temporary file in the same folder, then a
+    rename), so that an interrupted run never leaves a truncated file. Non-finite floats are
+    written as the strings ``"nan"``, ``"inf"``, ``"-inf"`` (JSON has no literal for them).
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(_finite(obj), fh, indent=2, allow_nan=False)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
