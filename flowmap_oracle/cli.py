@@ -203,8 +203,46 @@ def _add_bench_teachers(bench: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_bench_teachers)
 
 
+def _cmd_bench_meanflow(args: argparse.Namespace) -> int:
+    import torch
+
+    from .numerics.experiments import meanflow_one_step_experiment
+    from .numerics.records import command_line, environment, write_json
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    runs = []
+    for velocity in ("teacher", "conditional"):
+        r = meanflow_one_step_experiment(
+            teacher_name=args.preset, steps=args.steps, velocity=velocity, seed=args.seed
+        ).summary()
+        runs.append(r)
+        print(
+            f"MeanFlow on {r['teacher']}, v = {velocity}: one-step error "
+            f"{r['error_before']:.4f} -> {r['error_after']:.4f} after {r['steps']} steps "
+            f"({r['seconds']:.1f} s)"
+        )
+    if args.json:
+        record = {"command": command_line(args.argv), **environment("cpu"), "runs": runs}
+        print(f"wrote {write_json(args.json, record)}")
+    return 0
+
+
+def _add_bench_meanflow(bench: argparse._SubParsersAction) -> None:
+    p = bench.add_parser(
+        "meanflow",
+        help="train MeanFlow (teacher and conditional velocity) and measure the one-step error",
+    )
+    p.add_argument("--steps", type=int, default=2000, help="training steps per run")
+    p.add_argument("--preset", default="ring8", help="teacher preset (default ring8)")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation and data")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
+    p.add_argument("--json", metavar="PATH", help="write the runs as JSON")
+    p.set_defaults(func=_cmd_bench_meanflow)
+
+
 # Each entry adds one ``flowmap-oracle bench <name>`` subcommand to the ``bench`` group.
-BENCHMARKS = [_add_bench_teachers]
+BENCHMARKS = [_add_bench_teachers, _add_bench_meanflow]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -33,3 +33,19 @@ def test_one_step_error_is_measured_against_the_exact_map(trained):
 def test_experiment_rejects_unknown_velocity():
     with pytest.raises(ValueError, match="velocity must be"):
         meanflow_one_step_experiment(steps=1, velocity="x0 - x1")
+
+
+def test_bench_meanflow_writes_json_with_device_versions_and_command(tmp_path, capsys):
+    import json
+
+    from flowmap_oracle.cli import main
+
+    path = tmp_path / "meanflow.json"
+    assert main(["bench", "meanflow", "--steps", "3", "--json", str(path)]) == 0
+    record = json.loads(path.read_text())
+    assert record["command"] == f"flowmap-oracle bench meanflow --steps 3 --json {path}"
+    assert record["device"] == "cpu" and record["versions"]["torch"]
+    assert [r["velocity"] for r in record["runs"]] == ["teacher", "conditional"]
+    for run in record["runs"]:
+        assert run["steps"] == 3 and run["error_before"] > 0 and run["error_after"] > 0
+    assert "one-step error" in capsys.readouterr().out

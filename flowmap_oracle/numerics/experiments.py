@@ -15,6 +15,17 @@ from .training import train
 
 __all__ = ["OneStepExperiment", "meanflow_one_step_experiment"]
 
+_SUMMARY_FIELDS = (
+    "teacher",
+    "objective",
+    "velocity",
+    "steps",
+    "batch_size",
+    "error_before",
+    "error_after",
+    "seconds",
+)
+
 
 @dataclass(frozen=True)
 class OneStepExperiment:
@@ -44,6 +55,12 @@ class OneStepExperiment:
     noise: Tensor
     exact: Tensor
     predicted: Tensor
+
+    def summary(self) -> dict[str, object]:
+        """The scalar results as a JSON-ready dict (settings, errors, time, final loss)."""
+        out: dict[str, object] = {k: getattr(self, k) for k in _SUMMARY_FIELDS}
+        out["final_loss"] = self.losses[-1] if self.losses else None
+        return out
 
 
 def meanflow_one_step_experiment(
