@@ -253,3 +253,15 @@ def test_samples_have_the_mixture_moments():
         c_emp = torch.cov(xs.T)
         rel = (c_emp - mix.covariance()).abs().max() / mix.covariance().abs().max()
         assert float(rel) < 0.1, name
+
+
+@pytest.mark.parametrize("kind", ["ring8", *KINDS])
+def test_velocity_is_differentiable_in_reverse_mode(kind):
+    """Users differentiate teacher velocities (e.g. loss gradients through v): reverse-mode
+    autograd of v w.r.t. x (and t) must agree with finite differences, on the curved ring and on
+    every kernel (ring8 uses the shared-variance kernel)."""
+    teacher = preset("ring8") if kind == "ring8" else GaussianMixtureTeacher(_mixture(kind))
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(6, teacher.dim, dtype=F64, generator=gen).requires_grad_(True)
+    t = (0.05 + 0.9 * torch.rand(6, dtype=F64, generator=gen)).requires_grad_(True)
+    assert torch.autograd.gradcheck(teacher.velocity, (x, t))
