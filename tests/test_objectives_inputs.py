@@ -21,6 +21,7 @@ from flowmap_oracle.numerics.objectives import (
     shortcut_loss,
     split_meanflow_loss,
 )
+from flowmap_oracle.numerics.objectives._common import frozen_flow
 from flowmap_oracle.numerics.objectives.distances import (
     adaptive_l2,
     cosine_distance,
@@ -178,3 +179,22 @@ def test_distances_and_the_stop_gradient_inside_the_adaptive_weight():
     torch.testing.assert_close(adaptive_l2(r, p=0.0, c=c), squared_l2(r))
     with pytest.raises(ValueError, match="positive"):
         pseudo_huber(r, c=0.0)
+
+
+def test_frozen_flow_freezes_module_parameters_and_rejects_plain_callables(model, batch):
+    """``sg(f_{theta-})``: gradients reach the input but not the parameters; a plain callable's
+    parameters cannot be found, so it is rejected rather than silently left unfrozen."""
+    x0, x1, t, r, s = batch
+    x = x0.clone().requires_grad_(True)
+    out = frozen_flow(model)(x, t, s).pow(2).sum()
+    (gx,) = torch.autograd.grad(out, x, retain_graph=True)
+    assert float(gx.abs().max()) > 0
+    assert all(
+        g is None for g in torch.autograd.grad(out, list(model.parameters()), allow_unused=True)
+    )
+    with pytest.raises(TypeError, match=r"torch\.nn\.Module"):
+        frozen_flow(lambda x, t, s: model(x, t, s))
+    with pytest.raises(TypeError, match=r"torch\.nn\.Module"):
+        ctm_loss(lambda x, t, s: model(x, t, s), x0, x1, t, r, s, solver=EulerSolver(V))
+    # compare="s" needs no frozen map: a plain average velocity is accepted there
+    ctm_loss(lambda x, t, s: model(x, t, s), x0, x1, t, r, s, solver=EulerSolver(V), compare="s")

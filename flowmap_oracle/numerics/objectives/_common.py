@@ -216,9 +216,17 @@ def frozen_flow(model: Callable[[Tensor, Tensor, Tensor], Tensor]) -> FlowFn:
     Gradients still flow through the *input* ``x`` (CTM's ``sg(f_{s->0})`` applied to the
     student's output), but neither reverse-mode gradients nor forward-mode tangents reach the
     parameters through this evaluation.
+
+    Raises:
+        TypeError: if ``model`` is not a ``torch.nn.Module``: a plain callable's parameters
+            cannot be found, so they cannot be frozen (gradients would silently reach them).
     """
     if not isinstance(model, torch.nn.Module):
-        return flow_of(model)
+        raise TypeError(
+            "frozen_flow needs a torch.nn.Module, whose parameters it detaches (sg(theta)); got "
+            f"{type(model).__name__}, whose parameters cannot be found: wrap the network in an "
+            "nn.Module"
+        )
     state = {name: p.detach() for name, p in model.named_parameters()}
     state.update(dict(model.named_buffers()))
     param = getattr(model, "parameterisation", None)

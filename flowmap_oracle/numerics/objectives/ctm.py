@@ -69,7 +69,8 @@ def ctm_loss(
     """The CTM loss (soft consistency matching, plus optional DSM term).
 
     Arguments:
-        model: a flow-map model or an average velocity ``F``.
+        model: a flow-map model or an average velocity ``F``; an ``nn.Module`` for
+            ``compare="data"`` (whose ``sg(f_{s->0})`` detaches the module's parameters).
         x0, x1: data and noise samples, shape ``(N, d)``.
         t, r, s: times in ``[0, 1]`` with ``s <= r <= t``, shape ``(N,)``.
         solver: the teacher solver ``solver(x, t, r)`` (for instance
@@ -90,12 +91,12 @@ def ctm_loss(
     if compare not in ("data", "s"):
         raise ValueError(f"compare must be 'data' or 's', got {compare!r}")
     flow = flow_of(model)
+    to_data = frozen_flow(model) if compare == "data" else None
     x_t = interpolate(x0, x1, t)
     x_r = solver(x_t, t, r).detach()
     both = flow(torch.cat([x_t, x_r]), torch.cat([t, r]), torch.cat([s, s]))
     a, b = both[:n], both[n:].detach()
-    if compare == "data":
-        to_data = frozen_flow(model)
+    if to_data is not None:
         zeros = torch.zeros_like(s)
         mapped = to_data(torch.cat([a, b]), torch.cat([s, s]), torch.cat([zeros, zeros]))
         a, b = mapped[:n], mapped[n:].detach()
