@@ -106,7 +106,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         load_implementation,
         run_checks,
     )
-    from .numerics.oracle.results import write_json
+    from .numerics.records import write_json
 
     known = {c.objective for c in checks_for()}
     unknown = sorted(set(args.only or ()) - known)

@@ -4,6 +4,7 @@ the oracle's section of the full report."""
 from __future__ import annotations
 
 import json
+from importlib import metadata
 
 import pytest
 
@@ -34,6 +35,7 @@ def test_check_passes_an_example_and_writes_json_and_pdf(tmp_path, capsys):
     assert "flowmap-oracle check: example: torch consistency model" in text
     assert "edm_sigma" in text and "x0" in text  # the declared conventions
     assert "profile=ci" in text  # the settings
+    assert f"torch {metadata.version('torch')}" in text  # and the versions
     assert "Every applicable check passes" in text
     assert "passed" in capsys.readouterr().out
 

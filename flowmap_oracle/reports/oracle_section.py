@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import os
-import platform
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from ..numerics.oracle import (
     load_implementation,
     run_checks,
 )
+from ..numerics.records import environment
 from .document import ReportDocument
 
 __all__ = ["EXAMPLES", "add_oracle_section", "write_check_report"]
@@ -61,19 +61,6 @@ def _kill_table(doc: ReportDocument, rows: Sequence[MutantResult]) -> None:
         ],
         header=["mutant", "result", "killed by", "the bug"],
     )
-
-
-def _versions() -> str:
-    import torch
-
-    parts = [f"python {platform.python_version()}", f"torch {torch.__version__}"]
-    try:
-        import jax
-
-        parts.append(f"jax {jax.__version__}")
-    except ImportError:  # pragma: no cover - jax is an optional extra
-        pass
-    return ", ".join(parts)
 
 
 def add_oracle_section(doc: ReportDocument, *, quick: bool = False) -> None:
@@ -135,7 +122,9 @@ def write_check_report(
     rows += [[f"convention: {k}", str(v)] for k, v in impl.conventions.as_dict().items()]
     doc.table(rows, header=["", ""])
     doc.heading("Settings", level=2)
-    doc.paragraph(f"{settings.describe()}; {_versions()}.")
+    env = environment("cpu")  # the checks run on the CPU
+    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
+    doc.paragraph(f"{settings.describe()}; python {env['python']}, {versions}.")
     failed = [r for r in results if r.status == "fail"]
     doc.heading("Summary", level=2)
     doc.paragraph(

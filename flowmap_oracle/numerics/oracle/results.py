@@ -7,11 +7,7 @@ entries are outside the tolerance, and a Python snippet that reproduces the fail
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -27,7 +23,6 @@ __all__ = [
     "Mismatch",
     "Status",
     "compare",
-    "write_json",
 ]
 
 Status = Literal["pass", "fail", "skip"]
@@ -224,22 +219,6 @@ def compare(
         inputs=row_in,
     )
     raise CheckFailure(mismatch.describe(), mismatch=mismatch)
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as JSON atomically (a temporary file in the same folder, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _fmt(row: list[float] | None) -> str:
