@@ -103,6 +103,19 @@ class Batch:
     r: Tensor | None
     x: Tensor
 
+    @classmethod
+    def build(cls, data: Tensor, noise: Tensor, t: Tensor, s: Tensor, r: Tensor | None) -> Batch:
+        """The batch with ``x_t = (1 - t) x0 + t x1``."""
+        return cls(data, noise, t, s, r, (1 - t)[:, None] * data + t[:, None] * noise)
+
+    def replace(self, **changes: Tensor | None) -> Batch:
+        """A copy with some of ``data, noise, t, s, r`` changed and ``x_t`` recomputed."""
+        fields = {"data": self.data, "noise": self.noise, "t": self.t, "s": self.s, "r": self.r}
+        unknown = set(changes) - set(fields)
+        if unknown:
+            raise TypeError(f"Batch.replace: unknown fields {sorted(unknown)}")
+        return Batch.build(**{**fields, **changes})
+
     @property
     def conditional_velocity(self) -> Tensor:
         return self.noise - self.data
@@ -168,8 +181,7 @@ class CheckContext:
         g = torch.Generator().manual_seed(case.seed)
         data = self.teacher.mixture.sample(n, generator=g)
         noise = torch.randn(data.shape, generator=g, dtype=data.dtype)
-        x = (1 - t)[:, None] * data + t[:, None] * noise
-        return Batch(data, noise, t, s, r, x)
+        return Batch.build(data, noise, t, s, r)
 
     def random_network(self, seed: int) -> RandomNetwork:
         return RandomNetwork(self.teacher.dim, seed=seed)

@@ -5,7 +5,9 @@
   the network output ``N = (F - q x) / k`` with ``N_tgt = sg(N) - sg(R) / (w k)`` for our residual
   ``R``, or a gradient-defined surrogate ``1/2 ||g - sg(g - d)||^2`` on the user's flow map ``g``;
 * gradients of the reference and of the implementation in the same random network's parameters;
-* the stop-gradient test in reverse and in forward mode.
+* the stop-gradient test in reverse and in forward mode;
+* :func:`register_target_checks`: the pointwise checks every average-velocity target gets (random
+  network, constant network, exact map).
 """
 
 from __future__ import annotations
@@ -18,20 +20,25 @@ import torch
 from torch import Tensor
 
 from ...adapters import TargetKind
-from ..context import CheckContext
+from ..cases import CaseSpace, Space
+from ..context import Batch, CheckContext
 from ..networks import ExactAverageVelocity, RandomNetwork
-from ..results import CheckFailure, compare
-from ..tolerances import GRADIENT, STANDARD
+from ..registry import check
+from ..results import Case, CheckFailure, compare
+from ..tolerances import EXACT_MAP, GRADIENT, STANDARD
 
 __all__ = [
+    "ConstantNetwork",
     "Term",
     "assert_stop_gradient",
     "call_target",
     "compare_gradients",
     "compare_loss",
+    "loss_inputs",
     "our_value",
     "reduce_entries",
     "reference_gradients",
+    "register_target_checks",
     "regression_in_user_units",
     "surrogate_in_user_units",
     "user_gradients",
@@ -196,16 +203,38 @@ def compare_gradients(
         )
 
 
+def loss_inputs(ctx: CheckContext, b: Batch, *times: Tensor) -> list[Any]:
+    """``[data, noise, *times]`` of ``b`` in the implementation's conventions: the leading
+    arguments of every loss protocol."""
+    return [ctx.to_user(b.data), ctx.to_user(b.noise), *(ctx.user_times(a) for a in times)]
+
+
 def compare_loss(
     ctx: CheckContext,
-    what: str,
-    expected: tuple[Tensor, dict[str, Tensor]],
-    got: tuple[Tensor, dict[str, Tensor]],
+    objective: str,
+    net: RandomNetwork,
+    build: Callable[[torch.nn.Module], Tensor],
+    args: list[Any],
     *,
+    what: str,
     value: bool = True,
+    frozen_copy: bool = False,
 ) -> None:
-    """Compare loss values (unless ``value=False``: gradient-defined losses) and gradients."""
-    (e_loss, e_grads), (g_loss, g_grads) = expected, got
+    """The implementation's ``objective`` loss against the reference on the random network ``net``.
+
+    Arguments:
+        objective: the objective whose loss is called as ``(net[, net_sg], *args)``.
+        net: the random network both sides differentiate in.
+        build: ``build(module) -> loss``, the reference loss on ``net`` as a module (in the
+            implementation's units and reduction).
+        args: the loss's arguments after the network(s), in the implementation's conventions.
+        what: the loss's name in failure messages.
+        value: compare loss values too (``False`` for gradient-defined losses, whose values are
+            arbitrary); gradients in every parameter are always compared.
+        frozen_copy: pass a stop-gradiented copy of the network as well (CTM's ``sg(theta)``).
+    """
+    e_loss, e_grads = reference_gradients(net, build)
+    g_loss, g_grads = user_gradients(ctx, objective, net, args, frozen_copy=frozen_copy)
     if value:
         compare(
             e_loss.reshape(1),
@@ -269,3 +298,126 @@ def assert_stop_gradient(
             f"the network parameters reaches {forward:.3e} (expected exactly 0). torch.no_grad "
             "stops reverse-mode gradients only; detach the target (or use stop_gradient in JAX)"
         )
+
+
+class ConstantNetwork:
+    """The network ``F(x, t, s) = c`` with ``c ~ N(0, I)`` drawn from ``seed`` (a fixed point of
+    every self-consistency target)."""
+
+    def __init__(self, dim: int, seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.c = torch.randn(1, dim, generator=g, dtype=torch.float64)
+
+    def __call__(self, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
+        return self.c.expand(x.shape[0], -1) + 0 * x
+
+
+TargetFunction = Callable[[CheckContext, Any, Batch, "Tensor | None"], Tensor]
+"""``target(ctx, net, b, v)``: a target of the network ``net`` on the batch ``b`` with the
+velocity ``v`` (``None`` for targets without one), float64, in our convention."""
+
+
+def register_target_checks(
+    objective: str,
+    *,
+    space: Space,
+    target: str,
+    formula: str,
+    user: TargetFunction,
+    reference: TargetFunction,
+    seed: int,
+    velocity: bool = False,
+    prepare: Callable[[CheckContext, CaseSpace], CaseSpace] | None = None,
+    constant_network: bool = False,
+) -> None:
+    """Register the pointwise checks of an average-velocity target ``F_tgt``:
+
+    * ``<objective>.target.random_network``: on a random network (seed ``case.seed + seed``) the
+      implementation's target equals the reference;
+    * ``<objective>.target.constant_network`` (with ``constant_network``): for a constant ``F``
+      the target is that constant (a degenerate fixed point of the self-consistency targets);
+    * ``<objective>.target.exact_map_fixed_point``: at the exact average velocity ``F*`` of the
+      teacher (a float64 ODE solve) the target equals ``F*``: the exact map is a fixed point.
+
+    Arguments:
+        objective: the objective.
+        space: the times the checks run on.
+        target: the target's name in descriptions and failure messages.
+        formula: the target's definition, for the random-network check's description.
+        user: the implementation's target, read back into our convention.
+        reference: the reference target.
+        seed: offset of the random network's seed from the case's.
+        velocity: the target takes the velocity at ``(x_t, t)``: both sides get the teacher's
+            marginal velocity (with it, and only with it, ``F*`` is a fixed point). Otherwise
+            ``v`` is ``None``.
+        prepare: ``prepare(ctx, space) -> space``: the target's requirements on the declared
+            conventions (raising :class:`~..results.CheckSkipped`) and its restriction of the
+            case space.
+    """
+    with_v = " with the teacher's marginal velocity v(x_t, t)" if velocity else ""
+
+    def inputs(ctx: CheckContext, case: Case, space: CaseSpace) -> tuple[Batch, Tensor | None]:
+        b = ctx.batch(case, space if prepare is None else prepare(ctx, space))
+        return b, ctx.teacher.velocity(b.x, b.t) if velocity else None
+
+    def random_network(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
+        b, v = inputs(ctx, case, space)
+        net = ctx.random_network(case.seed + seed)
+        compare(
+            reference(ctx, net, b, v),
+            user(ctx, net, b, v),
+            ctx.tol(STANDARD),
+            quantity=f"{target} (our convention) on a random network"
+            + (" with v = v_teacher" if velocity else ""),
+            inputs=b.inputs(),
+        )
+
+    def constant(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
+        b, v = inputs(ctx, case, space)
+        net = ConstantNetwork(ctx.teacher.dim, case.seed)
+        compare(
+            net(b.x, b.t, b.s),
+            user(ctx, net, b, v),
+            ctx.tol(STANDARD),
+            quantity=f"{target} of a constant network (should equal the constant)",
+            inputs=b.inputs(),
+        )
+
+    def exact_map(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
+        b, v = inputs(ctx, case, space)
+        compare(
+            ctx.exact.value(b.x, b.t, b.s),
+            user(ctx, ctx.exact, b, v),
+            ctx.tol(EXACT_MAP),
+            quantity=f"{target} at the exact map (should equal F*, our convention)",
+            inputs=b.inputs(),
+        )
+
+    name = f"{objective}.target"
+    check(
+        f"{name}.random_network",
+        objective=objective,
+        role="target",
+        space=space,
+        description=f"On a random network{with_v}, {formula} equals the reference.",
+    )(random_network)
+    if constant_network:
+        check(
+            f"{name}.constant_network",
+            objective=objective,
+            role="target",
+            space=space,
+            description=f"For a constant F the {target} is that constant (a degenerate fixed "
+            "point).",
+            draws=False,
+        )(constant)
+    check(
+        f"{name}.exact_map_fixed_point",
+        objective=objective,
+        role="target",
+        space=space,
+        description=f"At the exact average velocity F* of the teacher (a float64 ODE solve){with_v}"
+        f", the {target} equals F* itself: the exact map is a fixed point.",
+        draws=False,
+        cost=5,
+    )(exact_map)

@@ -7,36 +7,57 @@ Both are defined by their gradients; the implementation's surrogate must have th
 * EMD: ``d = sign(tau - rho) d g / d tau`` (the tangent along the teacher velocity, s fixed);
 * LMD: ``d = sign(rho - tau) (d_rho g - v_u(g, rho))`` (teacher queried at the predicted point),
 
-both ``a(s)^2 / |tau'|`` times ours. Times are drawn in both orders (``s < t`` and ``s > t``), so a
-dropped ``sign`` is visible.
+``d`` is ``a(s) / |tau'|`` times ours and the gradient ``a(s)^2 / |tau'|`` times ours (``tau'`` at
+``t`` for EMD, at ``s`` for LMD): ``sign(tau - rho) = sign(tau') sign(t - s)``, and the sign of
+``tau'`` cancels against the division by ``tau'``.
+Times are drawn in both orders (``s < t`` and ``s > t``), so a dropped ``sign`` is visible.
+Checks: ``ayf_emd.loss.gradient`` and ``ayf_lmd.loss.gradient``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
-from ...objectives._common import flow_of
+from ...objectives._common import LossOutput, flow_of
 from ...objectives.align_your_flow import ayf_emd_loss, ayf_lmd_loss
 from ..cases import CaseSpace
 from ..context import CheckContext
 from ..registry import check
 from ..results import Case
-from ._common import compare_loss, reference_gradients, surrogate_in_user_units, user_gradients
+from ._common import compare_loss, loss_inputs, surrogate_in_user_units
 
 
-def _args(ctx: CheckContext, b) -> list:
-    return [
-        ctx.to_user(b.data),
-        ctx.to_user(b.noise),
-        ctx.user_times(b.t),
-        ctx.user_times(b.s),
-        ctx.user_field(ctx.teacher.velocity, "velocity"),
-    ]
+def _compare_ayf_gradient(
+    ctx: CheckContext,
+    case: Case,
+    space: CaseSpace,
+    *,
+    objective: str,
+    loss: Callable[..., LossOutput],
+    at_end: bool,
+    seed: int,
+) -> None:
+    """The implementation's ``objective`` gradient against the surrogate with direction
+    ``sign(t - s) a(s) R / |tau'|`` (EMD: ``R = d f / dt``, ``tau'`` at ``t``) or
+    ``sign(s - t) a(s) R / |tau'|`` (LMD, ``at_end``: ``R = d_s f - v(f, s)``, ``tau'`` at ``s``),
+    ``R`` the reference loss's residual."""
+    b = ctx.batch(case, space)
+    net = ctx.random_network(case.seed + seed)
+    v = ctx.teacher.velocity
+    a_s = ctx.adapter.scale(b.s)[:, None]
+    tau_dot = ctx.adapter.tau_dot(b.s if at_end else b.t).abs()[:, None]
+    sign = torch.sign(b.s - b.t if at_end else b.t - b.s)[:, None]
 
+    def build(model):
+        residual = loss(model, b.data, b.noise, b.t, b.s, velocity=v).residual
+        f = flow_of(model)(b.x, b.t, b.s)
+        return surrogate_in_user_units(ctx, a_s * f, sign * a_s * residual / tau_dot)
 
-def _factors(ctx: CheckContext, t: torch.Tensor, s: torch.Tensor, at: torch.Tensor):
-    ad = ctx.adapter
-    return ad.scale(s)[:, None], torch.sign(ad.tau_dot(at))[:, None], ad.tau_dot(at).abs()[:, None]
+    args = [*loss_inputs(ctx, b, b.t, b.s), ctx.user_field(v, "velocity")]
+    what = f"{'AYF-LMD' if at_end else 'AYF-EMD'} loss"
+    compare_loss(ctx, objective, net, build, args, what=what, value=False)
 
 
 @check(
@@ -52,23 +73,8 @@ def _factors(ctx: CheckContext, t: torch.Tensor, s: torch.Tensor, at: torch.Tens
 )
 def emd_loss(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
     ctx.require_continuous_steps("AYF-EMD differentiates f in t with s fixed")
-    b = ctx.batch(case, space)
-    net = ctx.random_network(case.seed + 80)
-    v = ctx.teacher.velocity
-    a_s, sign_tau, tau_dot = _factors(ctx, b.t, b.s, b.t)
-
-    def build(model):
-        df_dt = ayf_emd_loss(model, b.data, b.noise, b.t, b.s, velocity=v).residual
-        f = flow_of(model)(b.x, b.t, b.s)
-        sign = sign_tau * torch.sign(b.t - b.s)[:, None]
-        return surrogate_in_user_units(ctx, a_s * f, sign * a_s * df_dt / tau_dot / sign_tau)
-
-    compare_loss(
-        ctx,
-        "AYF-EMD loss",
-        reference_gradients(net, build),
-        user_gradients(ctx, "ayf_emd", net, _args(ctx, b)),
-        value=False,
+    _compare_ayf_gradient(
+        ctx, case, space, objective="ayf_emd", loss=ayf_emd_loss, at_end=False, seed=80
     )
 
 
@@ -85,21 +91,6 @@ def emd_loss(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
 )
 def lmd_loss(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
     ctx.require_continuous_steps("AYF-LMD differentiates f in s")
-    b = ctx.batch(case, space)
-    net = ctx.random_network(case.seed + 81)
-    v = ctx.teacher.velocity
-    a_s, sign_tau, tau_dot = _factors(ctx, b.t, b.s, b.s)
-
-    def build(model):
-        r_l = ayf_lmd_loss(model, b.data, b.noise, b.t, b.s, velocity=v).residual
-        f = flow_of(model)(b.x, b.t, b.s)
-        sign = sign_tau * torch.sign(b.s - b.t)[:, None]
-        return surrogate_in_user_units(ctx, a_s * f, sign * a_s * r_l / tau_dot / sign_tau)
-
-    compare_loss(
-        ctx,
-        "AYF-LMD loss",
-        reference_gradients(net, build),
-        user_gradients(ctx, "ayf_lmd", net, _args(ctx, b)),
-        value=False,
+    _compare_ayf_gradient(
+        ctx, case, space, objective="ayf_lmd", loss=ayf_lmd_loss, at_end=True, seed=81
     )

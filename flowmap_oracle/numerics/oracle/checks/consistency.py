@@ -24,9 +24,8 @@ from ._common import (
     assert_stop_gradient,
     call_target,
     compare_loss,
-    reference_gradients,
+    loss_inputs,
     surrogate_in_user_units,
-    user_gradients,
 )
 
 NEEDS_T = "the continuous consistency tangent differentiates f_{t->0} in t"
@@ -57,31 +56,23 @@ def cm_loss(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
         out = consistency_loss(model, b.data, b.noise, b.t, delta_t=b.t - b.s, solver=None)
         return _per_entry(ctx, out.loss, d)
 
-    args = [ctx.to_user(b.data), ctx.to_user(b.noise), ctx.user_times(b.t), ctx.user_times(b.s)]
-    compare_loss(
-        ctx,
-        "consistency-training loss",
-        reference_gradients(net, build),
-        user_gradients(ctx, "cm", net, args),
-    )
+    args = loss_inputs(ctx, b, b.t, b.s)
+    compare_loss(ctx, "cm", net, build, args, what="consistency-training loss")
 
 
 # ---------------------------------------------------------------------------------------------
 # Continuous consistency (sCM)
 
 
-def _tangent_to_ours(ctx: CheckContext, g_user: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    return ctx.adapter.tau_dot(t)[:, None] * g_user
-
-
 def _scm_target(ctx: CheckContext, net, b, v) -> torch.Tensor:
+    """The implementation's tangent ``d f_{t->0} / d tau`` times ``tau'(t)``: ours."""
     args = [
         ctx.user_network(net),
         ctx.user_points(b.x, b.t),
         ctx.user_times(b.t),
         ctx.user_velocity(v, b.x, b.t),
     ]
-    return _tangent_to_ours(ctx, call_target(ctx, "scm", args, tuple(b.x.shape)), b.t)
+    return ctx.adapter.tau_dot(b.t)[:, None] * call_target(ctx, "scm", args, tuple(b.x.shape))
 
 
 @check(
@@ -173,19 +164,8 @@ def scm_loss(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
         f, g = consistency_tangent(model, b.x, b.t, v)
         return surrogate_in_user_units(ctx, f, g / tau_dot)
 
-    args = [
-        ctx.to_user(b.data),
-        ctx.to_user(b.noise),
-        ctx.user_times(b.t),
-        ctx.user_field(ctx.teacher.velocity, "velocity"),
-    ]
-    compare_loss(
-        ctx,
-        "sCM loss",
-        reference_gradients(net, build),
-        user_gradients(ctx, "scm", net, args),
-        value=False,
-    )
+    args = [*loss_inputs(ctx, b, b.t), ctx.user_field(ctx.teacher.velocity, "velocity")]
+    compare_loss(ctx, "scm", net, build, args, what="sCM loss", value=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,12 +194,5 @@ def ctm_loss_check(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
         out = ctm_loss(model, b.data, b.noise, b.t, b.r, b.s, solver=solver, compare="data")
         return _per_entry(ctx, out.loss, d)
 
-    args = [ctx.to_user(b.data), ctx.to_user(b.noise)]
-    args += [ctx.user_times(a) for a in (b.t, b.r, b.s)]
-    args.append(ctx.user_field(solver, "solver"))
-    compare_loss(
-        ctx,
-        "CTM loss",
-        reference_gradients(net, build),
-        user_gradients(ctx, "ctm", net, args, frozen_copy=True),
-    )
+    args = [*loss_inputs(ctx, b, b.t, b.r, b.s), ctx.user_field(solver, "solver")]
+    compare_loss(ctx, "ctm", net, build, args, what="CTM loss", frozen_copy=True)

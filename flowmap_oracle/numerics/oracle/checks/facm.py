@@ -4,77 +4,55 @@ FACM's consistency target is the MeanFlow target at ``s = 0`` (MATH.md 1b), comp
 MeanFlow's on the curved ring teacher. Its loss (norm-L2 consistency part with the time weight
 ``sin(pi t / 2)``, and the flow-matching anchor queried at the expanded time ``2 - t`` with an
 L2-plus-cosine distance) is defined in the noise-at-1 average-velocity parameterisation, so the
-loss check applies to implementations declaring that convention.
+loss check applies to implementations declaring that convention. Checks:
+``facm.target.random_network`` and ``.exact_map_fixed_point`` (registered by
+:func:`~._common.register_target_checks`) and ``facm.loss.value_and_gradient``.
 """
 
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from ...objectives.facm import facm_loss
 from ...objectives.meanflow import meanflow_target
 from ..cases import CaseSpace
-from ..context import CheckContext
+from ..context import Batch, CheckContext
 from ..registry import check
-from ..results import Case, CheckSkipped, compare
-from ..tolerances import EXACT_MAP, STANDARD
-from ._common import compare_loss, reference_gradients, user_gradients, user_target
+from ..results import Case, CheckSkipped
+from ._common import compare_loss, loss_inputs, register_target_checks, user_target
 
 OBJECTIVE = "facm"
 KIND = "time_derivative"
 NEEDS_T = "FACM's target differentiates F in t at s = 0"
 
 
-def _target(ctx: CheckContext, net, b, v):
+def _needs_t(ctx: CheckContext, space: CaseSpace) -> CaseSpace:
+    ctx.require_continuous_steps(NEEDS_T)
+    return space
+
+
+def _target(ctx: CheckContext, net, b: Batch, v: Tensor) -> Tensor:
     zeros = torch.zeros_like(b.t)
     return user_target(ctx, OBJECTIVE, KIND, net, b.x, b.t, zeros, v=v, with_end=False)
 
 
-@check(
-    "facm.target.random_network",
-    objective=OBJECTIVE,
-    role="target",
-    space="to_zero",
-    description=(
-        "The consistency target F_tgt = v - t (J_x F v + d_t F) at s = 0 on a random network "
-        "with the ring teacher's velocity equals the reference (MeanFlow's target at s = 0)."
-    ),
-)
-def target_random_network(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
-    ctx.require_continuous_steps(NEEDS_T)
-    b = ctx.batch(case, space)
-    net = ctx.random_network(case.seed + 20)
-    v = ctx.teacher.velocity(b.x, b.t)
-    _, expected = meanflow_target(net, b.x, b.t, b.s, v)
-    compare(
-        expected,
-        _target(ctx, net, b, v),
-        ctx.tol(STANDARD),
-        quantity="FACM consistency target (our convention)",
-        inputs=b.inputs(),
-    )
+def _reference(ctx: CheckContext, net, b: Batch, v: Tensor) -> Tensor:
+    return meanflow_target(net, b.x, b.t, torch.zeros_like(b.t), v)[1]
 
 
-@check(
-    "facm.target.exact_map_fixed_point",
-    objective=OBJECTIVE,
-    role="target",
+register_target_checks(
+    OBJECTIVE,
     space="to_zero",
-    description="At the exact map of the ring teacher the FACM target equals F*(x, t, 0).",
-    draws=False,
-    cost=5,
+    target="FACM consistency target",
+    formula="the consistency target F_tgt = v - t (J_x F v + d_t F) at s = 0 (MeanFlow's target "
+    "at s = 0)",
+    user=_target,
+    reference=_reference,
+    seed=20,
+    velocity=True,
+    prepare=_needs_t,
 )
-def target_exact_map(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
-    ctx.require_continuous_steps(NEEDS_T)
-    b = ctx.batch(case, space)
-    v = ctx.teacher.velocity(b.x, b.t)
-    compare(
-        ctx.exact.value(b.x, b.t, b.s),
-        _target(ctx, ctx.exact, b, v),
-        ctx.tol(EXACT_MAP),
-        quantity="FACM target at the exact map (should equal F*, our convention)",
-        inputs=b.inputs(),
-    )
 
 
 @check(
@@ -98,10 +76,11 @@ def loss_value_and_gradient(ctx: CheckContext, case: Case, space: CaseSpace) -> 
         )
     b = ctx.batch(case, space)
     net = ctx.random_network(case.seed + 21)
-    args = [ctx.to_user(b.data), ctx.to_user(b.noise), ctx.user_times(b.t)]
     compare_loss(
         ctx,
-        "FACM loss",
-        reference_gradients(net, lambda m: facm_loss(m, b.data, b.noise, b.t).loss),
-        user_gradients(ctx, OBJECTIVE, net, args),
+        OBJECTIVE,
+        net,
+        lambda m: facm_loss(m, b.data, b.noise, b.t).loss,
+        loss_inputs(ctx, b, b.t),
+        what="FACM loss",
     )

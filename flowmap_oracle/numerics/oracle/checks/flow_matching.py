@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import torch
-
 from ...objectives.flow_matching import flow_matching_residual
 from ...objectives.reflow import reflow_couplings
 from ...objectives.teacher_solvers import HeunSolver
@@ -13,34 +11,19 @@ from ..context import Batch, CheckContext
 from ..registry import check
 from ..results import Case, CheckSkipped, compare
 from ..tolerances import STANDARD
-from ._common import (
-    Term,
-    compare_loss,
-    reference_gradients,
-    regression_in_user_units,
-    user_gradients,
-)
+from ._common import Term, compare_loss, loss_inputs, regression_in_user_units
 
 REFLOW_STEPS = 4  # Heun steps of the teacher solver handed to ReFlow couplings (cheap, curved)
 
 
-def _fm_loss_check(ctx: CheckContext, objective: str, b: Batch, net, data) -> None:
+def _fm_loss_check(ctx: CheckContext, objective: str, b: Batch, net) -> None:
+    """Flow matching ``||F(x_t, t, t) - (x1 - x0)||^2`` on the batch's pairs ``(x0, x1)``."""
+
     def build(model):
-        out, residual = flow_matching_residual(model, b.x, b.t, b.noise - data)
+        out, residual = flow_matching_residual(model, b.x, b.t, b.conditional_velocity)
         return regression_in_user_units(ctx, [Term(out, residual, b.x, b.t, b.t, "value")])
 
-    args = [ctx.to_user(data), ctx.to_user(b.noise), ctx.user_times(b.t)]
-    compare_loss(
-        ctx,
-        f"{objective} loss",
-        reference_gradients(net, build),
-        user_gradients(ctx, objective, net, args),
-    )
-
-
-def _with_data(b: Batch, data: torch.Tensor) -> Batch:
-    x = (1 - b.t)[:, None] * data + b.t[:, None] * b.noise
-    return Batch(data, b.noise, b.t, b.s, b.r, x)
+    compare_loss(ctx, objective, net, build, loss_inputs(ctx, b, b.t), what=f"{objective} loss")
 
 
 @check(
@@ -56,7 +39,7 @@ def _with_data(b: Batch, data: torch.Tensor) -> Batch:
 )
 def fm_loss(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
     b = ctx.batch(case, space)
-    _fm_loss_check(ctx, "fm", b, ctx.random_network(case.seed + 10), b.data)
+    _fm_loss_check(ctx, "fm", b, ctx.random_network(case.seed + 10))
 
 
 def _teacher_solver(ctx: CheckContext) -> HeunSolver:
@@ -110,5 +93,5 @@ def reflow_coupling(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
 def reflow_loss(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
     _require_both_ends(ctx)
     b = ctx.batch(case, space)
-    x0_hat = reflow_couplings(_teacher_solver(ctx), b.noise)
-    _fm_loss_check(ctx, "reflow", _with_data(b, x0_hat), ctx.random_network(case.seed + 11), x0_hat)
+    coupled = b.replace(data=reflow_couplings(_teacher_solver(ctx), b.noise))
+    _fm_loss_check(ctx, "reflow", coupled, ctx.random_network(case.seed + 11))

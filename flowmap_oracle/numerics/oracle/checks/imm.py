@@ -8,8 +8,6 @@ time ``s`` in the user's coordinates, so the check needs conventions that leave 
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 
 from ...objectives.imm import imm_loss
@@ -17,7 +15,7 @@ from ..cases import CaseSpace
 from ..context import CheckContext
 from ..registry import check
 from ..results import Case
-from ._common import compare_loss, reference_gradients, user_gradients
+from ._common import compare_loss, loss_inputs
 
 GROUP = 4
 BANDWIDTH = 1.0
@@ -42,9 +40,7 @@ def _grouped(a: torch.Tensor) -> torch.Tensor:
 def imm_loss_check(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
     ctx.require_linear_time("the MMD kernel acts on unscaled points at time s")
     b = ctx.batch(case, space)
-    t, r, s = _grouped(b.t), _grouped(b.r), _grouped(b.s)
-    x = (1 - t)[:, None] * b.data + t[:, None] * b.noise
-    b = replace(b, t=t, r=r, s=s, x=x)
+    b = b.replace(t=_grouped(b.t), r=_grouped(b.r), s=_grouped(b.s))
     net = ctx.random_network(case.seed + 90)
 
     def build(model):
@@ -52,8 +48,4 @@ def imm_loss_check(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
             model, b.data, b.noise, b.t, b.r, b.s, group_size=GROUP, bandwidth=BANDWIDTH
         ).loss
 
-    args = [ctx.to_user(b.data), ctx.to_user(b.noise)]
-    args += [ctx.user_times(a) for a in (b.t, b.r, b.s)]
-    compare_loss(
-        ctx, "IMM loss", reference_gradients(net, build), user_gradients(ctx, "imm", net, args)
-    )
+    compare_loss(ctx, "imm", net, build, loss_inputs(ctx, b, b.t, b.r, b.s), what="IMM loss")

@@ -3,24 +3,28 @@
 The MeanFlow target ``F_tgt = v - (t - s)(J_x F v + d_t F)`` contains ``d F / d t``, which a
 straight flow hides: every comparison runs on the curved 8-mode ring teacher, with random
 networks whose ``d_t F`` and ``d_s F`` differ, so the sign of the ``(t - s)`` term, the JVP
-tangents and the argument order are all visible.
+tangents and the argument order are all visible. Checks: ``meanflow.target.random_network`` and
+``.exact_map_fixed_point`` (registered by :func:`~._common.register_target_checks`),
+``.conditional_velocity``, ``.stop_gradient``, ``meanflow.loss.value_and_gradient``.
 """
 
 from __future__ import annotations
 
+from torch import Tensor
+
 from ...objectives.meanflow import meanflow_target
 from ..cases import CaseSpace
-from ..context import CheckContext
+from ..context import Batch, CheckContext
 from ..registry import check
 from ..results import Case, compare
-from ..tolerances import EXACT_MAP, STANDARD
+from ..tolerances import STANDARD
 from ._common import (
     Term,
     assert_stop_gradient,
     compare_loss,
-    reference_gradients,
+    loss_inputs,
+    register_target_checks,
     regression_in_user_units,
-    user_gradients,
     user_target,
 )
 
@@ -29,30 +33,30 @@ KIND = "time_derivative"
 NEEDS_T = "the MeanFlow target differentiates F in t with s held fixed"
 
 
-@check(
-    "meanflow.target.random_network",
-    objective=OBJECTIVE,
-    role="target",
-    space="forward",
-    description=(
-        "The target on a random network, with the ring teacher's marginal velocity v(x_t, t), "
-        "equals the reference F_tgt = v - (t - s)(J_x F v + d_t F) at random (t, s)."
-    ),
-)
-def target_random_network(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
+def _needs_t(ctx: CheckContext, space: CaseSpace) -> CaseSpace:
     ctx.require_continuous_steps(NEEDS_T)
-    b = ctx.batch(case, space)
-    net = ctx.random_network(case.seed)
-    v = ctx.teacher.velocity(b.x, b.t)
-    _, expected = meanflow_target(net, b.x, b.t, b.s, v)
-    got = user_target(ctx, OBJECTIVE, KIND, net, b.x, b.t, b.s, v=v)
-    compare(
-        expected,
-        got,
-        ctx.tol(STANDARD),
-        quantity="MeanFlow target F_tgt (our convention) on a random network with v = v_teacher",
-        inputs=b.inputs(),
-    )
+    return space
+
+
+def _target(ctx: CheckContext, net, b: Batch, v: Tensor) -> Tensor:
+    return user_target(ctx, OBJECTIVE, KIND, net, b.x, b.t, b.s, v=v)
+
+
+def _reference(ctx: CheckContext, net, b: Batch, v: Tensor) -> Tensor:
+    return meanflow_target(net, b.x, b.t, b.s, v)[1]
+
+
+register_target_checks(
+    OBJECTIVE,
+    space="forward",
+    target="MeanFlow target F_tgt",
+    formula="the target F_tgt = v - (t - s)(J_x F v + d_t F) at random (t, s)",
+    user=_target,
+    reference=_reference,
+    seed=0,
+    velocity=True,
+    prepare=_needs_t,
+)
 
 
 @check(
@@ -66,44 +70,14 @@ def target_random_network(ctx: CheckContext, case: Case, space: CaseSpace) -> No
     ),
 )
 def target_conditional_velocity(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
-    ctx.require_continuous_steps(NEEDS_T)
-    b = ctx.batch(case, space)
+    b = ctx.batch(case, _needs_t(ctx, space))
     net = ctx.random_network(case.seed + 1)
     v = b.conditional_velocity
-    _, expected = meanflow_target(net, b.x, b.t, b.s, v)
-    got = user_target(ctx, OBJECTIVE, KIND, net, b.x, b.t, b.s, v=v)
     compare(
-        expected,
-        got,
+        _reference(ctx, net, b, v),
+        _target(ctx, net, b, v),
         ctx.tol(STANDARD),
         quantity="MeanFlow target F_tgt (our convention) with v = x1 - x0",
-        inputs=b.inputs(),
-    )
-
-
-@check(
-    "meanflow.target.exact_map_fixed_point",
-    objective=OBJECTIVE,
-    role="target",
-    space="forward",
-    description=(
-        "At the exact average velocity F* of the ring teacher (a float64 ODE solve), with the "
-        "marginal velocity, the target equals F* itself: the exact map is a fixed point."
-    ),
-    draws=False,
-    cost=5,
-)
-def target_exact_map_fixed_point(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
-    ctx.require_continuous_steps(NEEDS_T)
-    b = ctx.batch(case, space)
-    v = ctx.teacher.velocity(b.x, b.t)
-    expected = ctx.exact.value(b.x, b.t, b.s)
-    got = user_target(ctx, OBJECTIVE, KIND, ctx.exact, b.x, b.t, b.s, v=v)
-    compare(
-        expected,
-        got,
-        ctx.tol(EXACT_MAP),
-        quantity="MeanFlow target at the exact map (should equal F*, our convention)",
         inputs=b.inputs(),
     )
 
@@ -153,10 +127,4 @@ def loss_value_and_gradient(ctx: CheckContext, case: Case, space: CaseSpace) -> 
         F, F_tgt = meanflow_target(model, b.x, b.t, b.s, b.conditional_velocity)
         return regression_in_user_units(ctx, [Term(F, F - F_tgt, b.x, b.t, b.s, KIND)])
 
-    args = [ctx.to_user(b.data), ctx.to_user(b.noise), ctx.user_times(b.t), ctx.user_times(b.s)]
-    compare_loss(
-        ctx,
-        "MeanFlow loss",
-        reference_gradients(net, build),
-        user_gradients(ctx, OBJECTIVE, net, args),
-    )
+    compare_loss(ctx, OBJECTIVE, net, build, loss_inputs(ctx, b, b.t, b.s), what="MeanFlow loss")

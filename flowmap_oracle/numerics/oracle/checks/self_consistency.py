@@ -5,7 +5,10 @@ Their residuals vanish for *every* exact flow and for any constant ``F`` (MATH.m
 check at the exact map alone proves little: targets and gradients are compared pointwise with
 the reference on random networks, where the intermediate point ``x_r`` (the model's own
 prediction), the interval weights and the midpoint all matter. The constant-network and
-exact-map checks are kept as fixed points that a wrong target breaks.
+exact-map checks are kept as fixed points that a wrong target breaks. Checks, for ``split`` and
+``shortcut`` each: ``<objective>.target.random_network``, ``.constant_network`` and
+``.exact_map_fixed_point`` (registered by :func:`~._common.register_target_checks`) and
+``<objective>.loss.value_and_gradient``.
 """
 
 from __future__ import annotations
@@ -19,102 +22,34 @@ from ...objectives.split_meanflow import split_meanflow_loss, split_target
 from ..cases import CaseSpace
 from ..context import CheckContext
 from ..registry import check
-from ..results import Case, compare
-from ..tolerances import EXACT_MAP, STANDARD
+from ..results import Case
 from ._common import (
     Term,
     compare_loss,
-    reference_gradients,
+    loss_inputs,
+    register_target_checks,
     regression_in_user_units,
-    user_gradients,
     user_target,
 )
-
-
-class _Constant:
-    """The network ``F(x, t, s) = c`` (a fixed point of every self-consistency target)."""
-
-    def __init__(self, c: torch.Tensor) -> None:
-        self.c = c
-
-    def __call__(self, x, t, s):
-        return self.c.expand(x.shape[0], -1) + 0 * x
-
-
-def _constant(ctx: CheckContext, seed: int) -> _Constant:
-    g = torch.Generator().manual_seed(seed)
-    return _Constant(torch.randn(1, ctx.teacher.dim, generator=g, dtype=torch.float64))
-
 
 # ---------------------------------------------------------------------------------------------
 # SplitMeanFlow
 
-
-def _split(ctx, net, b):
-    return user_target(ctx, "split", "value", net, b.x, b.t, b.s, extra_times=(b.r,))
-
-
-@check(
-    "split.target.random_network",
-    objective="split",
-    role="target",
+register_target_checks(
+    "split",
     space="split",
-    description=(
-        "The split target [(t - r) F(x_t, t, r) + (r - s) F(x_r, r, s)] / (t - s), with F_{r->s} "
-        "at the model's own point x_r = x_t - (t - r) F(x_t, t, r), equals the reference."
+    target="split target",
+    formula=(
+        "the split target [(t - r) F(x_t, t, r) + (r - s) F(x_r, r, s)] / (t - s), with F_{r->s} "
+        "at the model's own point x_r = x_t - (t - r) F(x_t, t, r),"
     ),
+    user=lambda ctx, net, b, v: user_target(
+        ctx, "split", "value", net, b.x, b.t, b.s, extra_times=(b.r,)
+    ),
+    reference=lambda ctx, net, b, v: split_target(net, b.x, b.t, b.r, b.s)[1],
+    seed=30,
+    constant_network=True,
 )
-def split_random_network(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
-    b = ctx.batch(case, space)
-    net = ctx.random_network(case.seed + 30)
-    _, expected = split_target(net, b.x, b.t, b.r, b.s)
-    compare(
-        expected,
-        _split(ctx, net, b),
-        ctx.tol(STANDARD),
-        quantity="split target (our convention)",
-        inputs=b.inputs(),
-    )
-
-
-@check(
-    "split.target.constant_network",
-    objective="split",
-    role="target",
-    space="split",
-    description="For a constant F the split target is that constant (a degenerate fixed point).",
-    draws=False,
-)
-def split_constant(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
-    b = ctx.batch(case, space)
-    net = _constant(ctx, case.seed)
-    compare(
-        net(b.x, b.t, b.s),
-        _split(ctx, net, b),
-        ctx.tol(STANDARD),
-        quantity="split target of a constant network (should equal the constant)",
-        inputs=b.inputs(),
-    )
-
-
-@check(
-    "split.target.exact_map_fixed_point",
-    objective="split",
-    role="target",
-    space="split",
-    description="At the exact map of the ring teacher the split target equals F* (semigroup).",
-    draws=False,
-    cost=5,
-)
-def split_exact(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
-    b = ctx.batch(case, space)
-    compare(
-        ctx.exact.value(b.x, b.t, b.s),
-        _split(ctx, ctx.exact, b),
-        ctx.tol(EXACT_MAP),
-        quantity="split target at the exact map (should equal F*, our convention)",
-        inputs=b.inputs(),
-    )
 
 
 @check(
@@ -132,9 +67,7 @@ def split_loss(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
     b = ctx.batch(case, space)
     # A quarter of the batch on the boundary s = t (flow matching), as SplitMeanFlow trains.
     boundary = torch.arange(b.t.shape[0]) % 4 == 0
-    s = torch.where(boundary, b.t, b.s)
-    r = torch.where(boundary, b.t, b.r)
-    b = replace(b, s=s, r=r)
+    b = b.replace(s=torch.where(boundary, b.t, b.s), r=torch.where(boundary, b.t, b.r))
     net = ctx.random_network(case.seed + 31)
 
     def build(model):
@@ -142,15 +75,8 @@ def split_loss(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
         F = model(b.x, b.t, b.s)
         return regression_in_user_units(ctx, [Term(F, F - target, b.x, b.t, b.s, "value")])
 
-    args = [ctx.to_user(b.data), ctx.to_user(b.noise)] + [
-        ctx.user_times(a) for a in (b.t, b.r, b.s)
-    ]
-    compare_loss(
-        ctx,
-        "SplitMeanFlow loss",
-        reference_gradients(net, build),
-        user_gradients(ctx, "split", net, args),
-    )
+    args = loss_inputs(ctx, b, b.t, b.r, b.s)
+    compare_loss(ctx, "split", net, build, args, what="SplitMeanFlow loss")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,79 +91,20 @@ def _shortcut_space(ctx: CheckContext, space: CaseSpace) -> CaseSpace:
     return space
 
 
-def _shortcut(ctx, net, b):
-    return user_target(ctx, "shortcut", "value", net, b.x, b.t, b.s)
-
-
-def _shortcut_reference(net, b):
-    return shortcut_residual(net, b.x, b.t, b.s, space="velocity")[1]
-
-
-@check(
-    "shortcut.target.random_network",
-    objective="shortcut",
-    role="target",
+register_target_checks(
+    "shortcut",
     space="forward",
-    description=(
-        "The velocity-space Shortcut target (F(x_t, t, m) + F(x_m, m, s)) / 2 with m = (t + s) / 2 "
-        "and x_m = x_t - (t - m) F(x_t, t, m) equals the reference on a random network."
+    target="Shortcut target",
+    formula=(
+        "the velocity-space Shortcut target (F(x_t, t, m) + F(x_m, m, s)) / 2 with m = (t + s) / 2 "
+        "and x_m = x_t - (t - m) F(x_t, t, m)"
     ),
+    user=lambda ctx, net, b, v: user_target(ctx, "shortcut", "value", net, b.x, b.t, b.s),
+    reference=lambda ctx, net, b, v: shortcut_residual(net, b.x, b.t, b.s, space="velocity")[1],
+    seed=40,
+    prepare=_shortcut_space,
+    constant_network=True,
 )
-def shortcut_random_network(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
-    space = _shortcut_space(ctx, space)
-    b = ctx.batch(case, space)
-    net = ctx.random_network(case.seed + 40)
-    with torch.no_grad():
-        expected = _shortcut_reference(net, b)
-    compare(
-        expected,
-        _shortcut(ctx, net, b),
-        ctx.tol(STANDARD),
-        quantity="Shortcut target (our convention)",
-        inputs=b.inputs(),
-    )
-
-
-@check(
-    "shortcut.target.constant_network",
-    objective="shortcut",
-    role="target",
-    space="forward",
-    description="For a constant F the Shortcut target is that constant (a degenerate fixed point).",
-    draws=False,
-)
-def shortcut_constant(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
-    space = _shortcut_space(ctx, space)
-    b = ctx.batch(case, space)
-    net = _constant(ctx, case.seed)
-    compare(
-        net(b.x, b.t, b.s),
-        _shortcut(ctx, net, b),
-        ctx.tol(STANDARD),
-        quantity="Shortcut target of a constant network (should equal the constant)",
-        inputs=b.inputs(),
-    )
-
-
-@check(
-    "shortcut.target.exact_map_fixed_point",
-    objective="shortcut",
-    role="target",
-    space="forward",
-    description="At the exact map of the ring teacher the Shortcut target equals F*.",
-    draws=False,
-    cost=5,
-)
-def shortcut_exact(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
-    space = _shortcut_space(ctx, space)
-    b = ctx.batch(case, space)
-    compare(
-        ctx.exact.value(b.x, b.t, b.s),
-        _shortcut(ctx, ctx.exact, b),
-        ctx.tol(EXACT_MAP),
-        quantity="Shortcut target at the exact map (should equal F*, our convention)",
-        inputs=b.inputs(),
-    )
 
 
 @check(
@@ -252,8 +119,7 @@ def shortcut_exact(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
     cost=2,
 )
 def shortcut_loss(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
-    space = _shortcut_space(ctx, space)
-    b = ctx.batch(case, space)
+    b = ctx.batch(case, _shortcut_space(ctx, space))
     net = ctx.random_network(case.seed + 41)
 
     def build(model):
@@ -266,10 +132,5 @@ def shortcut_loss(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
         ]
         return regression_in_user_units(ctx, terms)
 
-    args = [ctx.to_user(b.data), ctx.to_user(b.noise), ctx.user_times(b.t), ctx.user_times(b.s)]
-    compare_loss(
-        ctx,
-        "Shortcut loss",
-        reference_gradients(net, build),
-        user_gradients(ctx, "shortcut", net, args),
-    )
+    args = loss_inputs(ctx, b, b.t, b.s)
+    compare_loss(ctx, "shortcut", net, build, args, what="Shortcut loss")
