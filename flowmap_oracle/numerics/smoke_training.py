@@ -16,12 +16,7 @@ towards the exact map; they are not benchmarks.
 
 from __future__ import annotations
 
-import json
 import os
-import platform
-import sys
-import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -57,11 +52,14 @@ from .objectives.time_sampling import (
     shortcut_times,
     split_times,
 )
+from .records import environment, write_json
 from .samplers import euler_sampler, one_step
+from .training import fit
 
 __all__ = [
     "SMOKE_OBJECTIVES",
     "SMOKE_STEPS",
+    "SMOKE_THREADS",
     "SmokeResult",
     "smoke_train",
     "smoke_train_all",
@@ -186,6 +184,9 @@ SMOKE_STEPS: dict[str, int] = {
 }
 """Default steps where they differ from 300 (chosen so that the error falls clearly)."""
 
+SMOKE_THREADS = 1
+"""Torch CPU threads of the smoke training (see :func:`smoke_train`)."""
+
 SMOKE_OBJECTIVES: tuple[str, ...] = (
     "flow_matching",
     "meanflow",
@@ -268,42 +269,30 @@ def smoke_train(
     torch.manual_seed(seed)
     model = MLPFlowMap(2, hidden=hidden, depth=depth)
     before = _error(model, metric, n_eval)
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     pool = _reflow_pool(reflow_pool, seed) if name == "reflow" else None
+
+    def batch_loss(gen: torch.Generator) -> LossOutput:
+        if pool is not None:
+            idx = torch.randint(0, len(pool[0]), (batch_size,), generator=gen)
+            return reflow_loss(model, pool[0][idx], pool[1][idx], _uniform(batch_size, gen))
+        x0 = setup.teacher.mixture.sample(batch_size, generator=gen)
+        x1 = torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
+        return step(model, x0, x1, gen)
+
     threads = torch.get_num_threads()
     # These networks are far too small to gain from intra-op threads, and on a shared 2-core
     # machine the threads contend (measured 6x slower with 2 threads under load).
-    torch.set_num_threads(1)
-    start = time.perf_counter()
+    torch.set_num_threads(SMOKE_THREADS)
     try:
-        losses = _train(model, step, pool, setup, opt, sched, steps, batch_size, gen, name)
+        trained = fit(model, batch_loss, steps=steps, lr=lr, seed=seed)
+    except FloatingPointError as err:
+        raise FloatingPointError(f"{name}: {err}") from None
     finally:
         torch.set_num_threads(threads)
-    seconds = time.perf_counter() - start
     after = _error(model, metric, n_eval)
-    return SmokeResult(name, metric, steps, batch_size, lr, before, after, seconds, losses)
-
-
-def _train(model, step, pool, setup, opt, sched, steps, batch_size, gen, name) -> list[float]:
-    losses: list[float] = []
-    for _ in range(steps):
-        if pool is not None:
-            idx = torch.randint(0, len(pool[0]), (batch_size,), generator=gen)
-            out = reflow_loss(model, pool[0][idx], pool[1][idx], _uniform(batch_size, gen))
-        else:
-            x0 = setup.teacher.mixture.sample(batch_size, generator=gen)
-            x1 = torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
-            out = step(model, x0, x1, gen)
-        if not torch.isfinite(out.loss):
-            raise FloatingPointError(f"{name}: loss became {float(out.loss)} at step {len(losses)}")
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(float(out.loss.detach()))
-    return losses
+    return SmokeResult(
+        name, metric, steps, batch_size, lr, before, after, trained.seconds, trained.losses
+    )
 
 
 def smoke_train_all(*, steps: int | None = None, seed: int = 0) -> list[SmokeResult]:
@@ -314,28 +303,14 @@ def smoke_train_all(*, steps: int | None = None, seed: int = 0) -> list[SmokeRes
 def write_smoke_json(
     results: Sequence[SmokeResult], path: str | os.PathLike, *, command: str
 ) -> Path:
-    """Write the runs with the device, versions and command as JSON, atomically (a temporary
-    file in the same folder, then a rename); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = {
+    """Write the runs with the device, versions and command as JSON, atomically
+    (:func:`~flowmap_oracle.numerics.records.write_json`); returns the path."""
+    record = {
         "command": command,
-        "device": "cpu",
-        "threads": 1,
-        "torch": torch.__version__,
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
+        **environment("cpu"),
+        "torch_threads": SMOKE_THREADS,  # the threads smoke_train trains with
         "teacher": "ring8 (linear path, float64)",
         "model": "MLPFlowMap(2, hidden=64, depth=3), Adam with cosine decay, seed 0",
         "runs": [r.to_json() for r in results],
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_json(path, record)
