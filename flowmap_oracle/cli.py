@@ -32,12 +32,13 @@ def _cmd_objectives(args: argparse.Namespace) -> int:
     from .numerics.inventory import measure_fixed_points
 
     if args.smoke_json:
+        from .numerics.records import command_line
         from .numerics.smoke_training import smoke_train_all, write_smoke_json
 
         runs = smoke_train_all()
         for r in runs:
             print(f"{r.name:26s} {r.metric:13s} {r.error_before:.3f} -> {r.error_after:.3f}")
-        command = "flowmap-oracle objectives --smoke-json " + str(args.smoke_json)
+        command = command_line(args.argv)
         print(f"wrote {write_smoke_json(runs, args.smoke_json, command=command)}")
         return 0
     try:
@@ -167,11 +168,11 @@ def _cmd_mutants(args: argparse.Namespace) -> int:
 def _cmd_bench_teachers(args: argparse.Namespace) -> int:
     import torch
 
-    from .numerics.bench_teachers import format_result, run_teacher_benchmark, write_json
+    from .numerics.bench_teachers import format_result, run_teacher_benchmark
+    from .numerics.records import command_line, write_json
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    command = "flowmap-oracle " + " ".join(sys.argv[1:] if args.argv is None else args.argv)
     result = run_teacher_benchmark(
         args.n,
         preset_name=args.preset,
@@ -179,11 +180,11 @@ def _cmd_bench_teachers(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
         repeats=args.repeats,
-        command=command,
+        command=command_line(args.argv),
     )
     print(format_result(result))
     if args.json:
-        print(f"wrote {write_json(result, args.json)}")
+        print(f"wrote {write_json(args.json, result.to_json())}")
     return 0
 
 

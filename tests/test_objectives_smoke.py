@@ -8,11 +8,19 @@ recorded in ``benchmarks/objectives_smoke_cpu.json``).
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
+import torch
 
-from flowmap_oracle.numerics.smoke_training import SMOKE_OBJECTIVES, smoke_train
+from flowmap_oracle.numerics.smoke_training import (
+    SMOKE_OBJECTIVES,
+    SMOKE_THREADS,
+    SmokeResult,
+    smoke_train,
+    write_smoke_json,
+)
 
 
 @pytest.mark.parametrize("name", SMOKE_OBJECTIVES)
@@ -27,3 +35,13 @@ def test_smoke_training_lowers_the_error_against_the_exact_map(name):
 def test_smoke_training_names_unknown_objectives():
     with pytest.raises(KeyError, match="known"):
         smoke_train("mean_flow", steps=1)
+
+
+def test_smoke_json_records_command_device_versions_and_runs(tmp_path):
+    run = SmokeResult("meanflow", "one-step", 3, 8, 1e-3, 0.9, 0.8, 0.1, losses=[1.0, 0.5, 0.4])
+    path = write_smoke_json([run], tmp_path / "smoke.json", command="flowmap-oracle x")
+    data = json.loads(path.read_text())
+    assert data["command"] == "flowmap-oracle x" and data["device"] == "cpu"
+    assert data["versions"]["torch"] == torch.__version__
+    assert data["torch_threads"] == SMOKE_THREADS
+    assert data["runs"] == [run.to_json()] and "losses" not in data["runs"][0]

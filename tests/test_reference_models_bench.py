@@ -36,7 +36,8 @@ def test_bench_teachers_cli_writes_json(tmp_path, capsys):
     assert data["n"] == 48 and data["device"] == "cpu"
     assert data["speedup"] == pytest.approx(data["baseline_seconds"] / data["seconds"])
     assert data["command"].startswith("flowmap-oracle bench teachers --n 48")
-    assert data["environment"]["torch"] == torch.__version__
+    assert data["environment"]["versions"]["torch"] == torch.__version__
+    assert data["environment"]["device"] == "cpu"
     # every run is measured against the reference; ours at rtol 1e-9 is far below 1e-6
     assert 0 <= data["max_error"] < 1e-6 and 0 <= data["baseline_max_error"] < 1e-4
     assert data["reference"]["max_difference"] < 1e-10
@@ -82,11 +83,15 @@ def test_report_section_measurements_and_benchmark_table(tmp_path, monkeypatch):
         "peak_memory_bytes": 2**20,
         "baseline_peak_memory_bytes": 2**21,
         "runs": {"ours": {"seconds": 1.0, "max_error": 1e-9, "peak_memory_bytes": 2**20}},
-        "environment": {"torch_threads": 1},
+        "environment": {"torch_threads": 1, "versions": {"torch": "9.9.9"}},
     }
     (tmp_path / "teachers_test.json").write_text(json.dumps(record))
+    # a file written before records.environment keeps the torch version at the top
+    old_env = {**record, "environment": {"torch_threads": 1, "torch": "8.8.8"}}
+    (tmp_path / "teachers_zold.json").write_text(json.dumps(old_env))
     monkeypatch.setattr(teachers_section, "BENCHMARK_DIR", tmp_path)
-    ((caption, rows),) = teachers_section._benchmark_tables()
+    (caption, rows), (old_caption, _) = teachers_section._benchmark_tables()
+    assert "torch 9.9.9" in caption and "torch 8.8.8" in old_caption
     assert "teachers_test.json" in caption and "7.0x wall (8.0x CPU)" in caption
     assert "9.0x at matched error" in caption
     assert rows[1] == ["wall seconds", "1.00", "-", "-", "0.50"]

@@ -23,16 +23,12 @@ resident set, sampled every 5 ms after returning freed heap memory to the OS wit
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import platform
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -40,8 +36,15 @@ import torchdiffeq
 from torch import Tensor
 
 from ..reference_models import ExactFlowMap, GaussianMixtureTeacher, preset
+from . import records
 
-__all__ = ["RunResult", "TeacherBenchmark", "plain_velocity", "run_teacher_benchmark", "write_json"]
+__all__ = [
+    "RunResult",
+    "TeacherBenchmark",
+    "format_result",
+    "plain_velocity",
+    "run_teacher_benchmark",
+]
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,8 @@ class RunResult:
 
 @dataclass(frozen=True)
 class TeacherBenchmark:
-    """Result of :func:`run_teacher_benchmark` (the JSON written by ``bench teachers``)."""
+    """Result of :func:`run_teacher_benchmark` (the JSON written by ``bench teachers``);
+    ``environment`` is :func:`~flowmap_oracle.numerics.records.environment`."""
 
     n: int
     device: str
@@ -93,6 +97,10 @@ class TeacherBenchmark:
     runs: dict[str, dict[str, Any]]
     environment: dict[str, Any] = field(default_factory=dict)
     command: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as a JSON-ready dict (every field)."""
+        return asdict(self)
 
 
 def plain_velocity(teacher: GaussianMixtureTeacher) -> Callable[[Tensor, Tensor], Tensor]:
@@ -206,27 +214,6 @@ def _torchdiffeq(
     grid = torch.tensor([1.0, 0.0], dtype=x1.dtype, device=x1.device)
     out = torchdiffeq.odeint(f, x1, grid, rtol=rtol, atol=atol, method="dopri5")[-1]
     return out, counter[0], float(counter[0])
-
-
-def _environment(device: torch.device) -> dict[str, Any]:
-    import scipy
-
-    env = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchdiffeq": getattr(torchdiffeq, "__version__", "unknown"),
-        "scipy": scipy.__version__,
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        # other processes on a shared machine inflate wall times; CPU times are also recorded
-        "load_average_1min": os.getloadavg()[0],
-    }
-    if device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(device)
-        env["cuda"] = torch.version.cuda
-    return env
 
 
 def run_teacher_benchmark(
@@ -366,26 +353,9 @@ def run_teacher_benchmark(
                 **asdict(res_same),
             },
         },
-        environment=_environment(dev),
+        environment=records.environment(dev),
         command=command,
     )
-
-
-def write_json(result: TeacherBenchmark, path: str | os.PathLike) -> Path:
-    """Write ``result`` as JSON atomically (temporary file, then rename); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    data = asdict(result)
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def _json_default(obj: object) -> object:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def format_result(r: TeacherBenchmark) -> str:

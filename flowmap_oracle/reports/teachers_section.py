@@ -128,6 +128,8 @@ def _benchmark_tables() -> list[tuple[str, list[list[str]]]]:
     for path in sorted(BENCHMARK_DIR.glob("teachers*.json")):
         r = json.loads(path.read_text())
         env = r.get("environment", {})
+        # records.environment keeps versions in "versions"; files written before it, at the top
+        torch_version = env.get("versions", env).get("torch", "?")
         runs = r.get("runs", {})
         matched = r["matched_error"]
         cols = [
@@ -167,7 +169,7 @@ def _benchmark_tables() -> list[tuple[str, list[list[str]]]]:
         ]
         caption = (
             f"{path.name}: n = {r['n']:g}, {r['device']}, {env.get('torch_threads', '?')} "
-            f"thread(s), torch {env.get('torch', '?')}. Speed-up over the plain baseline: "
+            f"thread(s), torch {torch_version}. Speed-up over the plain baseline: "
             f"{r['speedup']:.1f}x wall ({r.get('speedup_cpu_time', float('nan')):.1f}x CPU) at the "
             f"same rtol, {matched['speedup']:.1f}x at matched error; over dopri5 on the same "
             f"velocity: {r['speedup_same_velocity']:.1f}x."
