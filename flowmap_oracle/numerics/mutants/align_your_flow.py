@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 from ._registry import mutant
@@ -34,22 +36,25 @@ def ayf_emd_sign_dropped():
     return {"losses": {"ayf_emd": loss}}
 
 
+def _lmd(net, data, noise, t, s, velocity, *, teacher_at_x_t=False, sign_of=lambda t, s: s - t):
+    """AYF-LMD's surrogate with direction ``sign(s - t) (d_s f - v(f, s))`` (teacher at the
+    predicted point and end time); the teacher's point and the sign can be replaced."""
+    x = (1 - _c(t)) * data + _c(t) * noise
+    zeros = torch.zeros_like(t)
+    f, df_ds = torch.func.jvp(
+        _flow(net), (x, t, s), (torch.zeros_like(x), zeros, torch.ones_like(s))
+    )
+    v = velocity(x, t) if teacher_at_x_t else velocity(f.detach(), s)
+    return _surrogate(f, _c(torch.sign(sign_of(t, s))) * (df_ds.detach() - v))
+
+
 @mutant(
     "ayf_lmd.velocity_at_x_t",
     objective="ayf_lmd",
     description="AYF-LMD's teacher queried at (x_t, t) instead of the predicted point (x_s, s)",
 )
 def ayf_lmd_velocity_at_x_t():
-    def loss(net, data, noise, t, s, velocity):
-        x = (1 - _c(t)) * data + _c(t) * noise
-        zeros = torch.zeros_like(t)
-        f, df_ds = torch.func.jvp(
-            _flow(net), (x, t, s), (torch.zeros_like(x), zeros, torch.ones_like(s))
-        )
-        r_l = df_ds.detach() - velocity(x, t)
-        return _surrogate(f, _c(torch.sign(s - t)) * r_l)
-
-    return {"losses": {"ayf_lmd": loss}}
+    return {"losses": {"ayf_lmd": partial(_lmd, teacher_at_x_t=True)}}
 
 
 @mutant(
@@ -58,13 +63,4 @@ def ayf_lmd_velocity_at_x_t():
     description="AYF-LMD with sign(t - s) (EMD's sign) instead of sign(s - t)",
 )
 def ayf_lmd_sign_t_minus_s():
-    def loss(net, data, noise, t, s, velocity):
-        x = (1 - _c(t)) * data + _c(t) * noise
-        zeros = torch.zeros_like(t)
-        f, df_ds = torch.func.jvp(
-            _flow(net), (x, t, s), (torch.zeros_like(x), zeros, torch.ones_like(s))
-        )
-        r_l = df_ds.detach() - velocity(f.detach(), s)
-        return _surrogate(f, _c(torch.sign(t - s)) * r_l)
-
-    return {"losses": {"ayf_lmd": loss}}
+    return {"losses": {"ayf_lmd": partial(_lmd, sign_of=lambda t, s: t - s)}}

@@ -1,15 +1,26 @@
-"""FACM mutants."""
+"""FACM mutants: the reference loss with one part written wrong, and one wrong target."""
 
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 
 from ._registry import mutant
 
 
-def _facm(net, data, noise, t, *, anchor, weight, norm):
+def _norm_l2(sq):
+    return sq / torch.sqrt(sq.detach() + 1e-3)
+
+
+def _sin(t):
+    return torch.sin(0.5 * math.pi * t)
+
+
+def _facm(net, data, noise, t, *, anchor=lambda t: 2 - t, weight=_sin, norm=_norm_l2):
+    """FACM's loss with its defaults (norm-L2 consistency part weighted by ``sin(pi t / 2)``,
+    anchor ``||F(x, 2 - t, 2 - t) - v||^2`` plus the cosine distance); one part can be replaced."""
     x = (1 - t)[:, None] * data + t[:, None] * noise
     v = noise - data
     out, dF = torch.func.jvp(
@@ -25,24 +36,13 @@ def _facm(net, data, noise, t, *, anchor, weight, norm):
     return (cm + fm).mean()
 
 
-def _norm_l2(sq):
-    return sq / torch.sqrt(sq.detach() + 1e-3)
-
-
-def _sin(t):
-    return torch.sin(0.5 * math.pi * t)
-
-
 @mutant(
     "facm.anchor_at_t",
     objective="facm",
     description="the flow-matching anchor queried at t instead of the expanded time 2 - t",
 )
 def anchor_at_t():
-    def loss(net, data, noise, t):
-        return _facm(net, data, noise, t, anchor=lambda t: t, weight=_sin, norm=_norm_l2)
-
-    return {"losses": {"facm": loss}}
+    return {"losses": {"facm": partial(_facm, anchor=lambda t: t)}}
 
 
 @mutant(
@@ -52,13 +52,10 @@ def anchor_at_t():
     "||r||^2 / sg(sqrt(||r||^4 + c))",
 )
 def norm_l2_squares_twice():
-    def loss(net, data, noise, t):
-        def norm(sq):
-            return sq / torch.sqrt(sq.detach() ** 2 + 1e-3)
+    def norm(sq):  # sq is already ||r||^2
+        return sq / torch.sqrt(sq.detach() ** 2 + 1e-3)
 
-        return _facm(net, data, noise, t, anchor=lambda t: 2 - t, weight=_sin, norm=norm)
-
-    return {"losses": {"facm": loss}}
+    return {"losses": {"facm": partial(_facm, norm=norm)}}
 
 
 @mutant(
@@ -68,13 +65,7 @@ def norm_l2_squares_twice():
     "(alpha_t = 1 - t): time reversed in one place only",
 )
 def time_weight_reversed():
-    def loss(net, data, noise, t):
-        def weight(t):
-            return torch.cos(0.5 * math.pi * t)
-
-        return _facm(net, data, noise, t, anchor=lambda t: 2 - t, weight=weight, norm=_norm_l2)
-
-    return {"losses": {"facm": loss}}
+    return {"losses": {"facm": partial(_facm, weight=lambda t: torch.cos(0.5 * math.pi * t))}}
 
 
 @mutant(

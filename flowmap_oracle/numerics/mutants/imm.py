@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 from ._registry import mutant
@@ -24,7 +26,11 @@ def _mmd(a, b, *, unbiased=True):
     return (h.sum(dim=(1, 2)) / GROUP**2).mean()
 
 
-def _points(net, data, noise, t, r, s, *, fresh=False):
+def _imm(net, data, noise, t, r, s, *, unbiased=True, fresh=False):
+    """IMM's loss: MMD^2 between ``f(x_t, t, s)`` and ``sg f(x_r, r, s)`` over groups of
+    :data:`GROUP`, ``x_r`` on the conditional path of the same pair (``fresh``: another
+    sample's noise)."""
+
     def interp(tau, eps):
         return (1 - tau[:, None]) * data + tau[:, None] * eps
 
@@ -32,7 +38,7 @@ def _points(net, data, noise, t, r, s, *, fresh=False):
     x_r = interp(r, noise.roll(1, dims=0) if fresh else noise)
     a = x_t + (s - t)[:, None] * net(x_t, t, s)
     b = (x_r + (s - r)[:, None] * net(x_r, r, s)).detach()
-    return a, b
+    return _mmd(a, b, unbiased=unbiased)
 
 
 @mutant(
@@ -41,10 +47,7 @@ def _points(net, data, noise, t, r, s, *, fresh=False):
     description="MMD^2 estimated with the V-statistic (i = j terms kept), biased for coupled pairs",
 )
 def imm_biased_v_statistic():
-    def loss(net, data, noise, t, r, s):
-        return _mmd(*_points(net, data, noise, t, r, s), unbiased=False)
-
-    return {"losses": {"imm": loss}}
+    return {"losses": {"imm": partial(_imm, unbiased=False)}}
 
 
 @mutant(
@@ -53,7 +56,4 @@ def imm_biased_v_statistic():
     description="x_r interpolated with another sample's noise instead of the same pair (x0, x1)",
 )
 def imm_x_r_with_fresh_noise():
-    def loss(net, data, noise, t, r, s):
-        return _mmd(*_points(net, data, noise, t, r, s, fresh=True))
-
-    return {"losses": {"imm": loss}}
+    return {"losses": {"imm": partial(_imm, fresh=True)}}

@@ -8,15 +8,12 @@ from ._registry import mutant
 
 
 def _jvp(fn, x, t, s, tangents):
-    return torch.func.jvp(fn, (x, t, s), tangents)
+    return torch.func.jvp(fn, (x, t, s), tangents)[1]
 
 
-def _ones(t):
-    return torch.ones_like(t)
-
-
-def _zeros(t):
-    return torch.zeros_like(t)
+def _total_derivative(net, x, t, s, v):
+    """``dF/dt = J_x F v + d_t F``: tangents ``(v, 1, 0)`` on ``F(x, t, s)`` (the correct ones)."""
+    return _jvp(net, x, t, s, (v, torch.ones_like(t), torch.zeros_like(s)))
 
 
 @mutant(
@@ -29,7 +26,7 @@ def _zeros(t):
 )
 def sign_of_t_minus_s():
     def target(net, x, t, s, v):
-        _, dF = _jvp(net, x, t, s, (v, _ones(t), _zeros(s)))
+        dF = _total_derivative(net, x, t, s, v)
         return (v + (t - s)[:, None] * dF).detach()
 
     return {"targets": {"meanflow": target}}
@@ -45,7 +42,7 @@ def sign_of_t_minus_s():
 )
 def tangents_on_s():
     def target(net, x, t, s, v):
-        _, dF = _jvp(net, x, t, s, (v, _zeros(t), _ones(s)))
+        dF = _jvp(net, x, t, s, (v, torch.zeros_like(t), torch.ones_like(s)))
         return (v - (t - s)[:, None] * dF).detach()
 
     return {"targets": {"meanflow": target}}
@@ -58,7 +55,7 @@ def tangents_on_s():
 )
 def t_and_s_swapped_at_network():
     def target(net, x, t, s, v):
-        _, dF = _jvp(lambda a, b, c: net(a, c, b), x, t, s, (v, _ones(t), _zeros(s)))
+        dF = _total_derivative(lambda a, b, c: net(a, c, b), x, t, s, v)
         return (v - (t - s)[:, None] * dF).detach()
 
     return {"targets": {"meanflow": target}}
@@ -75,7 +72,7 @@ def t_and_s_swapped_at_network():
 def no_grad_as_stop_gradient():
     def target(net, x, t, s, v):
         with torch.no_grad():
-            _, dF = _jvp(net, x, t, s, (v, _ones(t), _zeros(s)))
+            dF = _total_derivative(net, x, t, s, v)
             return v - (t - s)[:, None] * dF
 
     return {"targets": {"meanflow": target}}
@@ -88,7 +85,7 @@ def no_grad_as_stop_gradient():
 )
 def no_stop_gradient():
     def target(net, x, t, s, v):
-        _, dF = _jvp(net, x, t, s, (v, _ones(t), _zeros(s)))
+        dF = _total_derivative(net, x, t, s, v)
         return v - (t - s)[:, None] * dF
 
     return {"targets": {"meanflow": target}}
@@ -101,7 +98,7 @@ def no_stop_gradient():
 )
 def missing_t_minus_s_factor():
     def target(net, x, t, s, v):
-        _, dF = _jvp(net, x, t, s, (v, _ones(t), _zeros(s)))
+        dF = _total_derivative(net, x, t, s, v)
         return (v - dF).detach()
 
     return {"targets": {"meanflow": target}}
@@ -114,7 +111,7 @@ def missing_t_minus_s_factor():
 )
 def partial_instead_of_total_derivative():
     def target(net, x, t, s, v):
-        _, dF = _jvp(net, x, t, s, (torch.zeros_like(v), _ones(t), _zeros(s)))
+        dF = _jvp(net, x, t, s, (torch.zeros_like(v), torch.ones_like(t), torch.zeros_like(s)))
         return (v - (t - s)[:, None] * dF).detach()
 
     return {"targets": {"meanflow": target}}
@@ -129,7 +126,7 @@ def velocity_x0_minus_x1():
     def loss(net, data, noise, t, s):
         x = (1 - t)[:, None] * data + t[:, None] * noise
         v = data - noise
-        out, dF = _jvp(net, x, t, s, (v, _ones(t), _zeros(s)))
+        out, dF = torch.func.jvp(net, (x, t, s), (v, torch.ones_like(t), torch.zeros_like(s)))
         target = (v - (t - s)[:, None] * dF).detach()
         return (out - target).pow(2).sum(dim=1).mean()
 

@@ -1,6 +1,8 @@
-"""SplitMeanFlow and Shortcut mutants."""
+"""SplitMeanFlow and Shortcut mutants: each is the reference target with one step written wrong."""
 
 from __future__ import annotations
+
+from functools import partial
 
 import torch
 
@@ -11,6 +13,19 @@ def _c(t):
     return t[:, None]
 
 
+def _split(net, x, t, s, r, *, x_r_sign=-1.0, f_rs_at_x_t=False, swap=False, normalise=True):
+    """The split target ``[(t - r) F(x_t, t, r) + (r - s) F(x_r, r, s)] / (t - s)`` (``F`` at
+    ``s = t``), stop-gradiented, with one of its steps optionally written wrong."""
+    f_tr = net(x, t, r)
+    x_r = x if f_rs_at_x_t else x + x_r_sign * _c(t - r) * f_tr
+    f_rs = net(x_r, r, s)
+    w_tr, w_rs = (r - s, t - r) if swap else (t - r, r - s)
+    out = _c(w_tr) * f_tr + _c(w_rs) * f_rs
+    if normalise:
+        out = out / _c(torch.where(t == s, torch.ones_like(t), t - s))
+    return torch.where(_c(t == s), net(x, t, s), out).detach()
+
+
 @mutant(
     "split.f_rs_at_x_t",
     objective="split",
@@ -18,13 +33,7 @@ def _c(t):
     "(the seed writes the split rule without arguments)",
 )
 def split_f_rs_at_x_t():
-    def target(net, x, t, s, r):
-        f_tr, f_rs = net(x, t, r), net(x, r, s)
-        gap = torch.where(t == s, torch.ones_like(t), t - s)
-        out = (_c(t - r) * f_tr + _c(r - s) * f_rs) / _c(gap)
-        return torch.where(_c(t == s), net(x, t, s), out).detach()
-
-    return {"targets": {"split": target}}
+    return {"targets": {"split": partial(_split, f_rs_at_x_t=True)}}
 
 
 @mutant(
@@ -33,15 +42,7 @@ def split_f_rs_at_x_t():
     description="interval weights swapped: (r - s) F_{t->r} + (t - r) F_{r->s}",
 )
 def split_weights_swapped():
-    def target(net, x, t, s, r):
-        f_tr = net(x, t, r)
-        x_r = x - _c(t - r) * f_tr
-        f_rs = net(x_r, r, s)
-        gap = torch.where(t == s, torch.ones_like(t), t - s)
-        out = (_c(r - s) * f_tr + _c(t - r) * f_rs) / _c(gap)
-        return torch.where(_c(t == s), net(x, t, s), out).detach()
-
-    return {"targets": {"split": target}}
+    return {"targets": {"split": partial(_split, swap=True)}}
 
 
 @mutant(
@@ -50,15 +51,7 @@ def split_weights_swapped():
     description="x_r = x_t + (t - r) F(x_t, t, r): the intermediate step taken towards noise",
 )
 def split_x_r_wrong_direction():
-    def target(net, x, t, s, r):
-        f_tr = net(x, t, r)
-        x_r = x + _c(t - r) * f_tr
-        f_rs = net(x_r, r, s)
-        gap = torch.where(t == s, torch.ones_like(t), t - s)
-        out = (_c(t - r) * f_tr + _c(r - s) * f_rs) / _c(gap)
-        return torch.where(_c(t == s), net(x, t, s), out).detach()
-
-    return {"targets": {"split": target}}
+    return {"targets": {"split": partial(_split, x_r_sign=1.0)}}
 
 
 @mutant(
@@ -67,20 +60,15 @@ def split_x_r_wrong_direction():
     description="the split target not divided by (t - s): a displacement, not an average velocity",
 )
 def split_not_normalised():
-    def target(net, x, t, s, r):
-        f_tr = net(x, t, r)
-        x_r = x - _c(t - r) * f_tr
-        f_rs = net(x_r, r, s)
-        out = _c(t - r) * f_tr + _c(r - s) * f_rs
-        return torch.where(_c(t == s), net(x, t, s), out).detach()
-
-    return {"targets": {"split": target}}
+    return {"targets": {"split": partial(_split, normalise=False)}}
 
 
-def _shortcut(net, x, t, s, *, m_of, second_at_x_m=True, average=True):
+def _shortcut(net, x, t, s, *, m_of=lambda t, s: 0.5 * (t + s), at_x_m=True, average=True):
+    """The velocity-space Shortcut target ``(F(x_t, t, m) + F(x_m, m, s)) / 2``, stop-gradiented,
+    with one of its steps optionally written wrong."""
     m = m_of(t, s)
     f1 = net(x, t, m)
-    x_m = x - _c(t - m) * f1 if second_at_x_m else x
+    x_m = x - _c(t - m) * f1 if at_x_m else x
     f2 = net(x_m, m, s)
     return ((0.5 if average else 1.0) * (f1 + f2)).detach()
 
@@ -91,10 +79,7 @@ def _shortcut(net, x, t, s, *, m_of, second_at_x_m=True, average=True):
     description="the second half step evaluated at x_t instead of the midpoint x_m",
 )
 def shortcut_second_half_at_x_t():
-    def target(net, x, t, s):
-        return _shortcut(net, x, t, s, m_of=lambda t, s: 0.5 * (t + s), second_at_x_m=False)
-
-    return {"targets": {"shortcut": target}}
+    return {"targets": {"shortcut": partial(_shortcut, at_x_m=False)}}
 
 
 @mutant(
@@ -103,10 +88,7 @@ def shortcut_second_half_at_x_t():
     description="the two half-step velocities summed instead of averaged",
 )
 def shortcut_sum_not_average():
-    def target(net, x, t, s):
-        return _shortcut(net, x, t, s, m_of=lambda t, s: 0.5 * (t + s), average=False)
-
-    return {"targets": {"shortcut": target}}
+    return {"targets": {"shortcut": partial(_shortcut, average=False)}}
 
 
 @mutant(
@@ -115,7 +97,4 @@ def shortcut_sum_not_average():
     description="midpoint m = (t - s) / 2: half the step size used as a time",
 )
 def shortcut_midpoint_from_step_size():
-    def target(net, x, t, s):
-        return _shortcut(net, x, t, s, m_of=lambda t, s: 0.5 * (t - s))
-
-    return {"targets": {"shortcut": target}}
+    return {"targets": {"shortcut": partial(_shortcut, m_of=lambda t, s: 0.5 * (t - s))}}
