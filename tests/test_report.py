@@ -70,3 +70,15 @@ def test_every_section_module_exists():
     for name in SECTIONS:
         module = importlib.import_module(f"flowmap_oracle.reports.{name}_section")
         assert callable(getattr(module, f"add_{name}_section"))
+
+
+def test_table_columns_short_ones_keep_their_width_long_ones_wrap():
+    from flowmap_oracle.reports.document import _column_widths
+
+    narrow = _column_widths([["ring8", "1e-3"]], ["preset", "err"], 400.0)
+    assert sum(narrow) < 400.0  # a table that fits is not stretched
+    long_text = "x" * 300
+    widths = _column_widths([["killed", long_text]], ["result", "the bug"], 400.0)
+    assert abs(sum(widths) - 400.0) < 1e-9
+    assert widths[0] == _column_widths([["killed"]], ["result"], 400.0)[0]
+    assert widths[1] > 10 * widths[0]

@@ -17,6 +17,33 @@ from xml.sax.saxutils import escape
 __all__ = ["ReportDocument", "render_formula_png"]
 
 
+def _column_widths(
+    rows: list[list[str]], header: list[str] | None, total: float
+) -> list[float] | None:
+    """Column widths in points. A table that fits keeps its natural widths; otherwise the widths
+    sum to ``total``: a column whose longest cell fits its fair share
+    keeps its natural width (short numeric columns stay on one line); the remaining width is
+    shared by the long text columns in proportion to their longest cell, where they wrap."""
+    table = ([header] if header else []) + [list(map(str, r)) for r in rows]
+    if not table:
+        return None
+    n = max(len(r) for r in table)
+    longest = [max((len(str(r[j])) for r in table if j < len(r)), default=1) for j in range(n)]
+    # 8 pt Helvetica averages about 4.6 pt per character; 12 pt covers the cell padding.
+    natural = [min(length, 80) * 4.6 + 12 for length in longest]
+    if sum(natural) <= total:
+        return natural
+    fixed: set[int] = set()
+    while True:
+        rest = [j for j in range(n) if j not in fixed]
+        room = total - sum(natural[j] for j in fixed)
+        fits = {j for j in rest if natural[j] <= room / len(rest)}
+        if not fits:
+            scale = room / sum(natural[j] for j in rest)
+            return [natural[j] if j in fixed else natural[j] * scale for j in range(n)]
+        fixed |= fits
+
+
 def render_formula_png(latex: str, *, fontsize: int = 12, dpi: int = 200) -> bytes:
     """Render ``latex`` (math mode, without surrounding ``$``) to PNG bytes with mathtext.
 
@@ -103,7 +130,12 @@ class ReportDocument:
         if header:
             bold = cell.clone("head", fontName="Helvetica-Bold")
             data.insert(0, [Paragraph(escape(h), bold) for h in header])
-        tbl = Table(data, repeatRows=1 if header else 0, hAlign="LEFT")
+        tbl = Table(
+            data,
+            colWidths=_column_widths(rows, header, self.text_width),
+            repeatRows=1 if header else 0,
+            hAlign="LEFT",
+        )
         style = [
             ("GRID", (0, 0), (-1, -1), 0.25, colors.grey),
             ("VALIGN", (0, 0), (-1, -1), "TOP"),
