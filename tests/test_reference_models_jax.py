@@ -83,6 +83,8 @@ def test_jax_backend_validates_its_input():
         JaxTeacher(teacher).velocity(np.zeros((3, 4)), 0.5)
     with pytest.raises(ValueError, match="solver must be one of"):
         JaxFlowMap(teacher, solver="euler")
+    with pytest.raises(ValueError, match="atol must be a number in"):
+        JaxFlowMap(teacher, atol=1.5)
     with pytest.raises(ValueError, match=r"t must be finite and lie in \[0, 1\]"):
         JaxFlowMap(teacher).solve(np.zeros((2, 2)), 1.5, 0.0)
     with pytest.raises(TypeError, match="GaussianMixtureTeacher"):

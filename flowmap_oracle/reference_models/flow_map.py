@@ -53,7 +53,7 @@ from torch import Tensor
 
 from .gmm import GaussianMixtureTeacher
 from .ode import integrate
-from .paths import _as_column
+from .paths import DividedDifferences, PathCoefficients, _as_column
 
 __all__ = ["ExactFlowMap", "FlowMapSolution", "NoiseDataCoupling"]
 
@@ -110,6 +110,40 @@ class NoiseDataCoupling:
     source: str
 
 
+def _check_tolerances(**tolerances: float) -> None:
+    """Require each named ODE tolerance (``rtol``, ``atol``) to be a number in ``(0, 1)``."""
+    for name, val in tolerances.items():
+        if not isinstance(val, (int, float)) or not (0 < val < 1):
+            raise ValueError(f"{name} must be a number in (0, 1), got {val!r}")
+
+
+@dataclass(frozen=True)
+class _OneGaussian:
+    """The closed-form flow map's time factors for a one-component teacher (module docstring):
+    schedules ``ct``, ``cs`` at t and s, divided differences ``dd``, eigenvalues ``c_t`` of
+    ``C(t)``, ``dc = c[t,s]``, ``r = sqrt(c_s / c_t)`` and ``gain = c[t,s] / (c_t (1 + r))``,
+    the eigenvalues of ``J_x F*``."""
+
+    ct: PathCoefficients
+    cs: PathCoefficients
+    dd: DividedDifferences
+    c_t: Tensor
+    dc: Tensor
+    r: Tensor
+    gain: Tensor
+
+    @classmethod
+    def at(cls, teacher: GaussianMixtureTeacher, t: Tensor, s: Tensor) -> _OneGaussian:
+        path, lam = teacher.path, teacher.mixture.eigvals[0]
+        ct, cs = path.schedule(t), path.schedule(s)
+        dd = path.divided_differences(t, s)
+        c_t = ct.alpha**2 * lam + ct.beta**2
+        c_s = cs.alpha**2 * lam + cs.beta**2
+        dc = lam * (ct.alpha + cs.alpha) * dd.alpha_ts + (ct.beta + cs.beta) * dd.beta_ts
+        r = (c_s / c_t).sqrt()
+        return cls(ct, cs, dd, c_t, dc, r, dc / (c_t * (1 + r)))
+
+
 @dataclass(frozen=True, eq=False)
 class ExactFlowMap:
     """The exact flow map of a :class:`GaussianMixtureTeacher` (formulas in the module docstring).
@@ -142,10 +176,7 @@ class ExactFlowMap:
             )
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of {METHODS}")
-        for name in ("rtol", "atol"):
-            val = getattr(self, name)
-            if not isinstance(val, (int, float)) or not (0 < val < 1):
-                raise ValueError(f"{name} must be a number in (0, 1), got {val!r}")
+        _check_tolerances(rtol=self.rtol, atol=self.atol)
         for name in ("max_steps", "chunk_size"):
             val = getattr(self, name)
             if name == "chunk_size" and val is None:
@@ -220,15 +251,8 @@ class ExactFlowMap:
 
     def _closed_form_jacobian(self, t: Tensor, s: Tensor, w: Tensor) -> Tensor:
         """``J_x F* w`` for one Gaussian: ``Q diag(c[t,s] / (c_t (1 + r))) Q^T w``."""
-        mix, path = self.teacher.mixture, self.teacher.path
-        lam, q = mix.eigvals[0], mix.eigvecs[0]
-        ct, cs = path.schedule(t), path.schedule(s)
-        dd = path.divided_differences(t, s)
-        c_t = ct.alpha**2 * lam + ct.beta**2
-        c_s = cs.alpha**2 * lam + cs.beta**2
-        dc = lam * (ct.alpha + cs.alpha) * dd.alpha_ts + (ct.beta + cs.beta) * dd.beta_ts
-        r = (c_s / c_t).sqrt()
-        return ((w @ q) * (dc / (c_t * (1 + r)))) @ q.T
+        q = self.teacher.mixture.eigvecs[0]
+        return ((w @ q) * _OneGaussian.at(self.teacher, t, s).gain) @ q.T
 
     def meanflow_target(self, x: Tensor, t: Tensor | float, s: Tensor | float) -> Tensor:
         """Return the exact MeanFlow target ``F_tgt = v(x, t) - (t - s) D_t F*(x, t, s)`` with the
@@ -311,17 +335,13 @@ class ExactFlowMap:
     def _solve_closed_form(
         self, x: Tensor, t: Tensor, s: Tensor, derivatives: bool
     ) -> FlowMapSolution:
-        mix, path = self.teacher.mixture, self.teacher.path
+        mix = self.teacher.mixture
         mu, lam, q = mix.means[0], mix.eigvals[0], mix.eigvecs[0]
-        ct, cs = path.schedule(t), path.schedule(s)
-        dd = path.divided_differences(t, s)
-        c_t = ct.alpha**2 * lam + ct.beta**2
-        c_s = cs.alpha**2 * lam + cs.beta**2
-        dc = lam * (ct.alpha + cs.alpha) * dd.alpha_ts + (ct.beta + cs.beta) * dd.beta_ts
-        r = (c_s / c_t).sqrt()
+        g = _OneGaussian.at(self.teacher, t, s)
+        ct, cs, dd, c_t, dc, r = g.ct, g.cs, g.dd, g.c_t, g.dc, g.r
         y = (x - ct.alpha * mu) @ q  # eigen-coordinates of x - alpha_t mu
         x_s = cs.alpha * mu + (r * y) @ q.T
-        avg = dd.alpha_ts * mu + (dc / (c_t * (1 + r)) * y) @ q.T
+        avg = dd.alpha_ts * mu + (g.gain * y) @ q.T
         zero = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         if not derivatives:
             return FlowMapSolution(x_s, avg, 0, "closed_form", zero)

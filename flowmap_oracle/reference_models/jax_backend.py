@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .flow_map import _check_tolerances
 from .gmm import GaussianMixtureTeacher
 
 try:  # optional dependency
@@ -227,10 +228,7 @@ class JaxFlowMap:
         object.__setattr__(self, "_jt", jt)
         if self.solver not in _SOLVERS:
             raise ValueError(f"solver must be one of {_SOLVERS}, got {self.solver!r}")
-        for name in ("rtol", "atol"):
-            val = getattr(self, name)
-            if not isinstance(val, (int, float)) or not (0 < val < 1):
-                raise ValueError(f"{name} must be a number in (0, 1), got {val!r}")
+        _check_tolerances(rtol=self.rtol, atol=self.atol)
 
     def _solver(self) -> Any:
         return {"dopri8": diffrax.Dopri8, "dopri5": diffrax.Dopri5, "tsit5": diffrax.Tsit5}[
