@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 from ._registry import mutant
@@ -15,19 +17,22 @@ def _to_data(net, x, t):
     return x - _c(t) * net(x, t, torch.zeros_like(t))
 
 
+def _ct(net, data, noise, t, t_prev, *, step=-1.0, detach=True):
+    """Consistency training ``||f(x_t, t, 0) - sg(f(x_t', t', 0))||^2`` with the earlier point
+    ``x_t' = x_t - (t - t') (x1 - x0)``; the step's sign and the stop-gradient can be changed."""
+    x = (1 - _c(t)) * data + _c(t) * noise
+    x_prev = x + step * _c(t - t_prev) * (noise - data)
+    target = _to_data(net, x_prev, t_prev)
+    return (_to_data(net, x, t) - (target.detach() if detach else target)).pow(2).sum(1).mean()
+
+
 @mutant(
     "cm.step_wrong_direction",
     objective="cm",
     description="the neighbour x_t + dt (x1 - x0): a consistency step in the wrong direction",
 )
 def cm_step_wrong_direction():
-    def loss(net, data, noise, t, t_prev):
-        x = (1 - _c(t)) * data + _c(t) * noise
-        x_prev = x + _c(t - t_prev) * (noise - data)
-        target = _to_data(net, x_prev, t_prev).detach()
-        return (_to_data(net, x, t) - target).pow(2).sum(dim=1).mean()
-
-    return {"losses": {"cm": loss}}
+    return {"losses": {"cm": partial(_ct, step=1.0)}}
 
 
 @mutant(
@@ -36,12 +41,7 @@ def cm_step_wrong_direction():
     description="the target f(x_t', t', 0) not stop-gradiented (the loss pulls both ends)",
 )
 def cm_target_not_detached():
-    def loss(net, data, noise, t, t_prev):
-        x = (1 - _c(t)) * data + _c(t) * noise
-        x_prev = (1 - _c(t_prev)) * data + _c(t_prev) * noise
-        return (_to_data(net, x, t) - _to_data(net, x_prev, t_prev)).pow(2).sum(dim=1).mean()
-
-    return {"losses": {"cm": loss}}
+    return {"losses": {"cm": partial(_ct, detach=False)}}
 
 
 @mutant(

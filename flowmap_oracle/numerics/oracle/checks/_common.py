@@ -41,6 +41,7 @@ __all__ = [
     "register_target_checks",
     "regression_in_user_units",
     "surrogate_in_user_units",
+    "target_inputs",
     "user_gradients",
     "user_target",
 ]
@@ -58,6 +59,13 @@ def call_target(
     """Call the implementation's ``objective`` target with user-side ``args``; float64 result."""
     out = ctx.call(f"{objective} target", ctx.function(objective, "target"), *args)
     return ctx.to_ours(out, name=f"the {objective} target", shape=shape)
+
+
+def target_inputs(ctx: CheckContext, x: Tensor, t: Tensor, *times: Tensor, v=None) -> list[Any]:
+    """``[x, t, *times[, v]]`` in the implementation's conventions: a target protocol's arguments
+    after the network (``v``, the velocity at ``(x, t)``, only where given)."""
+    args = [ctx.user_points(x, t), ctx.user_times(t), *(ctx.user_times(a) for a in times)]
+    return args if v is None else [*args, ctx.user_velocity(v, x, t)]
 
 
 def user_target(
@@ -78,11 +86,8 @@ def user_target(
     ``with_end=False`` omits ``s`` from the call (FACM's target at ``s = 0``). The result is
     converted at ``(t, s)`` with the target ``kind``.
     """
-    args = [ctx.user_network(net), ctx.user_points(x, t), ctx.user_times(t)]
     times = ([s] if with_end else []) + list(extra_times)
-    args += [ctx.user_times(a) for a in times]
-    if v is not None:
-        args.append(ctx.user_velocity(v, x, t))
+    args = [ctx.user_network(net), *target_inputs(ctx, x, t, *times, v=v)]
     N_tgt = call_target(ctx, objective, args, tuple(x.shape))
     return ctx.target_to_ours(N_tgt, our_value(net, x, t, s), x, t, s, kind)
 

@@ -26,6 +26,7 @@ from ._common import (
     compare_loss,
     loss_inputs,
     surrogate_in_user_units,
+    target_inputs,
 )
 
 NEEDS_T = "the continuous consistency tangent differentiates f_{t->0} in t"
@@ -66,12 +67,7 @@ def cm_loss(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
 
 def _scm_target(ctx: CheckContext, net, b, v) -> torch.Tensor:
     """The implementation's tangent ``d f_{t->0} / d tau`` times ``tau'(t)``: ours."""
-    args = [
-        ctx.user_network(net),
-        ctx.user_points(b.x, b.t),
-        ctx.user_times(b.t),
-        ctx.user_velocity(v, b.x, b.t),
-    ]
+    args = [ctx.user_network(net), *target_inputs(ctx, b.x, b.t, v=v)]
     return ctx.adapter.tau_dot(b.t)[:, None] * call_target(ctx, "scm", args, tuple(b.x.shape))
 
 
@@ -137,8 +133,7 @@ def scm_exact(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
 def scm_stop_gradient(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
     ctx.require_continuous_steps(NEEDS_T)
     b = ctx.batch(case, space)
-    v = ctx.teacher.velocity(b.x, b.t)
-    args = [ctx.user_points(b.x, b.t), ctx.user_times(b.t), ctx.user_velocity(v, b.x, b.t)]
+    args = target_inputs(ctx, b.x, b.t, v=ctx.teacher.velocity(b.x, b.t))
     assert_stop_gradient(ctx, "scm", ctx.random_network(case.seed + 61), args)
 
 

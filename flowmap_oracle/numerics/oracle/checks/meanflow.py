@@ -25,6 +25,7 @@ from ._common import (
     loss_inputs,
     register_target_checks,
     regression_in_user_units,
+    target_inputs,
     user_target,
 )
 
@@ -97,13 +98,7 @@ def target_conditional_velocity(ctx: CheckContext, case: Case, space: CaseSpace)
 def target_stop_gradient(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
     ctx.require_continuous_steps(NEEDS_T)
     b = ctx.batch(case, space)
-    v = ctx.teacher.velocity(b.x, b.t)
-    args = [
-        ctx.user_points(b.x, b.t),
-        ctx.user_times(b.t),
-        ctx.user_times(b.s),
-        ctx.user_velocity(v, b.x, b.t),
-    ]
+    args = target_inputs(ctx, b.x, b.t, b.s, v=ctx.teacher.velocity(b.x, b.t))
     assert_stop_gradient(ctx, OBJECTIVE, ctx.random_network(case.seed + 2), args)
 
 
