@@ -201,30 +201,25 @@ def _rejection_text(tw) -> str:
     return f"Symbolic: {one(tw.symbolic)}. Numeric: {one(tw.numeric)}."
 
 
-def _short_method(method: str) -> str:
-    for key, short in (
-        ("series limit", "series limit"),
-        ("integration", "exact integration"),
-        ("set algebra", "exact set algebra"),
-        ("Gaussian integrals", "exact integrals"),
-    ):
-        if key in method:
-            return short
-    return "exact simplification"
+_SYMBOLIC_KINDS = (
+    ("series limit", "series limit"),
+    ("integration", "exact integration"),
+    ("set algebra", "exact set algebra"),
+    ("Gaussian integrals", "exact integrals"),
+)
+_NUMERIC_KINDS = (
+    ("random exact flow", "random exact flow"),
+    ("random smooth", "random smooth functions"),
+    ("quadrature", "quadrature"),
+    ("discrete laws", "exact discrete laws"),
+    ("numerical d_t p", "numerical derivatives"),
+    ("schedule", "concrete schedules"),
+)
 
 
-def _numeric_kind(method: str) -> str:
-    for key, short in (
-        ("random exact flow", "random exact flow"),
-        ("random smooth", "random smooth functions"),
-        ("quadrature", "quadrature"),
-        ("discrete laws", "exact discrete laws"),
-        ("numerical d_t p", "numerical derivatives"),
-        ("schedule", "concrete schedules"),
-    ):
-        if key in method:
-            return short
-    return "random points"
+def _kind(method: str, kinds: tuple[tuple[str, str], ...], default: str) -> str:
+    """The short name of the first key of ``kinds`` found in a check's ``method`` text."""
+    return next((short for key, short in kinds if key in method), default)
 
 
 def _summary_table(doc: ReportDocument, results: list[tuple[Identity, CheckResult]]) -> None:
@@ -235,8 +230,8 @@ def _summary_table(doc: ReportDocument, results: list[tuple[Identity, CheckResul
                 ident.id,
                 res.status,
                 f"{sum(t.rejected for t in res.twins)}/{len(res.twins)}",
-                _short_method(res.symbolic.method),
-                _numeric_kind(res.numeric.method),
+                _kind(res.symbolic.method, _SYMBOLIC_KINDS, "exact simplification"),
+                _kind(res.numeric.method, _NUMERIC_KINDS, "random points"),
                 _fmt(res.residual),
                 f"{res.seconds:.1f}",
             ]
