@@ -163,6 +163,29 @@ def test_taylor_residuals_of_a_known_series():
     assert any(sp.simplify(r) != 0 for r in _core.taylor_residuals(e, h, 0, 1))
 
 
+def test_limit_checks_accept_the_claimed_order_and_reject_others():
+    """``h sin(x) + h^2 x = h sin(x) + O(h^2)``: both checks pass; a wrong order or a wrong
+    coefficient fails both."""
+    h, x = sp.symbols("h x", real=True)
+    expr = h * sp.sin(x) + h**2 * x
+    points = [(0.3,), (1.2,)]
+    assert _core.symbolic_limit((expr, 1, sp.sin(x)), h, method="m").passed
+    assert _core.numeric_limit((expr, 1, sp.sin(x)), [x], h, points, method="m").passed
+    for wrong in ((expr, 0, sp.sin(x)), (expr, 1, sp.cos(x))):
+        assert not _core.symbolic_limit(wrong, h, method="m").passed
+        assert not _core.numeric_limit(wrong, [x], h, points, method="m").passed
+
+
+def test_flow_points_keep_the_times_apart_in_the_requested_order():
+    for p in _core.flow_points(1, n_times=3, ordered=True, extra=[(-1, 1)], n=20):
+        assert len(p) == 6 and p[2] - p[3] > 0.05 and p[3] - p[4] > 0.05
+        assert all(abs(c) <= 1.5 for c in p[:2]) and abs(p[5]) <= 1
+    either = _core.flow_points(1, n=40)
+    assert all(abs(p[2] - p[3]) > 0.05 for p in either)
+    assert any(p[2] < p[3] for p in either) and any(p[2] > p[3] for p in either)
+    assert either == _core.flow_points(1, n=40)  # reproducible
+
+
 # --------------------------------------------------------------------------- test functions
 
 

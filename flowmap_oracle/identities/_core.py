@@ -45,13 +45,16 @@ __all__ = [
     "TwinResult",
     "all_identities",
     "display_latex",
+    "flow_points",
     "get",
     "jets",
+    "numeric_limit",
     "numeric_values",
     "numeric_zero",
     "random_points",
     "register",
     "seed_of",
+    "symbolic_limit",
     "symbolic_true",
     "symbolic_zero",
     "taylor_residuals",
@@ -536,6 +539,30 @@ def random_points(
     raise RuntimeError(f"could not draw {n} points satisfying the constraint from {ranges}")
 
 
+def flow_points(
+    seed: int,
+    *,
+    n_times: int = 2,
+    ordered: bool = False,
+    extra: Sequence[tuple[float, float]] = (),
+    n: int = 6,
+) -> list[tuple[mpmath.mpf, ...]]:
+    """``n`` random points ``(x1, x2, t_1, ..., t_k, *extra)`` for checks on flows in d = 2.
+
+    ``x`` is uniform in ``[-1.5, 1.5]^2``; the ``k = n_times`` times are uniform in ``[0, 1]``
+    with consecutive ones at least 0.05 apart (``ordered``: decreasing, ``t > r > s``; else in
+    either order); the ``extra`` coordinates (e.g. parameters ``theta``) are uniform in their
+    ranges. Reproducible from ``seed`` (:func:`random_points`).
+    """
+
+    def accept(p: tuple[float, ...]) -> bool:
+        gaps = [p[2 + i] - p[3 + i] for i in range(n_times - 1)]
+        return all((g if ordered else abs(g)) > 0.05 for g in gaps)
+
+    ranges = [(-1.5, 1.5), (-1.5, 1.5), *[(0, 1)] * n_times, *extra]
+    return random_points(seed, ranges, n=n, accept=accept)
+
+
 def seed_of(identity_id: str) -> int:
     """The seed of an identity's random points and functions (stable per id)."""
     return zlib.crc32(identity_id.encode())
@@ -551,6 +578,42 @@ def taylor_residuals(expr: Any, h: sp.Symbol, order: int, coefficient: Any) -> l
     top = sp.diff(expr, h, order).subs(h, 0).doit() if order else expr.subs(h, 0).doit()
     out.append(top / sp.factorial(order) - coefficient)
     return out
+
+
+Expansion = tuple[Any, int, Any]
+"""A series-limit claim ``(expr, order, coefficient)``: ``expr(h) = h^order coefficient +
+O(h^(order+1))`` as ``h -> 0``."""
+
+
+def symbolic_limit(
+    expansion: Expansion, h: sp.Symbol, *, method: str, start: float | None = None
+) -> MethodResult:
+    """Check a series-limit claim exactly: its :func:`taylor_residuals` simplify to 0."""
+    expr, order, coefficient = expansion
+    return symbolic_zero(taylor_residuals(expr, h, order, coefficient), method=method, start=start)
+
+
+def numeric_limit(
+    expansion: Expansion,
+    symbols: Sequence[sp.Symbol],
+    h: sp.Symbol,
+    points: Iterable[Sequence[Any]],
+    *,
+    method: str,
+    start: float | None = None,
+) -> MethodResult:
+    """Check a series-limit claim numerically: ``expr / h^order - coefficient`` at the
+    ``points`` (coordinates of ``symbols``) with ``h =`` :data:`LIMIT_STEP`, to within
+    :data:`LIMIT_TOL`."""
+    expr, order, coefficient = expansion
+    return numeric_zero(
+        expr / h**order - coefficient,
+        [*symbols, h],
+        [(*p, LIMIT_STEP) for p in points],
+        tol=LIMIT_TOL,
+        method=method,
+        start=start,
+    )
 
 
 # --------------------------------------------------------------------------- display

@@ -15,6 +15,9 @@ ones or exact flows (numeric checks).
   ``x_t = alpha(t) x0 + beta(t) x1``: marginal velocity by Gaussian conditioning and the exact flow
   map ``Phi_{t->s}(x) = alpha_s mu + sqrt(c_s / c_t) (x - alpha_t mu)``, ``c = alpha^2 lam + beta^2``.
 * :func:`riccati_flow` is the nonlinear 1-D flow of ``v = x^2``: ``Phi_{t->s}(x) = x/(1-(s-t)x)``.
+
+:func:`symbolic_on_exact_flows` and :func:`numeric_on_random_exact_flow` check a claim that holds
+for every exact flow on these flows.
 """
 
 from __future__ import annotations
@@ -22,11 +25,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import sympy as sp
 
-from ._notation import THETA_MINUS, theta
+from . import _core
+from ._core import MethodResult
+from ._notation import THETA_MINUS, X, theta
 
 __all__ = [
     "FLOW_SEED",
@@ -36,12 +42,14 @@ __all__ = [
     "abstract",
     "gaussian_teacher_1d",
     "jvp",
+    "numeric_on_random_exact_flow",
     "random_exact_flow",
     "random_rational",
     "random_smooth",
     "random_vector_function",
     "riccati_flow",
     "sg_gradient",
+    "symbolic_on_exact_flows",
 ]
 
 
@@ -308,4 +316,44 @@ def riccati_flow() -> ExactFlow:
         name="Riccati flow v = x^2",
         flow_map=VectorFunction((x, t, s), sp.Matrix([x / (1 - (s - t) * x)])),
         velocity=VectorFunction((x, t), sp.Matrix([x**2])),
+    )
+
+
+def symbolic_on_exact_flows(
+    residual: Callable[[ExactFlow, sp.Matrix], Any], *, start: float
+) -> MethodResult:
+    """Exact simplification of ``residual(flow, x)`` (``x`` a 1-D symbol) on two exact flows
+    with symbolic parameters: the Riccati flow of ``v = x^2`` and the 1-D Gaussian teacher on an
+    abstract path ``alpha(t), beta(t)``."""
+    x = sp.Matrix([sp.Symbol("x", real=True)])
+    return _core.symbolic_zero(
+        [residual(riccati_flow(), x), residual(gaussian_teacher_1d().exact_flow(), x)],
+        method="exact simplification on the Riccati flow and the Gaussian teacher (abstract path)",
+        start=start,
+    )
+
+
+def numeric_on_random_exact_flow(
+    residual: Callable[[ExactFlow], Any],
+    times: Sequence[sp.Symbol],
+    *,
+    seed: int,
+    ordered: bool = False,
+    note: str = "",
+    start: float,
+) -> MethodResult:
+    """``residual(flow)`` (free symbols ``X`` and ``times``) on :func:`random_exact_flow`, at the
+    points :func:`~._core.flow_points` draws for ``seed`` (times decreasing when ``ordered``);
+    ``note`` is appended to the method's name."""
+    points = _core.flow_points(seed, n_times=len(times), ordered=ordered)
+    names = (" > " if ordered else ", ").join(map(str, times))
+    return _core.numeric_zero(
+        residual(random_exact_flow()),
+        [*X, *times],
+        points,
+        method=(
+            f"numeric at {len(points)} random points (x, {names}), mpmath {_core.NUMERIC_DPS} "
+            f"digits, random exact flow (d=2){note}"
+        ),
+        start=start,
     )

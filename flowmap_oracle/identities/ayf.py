@@ -29,11 +29,10 @@ from ._core import Claim, Identity, MethodResult, Step, register
 from ._functions import (
     VectorFunction,
     abstract,
-    gaussian_teacher_1d,
-    random_exact_flow,
+    numeric_on_random_exact_flow,
     random_vector_function,
-    riccati_flow,
     sg_gradient,
+    symbolic_on_exact_flows,
 )
 from ._notation import (
     DIM,
@@ -132,20 +131,28 @@ def _random_Fv(seed: int):
     return random_vector_function(N_ARGS, DIM, rng), random_vector_function(DIM + 1, DIM, rng)
 
 
-def _points_both_orders(seed: int, n: int = 6):
-    return _core.random_points(
-        seed,
-        [(-1.5, 1.5), (-1.5, 1.5), (0, 1), (0, 1), (-1, 1), (-1, 1)],
-        n=n,
-        accept=lambda p: abs(p[2] - p[3]) > 0.05,
-    )
+def _numeric_random_Fv(identity_id: str, residual):
+    """Numeric check of ``residual(claim, F, v)`` on random smooth parametric ``F`` and ``v``
+    (``theta-`` set to ``theta``) at points ``(x, t, s, theta)`` with ``t`` and ``s`` in either
+    order."""
 
+    def numeric(claim: Claim) -> MethodResult:
+        start = time.perf_counter()
+        seed = _core.seed_of(identity_id)
+        F, v = _random_Fv(seed)
+        points = _core.flow_points(seed, extra=[(-1, 1), (-1, 1)])
+        return _core.numeric_zero(
+            residual(claim, F, v).xreplace(dict(zip(THETA_MINUS, theta, strict=True))),
+            [*X, t, s, *theta],
+            points,
+            method=(
+                f"numeric at {len(points)} random points (x, t, s, theta) with t > s and t < s, "
+                f"mpmath {_core.NUMERIC_DPS} digits, random smooth parametric F and v (d=2)"
+            ),
+            start=start,
+        )
 
-def _random_method(n: int) -> str:
-    return (
-        f"numeric at {n} random points (x, t, s, theta) with t > s and t < s, mpmath "
-        f"{_core.NUMERIC_DPS} digits, random smooth parametric F and v (d=2)"
-    )
+    return numeric
 
 
 def _gradient_identity_checks(identity_id: str):
@@ -162,19 +169,7 @@ def _gradient_identity_checks(identity_id: str):
             start=start,
         )
 
-    def numeric(claim: Claim) -> MethodResult:
-        start = time.perf_counter()
-        seed = _core.seed_of(identity_id)
-        F, v = _random_Fv(seed)
-        points = _points_both_orders(seed)
-        return _core.numeric_zero(
-            claim.build(F, v, X, t, s),
-            [*X, t, s, *theta],
-            points,
-            method=_random_method(len(points)),
-            start=start,
-        )
-
+    numeric = _numeric_random_Fv(identity_id, lambda claim, F, v: claim.build(F, v, X, t, s))
     return symbolic, numeric
 
 
@@ -206,20 +201,10 @@ def _symbolic_tangent(claim: Claim) -> MethodResult:
     )
 
 
-def _numeric_tangent(claim: Claim) -> MethodResult:
-    start = time.perf_counter()
-    seed = _core.seed_of(_ID_TAN)
-    F, v = _random_Fv(seed)
+def _tangent_residual(claim: Claim, F: VectorFunction, v: VectorFunction) -> sp.Matrix:
+    """``d f_{theta-}/dt = J_x f v + d_t f`` minus the claimed tangent."""
     f = _f(F, THETA_MINUS, X, t, s)
-    tangent = f.jacobian(X) * v(X, t) + f.diff(t)
-    points = _points_both_orders(seed)
-    return _core.numeric_zero(
-        (tangent - claim.build(F, v, X, t, s)).xreplace(dict(zip(THETA_MINUS, theta, strict=True))),
-        [*X, t, s, *theta],
-        points,
-        method=_random_method(len(points)),
-        start=start,
-    )
+    return f.jacobian(X) * v(X, t) + f.diff(t) - claim.build(F, v, X, t, s)
 
 
 _Ftgt = sp.Function(r"F^{\mathrm{tgt}}")
@@ -265,7 +250,7 @@ register(
             ),
         ),
         symbolic=_symbolic_tangent,
-        numeric=_numeric_tangent,
+        numeric=_numeric_random_Fv(_ID_TAN, _tangent_residual),
     )
 )
 
@@ -374,9 +359,9 @@ def _symbolic_fm(claim: Claim) -> MethodResult:
     start = time.perf_counter()
     F, v = _abstract_Fv()
     g, order, coeff = claim.build(F, v, X, t)
-    g = g.xreplace({sp.sign(h): 1})  # h > 0
-    return _core.symbolic_zero(
-        _core.taylor_residuals(g, h, order, coeff),
+    return _core.symbolic_limit(
+        (g.xreplace({sp.sign(h): 1}), order, coeff),  # h > 0
+        h,
         method="series limit in h = t - s > 0 (d=2, abstract F_theta, v)",
         start=start,
     )
@@ -386,18 +371,12 @@ def _numeric_fm(claim: Claim) -> MethodResult:
     start = time.perf_counter()
     seed = _core.seed_of(_ID_FM)
     F, v = _random_Fv(seed)
-    g, order, coeff = claim.build(F, v, X, t)
-    points = [
-        (a, b, c, d, e, _core.LIMIT_STEP)
-        for a, b, c, d, e in _core.random_points(
-            seed, [(-1.5, 1.5), (-1.5, 1.5), (0, 1), (-1, 1), (-1, 1)], n=6
-        )
-    ]
-    return _core.numeric_zero(
-        g / h**order - coeff,
-        [*X, t, *theta, h],
+    points = _core.random_points(seed, [(-1.5, 1.5), (-1.5, 1.5), (0, 1), (-1, 1), (-1, 1)], n=6)
+    return _core.numeric_limit(
+        claim.build(F, v, X, t),
+        [*X, t, *theta],
+        h,
         points,
-        tol=_core.LIMIT_TOL,
         method=(
             f"numeric at {len(points)} random points, mpmath {_core.NUMERIC_DPS} digits, "
             "random smooth F_theta and v (d=2), s = t - h with h = 1e-20"
@@ -548,40 +527,14 @@ def _lmd_condition_build(teacher_at_x_t: bool):
 
 
 def _symbolic_lmd_condition(claim: Claim) -> MethodResult:
-    """Two exact flows with symbolic parameters: the Riccati flow of ``v = x^2`` and the 1-D
-    Gaussian teacher on an abstract path ``alpha(t), beta(t)``."""
     start = time.perf_counter()
-    xx = sp.Matrix([sp.Symbol("x", real=True)])
-    res = [
-        claim.build(riccati_flow(), xx, t, s),
-        claim.build(gaussian_teacher_1d().exact_flow(), xx, t, s),
-    ]
-    return _core.symbolic_zero(
-        res,
-        method="exact simplification on the Riccati flow and the Gaussian teacher (abstract path)",
-        start=start,
-    )
+    return symbolic_on_exact_flows(lambda flow, x: claim.build(flow, x, t, s), start=start)
 
 
 def _numeric_lmd_condition(claim: Claim) -> MethodResult:
     start = time.perf_counter()
-    seed = _core.seed_of(_ID_LMDC)
-    flow = random_exact_flow()
-    points = _core.random_points(
-        seed,
-        [(-1.5, 1.5), (-1.5, 1.5), (0, 1), (0, 1)],
-        n=6,
-        accept=lambda p: abs(p[2] - p[3]) > 0.05,
-    )
-    return _core.numeric_zero(
-        claim.build(flow, X, t, s),
-        [*X, t, s],
-        points,
-        method=(
-            f"numeric at {len(points)} random points, mpmath {_core.NUMERIC_DPS} digits, "
-            "random exact flow (d=2)"
-        ),
-        start=start,
+    return numeric_on_random_exact_flow(
+        lambda flow: claim.build(flow, X, t, s), (t, s), seed=_core.seed_of(_ID_LMDC), start=start
     )
 
 

@@ -23,11 +23,10 @@ from ._functions import (
     ExactFlow,
     VectorFunction,
     abstract,
-    gaussian_teacher_1d,
-    random_exact_flow,
+    numeric_on_random_exact_flow,
     random_vector_function,
-    riccati_flow,
     sg_gradient,
+    symbolic_on_exact_flows,
 )
 from ._notation import DIM, THETA_MINUS, X, h, r, s, t, tex, theta, v_d, x_t
 
@@ -58,9 +57,9 @@ def _symbolic_dc(claim: Claim) -> MethodResult:
     start = time.perf_counter()
     f = abstract("f", _N_ARGS, DIM)
     v, w = abstract("v", DIM + 1, DIM), abstract("w", DIM + 2, DIM)
-    grad, order, coeff = claim.build(f, v, w, X, t)
-    return _core.symbolic_zero(
-        _core.taylor_residuals(grad, h, order, coeff),
+    return _core.symbolic_limit(
+        claim.build(f, v, w, X, t),
+        h,
         method="series limit in the step D (d=2, abstract f_theta, v and step remainder w)",
         start=start,
     )
@@ -72,18 +71,12 @@ def _numeric_dc(claim: Claim) -> MethodResult:
     rng = np.random.default_rng(seed)
     f = random_vector_function(_N_ARGS, DIM, rng)
     v, w = random_vector_function(DIM + 1, DIM, rng), random_vector_function(DIM + 2, DIM, rng)
-    grad, order, coeff = claim.build(f, v, w, X, t)
-    points = [
-        (*p, _core.LIMIT_STEP)
-        for p in _core.random_points(
-            seed, [(-1.5, 1.5), (-1.5, 1.5), (0.05, 1), (-1, 1), (-1, 1)], n=6
-        )
-    ]
-    return _core.numeric_zero(
-        grad / h**order - coeff,
-        [*X, t, *theta, h],
+    points = _core.random_points(seed, [(-1.5, 1.5), (-1.5, 1.5), (0.05, 1), (-1, 1), (-1, 1)], n=6)
+    return _core.numeric_limit(
+        claim.build(f, v, w, X, t),
+        [*X, t, *theta],
+        h,
         points,
-        tol=_core.LIMIT_TOL,
         method=(
             f"numeric at {len(points)} random points, mpmath {_core.NUMERIC_DPS} digits, random "
             "smooth f_theta, v, w (d=2), D = 1e-20"
@@ -188,37 +181,17 @@ def _ctm_build(solver: str):
 
 
 def _symbolic_ctm(claim: Claim) -> MethodResult:
-    """The Riccati flow of v = x^2 and the 1-D Gaussian teacher on an abstract path."""
     start = time.perf_counter()
-    xx = sp.Matrix([sp.Symbol("x", real=True)])
-    res = [
-        claim.build(riccati_flow(), xx, t, r, s),
-        claim.build(gaussian_teacher_1d().exact_flow(), xx, t, r, s),
-    ]
-    return _core.symbolic_zero(
-        res,
-        method="exact simplification on the Riccati flow and the Gaussian teacher (abstract path)",
-        start=start,
-    )
+    return symbolic_on_exact_flows(lambda flow, x: claim.build(flow, x, t, r, s), start=start)
 
 
 def _numeric_ctm(claim: Claim) -> MethodResult:
     start = time.perf_counter()
-    seed = _core.seed_of(_ID_CTM)
-    points = _core.random_points(
-        seed,
-        [(-1.5, 1.5), (-1.5, 1.5), (0, 1), (0, 1), (0, 1)],
-        n=6,
-        accept=lambda p: p[2] - p[3] > 0.05 and p[3] - p[4] > 0.05,
-    )
-    return _core.numeric_zero(
-        claim.build(random_exact_flow(), X, t, r, s),
-        [*X, t, r, s],
-        points,
-        method=(
-            f"numeric at {len(points)} random points (x, t > r > s), mpmath "
-            f"{_core.NUMERIC_DPS} digits, random exact flow (d=2)"
-        ),
+    return numeric_on_random_exact_flow(
+        lambda flow: claim.build(flow, X, t, r, s),
+        (t, r, s),
+        seed=_core.seed_of(_ID_CTM),
+        ordered=True,
         start=start,
     )
 

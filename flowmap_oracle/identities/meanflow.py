@@ -23,11 +23,13 @@ import sympy as sp
 from . import _core
 from ._core import Claim, Identity, MethodResult, Step, register
 from ._functions import (
+    ExactFlow,
     GaussianTeacher1D,
     VectorFunction,
     abstract,
     gaussian_teacher_1d,
     jvp,
+    numeric_on_random_exact_flow,
     random_exact_flow,
     random_rational,
     random_vector_function,
@@ -61,23 +63,6 @@ def meanflow_target(F: VectorFunction, v: sp.Matrix, x: sp.Matrix, t, s) -> sp.M
 
 def _abstract_F_v(d: int = DIM) -> tuple[VectorFunction, VectorFunction]:
     return abstract("F", d + 2, d), abstract("v", d + 1, d)
-
-
-def _time_points(seed: int, n: int = 6) -> list[tuple[mpmath.mpf, ...]]:
-    """Points ``(x1, x2, t, s)`` with ``t, s`` in [0, 1] in either order, ``|t - s| > 0.05``."""
-    return _core.random_points(
-        seed,
-        [(-1.5, 1.5), (-1.5, 1.5), (0, 1), (0, 1)],
-        n=n,
-        accept=lambda p: abs(p[2] - p[3]) > 0.05,
-    )
-
-
-def _exact_flow_method(n: int) -> str:
-    return (
-        f"numeric at {n} random points (x, t, s), mpmath {_core.NUMERIC_DPS} digits, "
-        "random exact flow (d=2)"
-    )
 
 
 # --------------------------------------------------------------------------- average velocity
@@ -124,7 +109,7 @@ def _numeric_average_velocity(claim: Claim) -> MethodResult:
     along = sp.lambdify([*X, t, tau], list(v(Phi(X, t, tau), tau)), "mpmath", cse=True)
     formula = sp.lambdify([*X, t, s], list(claim.build(X, Phi(X, t, s), t, s)), "mpmath", cse=True)
     vel = sp.lambdify([*X, t], list(v(X, t)), "mpmath", cse=True)
-    points = _time_points(seed, n=3)
+    points = _core.flow_points(seed, n=3)
     checks = []
     with mpmath.workdps(_core.NUMERIC_DPS):
         for a, b, tt, ss in points:
@@ -436,12 +421,11 @@ def _symbolic_identity(claim: Claim) -> MethodResult:
 def _numeric_on_exact_flow(identity_id: str):
     def numeric(claim: Claim) -> MethodResult:
         start = time.perf_counter()
-        seed = _core.seed_of(identity_id)
-        flow = random_exact_flow()
-        res = claim.build(flow.average_velocity(), flow.velocity, X, t, s)
-        points = _time_points(seed)
-        return _core.numeric_zero(
-            res, [*X, t, s], points, method=_exact_flow_method(len(points)), start=start
+        return numeric_on_random_exact_flow(
+            lambda flow: claim.build(flow.average_velocity(), flow.velocity, X, t, s),
+            (t, s),
+            seed=_core.seed_of(identity_id),
+            start=start,
         )
 
     return numeric
@@ -557,17 +541,13 @@ def _symbolic_target(claim: Claim) -> MethodResult:
 
 def _numeric_target(claim: Claim) -> MethodResult:
     start = time.perf_counter()
-    seed = _core.seed_of(_ID_TARGET)
-    flow = random_exact_flow()
-    F = flow.average_velocity()
-    res = claim.build(F, flow.velocity, X, t, s) - F(X, t, s)
-    points = _time_points(seed)
-    return _core.numeric_zero(
-        res,
-        [*X, t, s],
-        points,
-        method=_exact_flow_method(len(points)) + ": F_tgt(u*) = u*",
-        start=start,
+
+    def residual(flow: ExactFlow) -> sp.Matrix:
+        F = flow.average_velocity()
+        return claim.build(F, flow.velocity, X, t, s) - F(X, t, s)
+
+    return numeric_on_random_exact_flow(
+        residual, (t, s), seed=_core.seed_of(_ID_TARGET), note=": F_tgt(u*) = u*", start=start
     )
 
 
@@ -697,7 +677,7 @@ def _numeric_jvp(claim: Claim) -> MethodResult:
     rng = np.random.default_rng(seed)
     F = random_vector_function(DIM + 2, DIM, rng)
     v = random_vector_function(DIM + 1, DIM, rng)
-    points = _time_points(seed)
+    points = _core.flow_points(seed)
     return _core.numeric_zero(
         claim.build(F, v, X, t, s),
         [*X, t, s],

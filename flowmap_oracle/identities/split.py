@@ -23,7 +23,12 @@ import sympy as sp
 
 from . import _core
 from ._core import Claim, Identity, MethodResult, Step, register
-from ._functions import VectorFunction, abstract, random_exact_flow, random_vector_function
+from ._functions import (
+    VectorFunction,
+    abstract,
+    numeric_on_random_exact_flow,
+    random_vector_function,
+)
 from ._notation import DIM, F_d, JxF, X, f_d, h, r, s, t, tex, x_r, x_s, x_t
 from .meanflow import _semigroup_rule
 
@@ -77,22 +82,11 @@ def _symbolic_semigroup(claim: Claim) -> MethodResult:
 
 def _numeric_semigroup(claim: Claim) -> MethodResult:
     start = time.perf_counter()
-    seed = _core.seed_of(_ID_SEMI)
-    flow = random_exact_flow()
-    points = _core.random_points(
-        seed,
-        [(-1.5, 1.5), (-1.5, 1.5), (0, 1), (0, 1), (0, 1)],
-        n=6,
-        accept=lambda p: p[2] - p[3] > 0.05 and p[3] - p[4] > 0.05,
-    )
-    return _core.numeric_zero(
-        claim.build(flow.average_velocity(), X, t, r, s),
-        [*X, t, r, s],
-        points,
-        method=(
-            f"numeric at {len(points)} random points (x, t > r > s), mpmath "
-            f"{_core.NUMERIC_DPS} digits, random exact flow (d=2)"
-        ),
+    return numeric_on_random_exact_flow(
+        lambda flow: claim.build(flow.average_velocity(), X, t, r, s),
+        (t, r, s),
+        seed=_core.seed_of(_ID_SEMI),
+        ordered=True,
         start=start,
     )
 
@@ -185,9 +179,9 @@ def _limit_identity(
         start = time.perf_counter()
         F = abstract("F", DIM + 2, DIM)
         S = split_residual(F, X, t, r_of_h(h), s)
-        coeff = S.diff(h).subs(h, 0).doit()
-        return _core.symbolic_zero(
-            [S.subs(h, 0).doit(), coeff - claim.build(F, X, t, s)],
+        return _core.symbolic_limit(
+            (S, 1, claim.build(F, X, t, s)),
+            h,
             method="series limit: S at h = 0 and its first-order coefficient in h (d=2, abstract F)",
             start=start,
         )
@@ -197,20 +191,12 @@ def _limit_identity(
         seed = _core.seed_of(identity_id)
         F = _random_F(seed)
         S = split_residual(F, X, t, r_of_h(h), s)
-        points = [
-            (*p, _core.LIMIT_STEP)
-            for p in _core.random_points(
-                seed,
-                [(-1.5, 1.5), (-1.5, 1.5), (0, 1), (0, 1)],
-                n=6,
-                accept=lambda p: abs(p[2] - p[3]) > 0.05,
-            )
-        ]
-        return _core.numeric_zero(
-            S / h - claim.build(F, X, t, s),
-            [*X, t, s, h],
+        points = _core.flow_points(seed)
+        return _core.numeric_limit(
+            (S, 1, claim.build(F, X, t, s)),
+            [*X, t, s],
+            h,
             points,
-            tol=_core.LIMIT_TOL,
             method=_random_F_method(len(points)) + ", S/h at h = 1e-20",
             start=start,
         )
