@@ -7,17 +7,15 @@ import numpy as np
 import pytest
 import scipy.integrate
 import scipy.linalg
-import sympy
 import torch
 import torchdiffeq
+from test_reference_models_support import PATHS, general_path
 
 from flowmap_oracle.reference_models import (
     ExactFlowMap,
     GaussianMixture,
     GaussianMixtureTeacher,
-    GeneralPath,
     LinearPath,
-    LipmanPath,
     TrigPath,
     preset,
 )
@@ -40,19 +38,6 @@ PAIRS = [
     (1e-3, 0.0),
     (0.05, 0.95),
 ]
-
-
-def _general_path() -> GeneralPath:
-    t = sympy.Symbol("t")
-    return GeneralPath.from_sympy(sympy.cos(sympy.pi * t / 2) ** 2, sympy.sin(sympy.pi * t / 2), t)
-
-
-PATHS = {
-    "linear": LinearPath,
-    "trig": TrigPath,
-    "lipman": lambda: LipmanPath(sigma_min=0.05),
-    "general": _general_path,
-}
 
 
 def _points(n: int, d: int, seed: int = 0) -> torch.Tensor:
@@ -95,7 +80,7 @@ def test_closed_form_matches_scipy_and_the_brenier_map_and_rejects_cholesky():
     x = _points(4, 3, seed=1)
     root = np.real(scipy.linalg.sqrtm(cov))
     brenier = mu + x.numpy() @ root.T
-    for path in (LinearPath(), TrigPath(), _general_path()):
+    for path in (LinearPath(), TrigPath(), general_path()):
         closed = ExactFlowMap(GaussianMixtureTeacher(mix, path))
         np.testing.assert_allclose(closed(x, 1.0, 0.0).numpy(), brenier, rtol=0, atol=EXACT_TOL)
     closed = ExactFlowMap(teacher)

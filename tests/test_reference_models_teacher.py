@@ -6,14 +6,13 @@ from __future__ import annotations
 import math
 
 import pytest
-import sympy
 import torch
+from test_reference_models_support import PATHS
 
 from flowmap_oracle.reference_models import (
     PRESETS,
     GaussianMixture,
     GaussianMixtureTeacher,
-    GeneralPath,
     LinearPath,
     LipmanPath,
     TrigPath,
@@ -23,19 +22,6 @@ from flowmap_oracle.reference_models import (
 F64 = torch.float64
 # float64: closed forms agree with the independent dense-linear-algebra reference to ~1e-13.
 TOL = {F64: 1e-11, torch.float32: 1e-4}
-
-
-def _sympy_path() -> GeneralPath:
-    t = sympy.Symbol("t")
-    return GeneralPath.from_sympy(sympy.cos(sympy.pi * t / 2) ** 2, sympy.sin(sympy.pi * t / 2), t)
-
-
-PATHS = {
-    "linear": LinearPath,
-    "trig": TrigPath,
-    "lipman": lambda: LipmanPath(sigma_min=0.05),
-    "general": _sympy_path,
-}
 
 
 def _mixture(kind: str) -> GaussianMixture:
