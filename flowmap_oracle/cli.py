@@ -166,13 +166,9 @@ def _cmd_mutants(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_teachers(args: argparse.Namespace) -> int:
-    import torch
-
     from .numerics.bench_teachers import format_result, run_teacher_benchmark
     from .numerics.records import command_line, write_json
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     result = run_teacher_benchmark(
         args.n,
         preset_name=args.preset,
@@ -188,30 +184,46 @@ def _cmd_bench_teachers(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_bench_teachers(bench: argparse._SubParsersAction) -> None:
-    p = bench.add_parser(
-        "teachers",
-        help="exact flow map vs a plain torchdiffeq dopri5 baseline (speed, error, memory)",
-    )
-    p.add_argument("--n", type=int, default=10_000, help="number of noise points")
+def _bench_parser(
+    bench: argparse._SubParsersAction, name: str, *, help: str, func, seed_help: str
+) -> argparse.ArgumentParser:
+    """A ``bench <name>`` parser with the options every benchmark shares: ``--json``,
+    ``--preset``, ``--seed`` and ``--threads`` (applied before ``func`` runs)."""
+
+    def run(args: argparse.Namespace) -> int:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        return func(args)
+
+    p = bench.add_parser(name, help=help)
     p.add_argument("--json", metavar="PATH", help="write the result as JSON")
     p.add_argument("--preset", default="ring8", help="teacher preset (default ring8)")
+    p.add_argument("--seed", type=int, default=0, help=seed_help)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
+    p.set_defaults(func=run)
+    return p
+
+
+def _add_bench_teachers(bench: argparse._SubParsersAction) -> None:
+    p = _bench_parser(
+        bench,
+        "teachers",
+        help="exact flow map vs a plain torchdiffeq dopri5 baseline (speed, error, memory)",
+        func=_cmd_bench_teachers,
+        seed_help="seed of the noise draw",
+    )
+    p.add_argument("--n", type=int, default=10_000, help="number of noise points")
     p.add_argument("--rtol", type=float, default=1e-9, help="rtol = atol of every solve")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--seed", type=int, default=0, help="seed of the noise draw")
     p.add_argument("--repeats", type=int, default=1, help="timed repeats (the fastest counts)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
-    p.set_defaults(func=_cmd_bench_teachers)
 
 
 def _cmd_bench_meanflow(args: argparse.Namespace) -> int:
-    import torch
-
     from .numerics.experiments import meanflow_one_step_experiment
     from .numerics.records import command_line, environment, write_json
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     runs = []
     for velocity in ("teacher", "conditional"):
         r = meanflow_one_step_experiment(
@@ -230,16 +242,14 @@ def _cmd_bench_meanflow(args: argparse.Namespace) -> int:
 
 
 def _add_bench_meanflow(bench: argparse._SubParsersAction) -> None:
-    p = bench.add_parser(
+    p = _bench_parser(
+        bench,
         "meanflow",
         help="train MeanFlow (teacher and conditional velocity) and measure the one-step error",
+        func=_cmd_bench_meanflow,
+        seed_help="seed of initialisation and data",
     )
     p.add_argument("--steps", type=int, default=2000, help="training steps per run")
-    p.add_argument("--preset", default="ring8", help="teacher preset (default ring8)")
-    p.add_argument("--seed", type=int, default=0, help="seed of initialisation and data")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
-    p.add_argument("--json", metavar="PATH", help="write the runs as JSON")
-    p.set_defaults(func=_cmd_bench_meanflow)
 
 
 # Each entry adds one ``flowmap-oracle bench <name>`` subcommand to the ``bench`` group.
