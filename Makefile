@@ -8,15 +8,16 @@ REPORT ?= build/flowmap-oracle-report.pdf
 PYTEST_ARGS ?=
 
 # A machine without a GPU gets the CPU build of torch, never a multi-GB CUDA download:
-# the pinned release is looked up on the PyTorch CPU index first (and on local wheel
-# caches configured for pip), and only then on PyPI.
+# torch is pinned, and pip also searches the PyTorch CPU index (and any local wheel cache
+# configured for pip), whose `+cpu` build of that release ranks above PyPI's CUDA build of the
+# same version. --retries 0: where that index is unreachable, retrying only costs time.
 TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 HAVE_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo yes)
 ifeq ($(HAVE_GPU),yes)
 TORCH_INSTALL := torch==$(TORCH_VERSION)
 else
-TORCH_INSTALL := torch==$(TORCH_VERSION) --extra-index-url $(TORCH_CPU_INDEX)
+TORCH_INSTALL := torch==$(TORCH_VERSION) --extra-index-url $(TORCH_CPU_INDEX) --retries 0
 endif
 
 .PHONY: install report test test-all lint format clean
