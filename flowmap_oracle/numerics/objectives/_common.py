@@ -28,7 +28,10 @@ __all__ = [
     "flow_of",
     "frozen_flow",
     "interpolate",
+    "normalise_tangent",
+    "path_point",
     "reduce",
+    "refuse_model_velocity",
     "resolve_velocity",
     "surrogate_loss",
 ]
@@ -62,6 +65,21 @@ class LossOutput:
     residual: Tensor
     target: Tensor | None = None
     per_sample: Tensor | None = None
+
+    @classmethod
+    def weighted_mean(
+        cls, per_sample: Tensor, *, weight: Tensor | None, residual: Tensor, target: Tensor | None
+    ) -> LossOutput:
+        """The record of a loss ``mean_i w_i per_sample_i`` (see :func:`reduce`).
+
+        ``residual`` and ``per_sample`` are stored detached; ``target`` as given.
+        """
+        return cls(
+            loss=reduce(per_sample, weight),
+            residual=residual.detach(),
+            target=target,
+            per_sample=per_sample.detach(),
+        )
 
 
 def col(t: Tensor) -> Tensor:
@@ -130,6 +148,27 @@ def interpolate(x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
     return (1 - col(t)) * x0 + col(t) * x1
 
 
+def path_point(x0: Tensor, x1: Tensor, t: Tensor, **other_times: Tensor) -> Tensor:
+    """Check an objective's inputs and return ``x_t = (1 - t) x0 + t x1``.
+
+    ``x0``, ``x1`` go through :func:`check_points`; ``t`` and ``other_times`` (for instance
+    ``s=s``) through :func:`check_times` with values in ``[0, 1]``.
+    """
+    n, _, dtype = check_points(x0=x0, x1=x1)
+    check_times(n, dtype, t=t, **other_times)
+    return interpolate(x0, x1, t)
+
+
+def refuse_model_velocity(velocity: VelocityChoice, *, term: str) -> None:
+    """Refuse ``velocity="model"`` for a ``term`` that regresses ``F(x, t, t)`` onto ``v``.
+
+    Against the model's own velocity such a term (flow matching, an anchor, a boundary) is
+    vacuous: it is zero for every model, so nothing ties the model to the teacher.
+    """
+    if isinstance(velocity, str) and velocity == "model":
+        raise ValueError(f"{term} against the model's own velocity is vacuous (zero loss)")
+
+
 def resolve_velocity(
     velocity: VelocityChoice,
     *,
@@ -175,6 +214,15 @@ def reduce(per_sample: Tensor, weight: Tensor | None) -> Tensor:
             f"weight must have shape {tuple(per_sample.shape)}, got {tuple(weight.shape)}"
         )
     return (weight.detach() * per_sample).mean()
+
+
+def normalise_tangent(g: Tensor, c: float | None) -> Tensor:
+    """sCM's tangent normalisation ``g / (||g|| + c)`` per sample; ``c = None`` leaves ``g``."""
+    if c is None:
+        return g
+    if not c > 0:
+        raise ValueError(f"tangent_normalisation must be positive, got {c}")
+    return g / (g.norm(dim=1, keepdim=True) + c)
 
 
 def surrogate_loss(f: Tensor, direction: Tensor, weight: Tensor | None) -> tuple[Tensor, Tensor]:

@@ -37,11 +37,10 @@ from ._common import (
     LossOutput,
     Velocity,
     VelocityChoice,
-    check_points,
-    check_times,
     col,
     flow_of,
-    interpolate,
+    normalise_tangent,
+    path_point,
     resolve_velocity,
     surrogate_loss,
 )
@@ -50,14 +49,6 @@ from .derivatives import Derivative, s_derivative, total_derivative
 __all__ = ["ayf_emd_loss", "ayf_lmd_loss"]
 
 Model = Callable[[Tensor, Tensor, Tensor], Tensor]
-
-
-def _normalise(g: Tensor, c: float | None) -> Tensor:
-    if c is None:
-        return g
-    if not c > 0:
-        raise ValueError(f"tangent_normalisation must be positive, got {c}")
-    return g / (g.norm(dim=1, keepdim=True) + c)
 
 
 def ayf_emd_loss(
@@ -87,13 +78,11 @@ def ayf_emd_loss(
     Returns:
         :class:`LossOutput` with residual ``d f_{theta-}/dt`` (before sign and normalisation).
     """
-    n, _, dtype = check_points(x0=x0, x1=x1)
-    check_times(n, dtype, t=t, s=s)
-    x_t = interpolate(x0, x1, t)
+    x_t = path_point(x0, x1, t, s=s)
     v = resolve_velocity(velocity, x_t=x_t, t=t, x0=x0, x1=x1, model=model)
     f, df_dt = total_derivative(flow_of(model), x_t, t, s, v, derivative=derivative)
     df_dt = df_dt.detach()
-    direction = col(torch.sign(t - s)) * _normalise(df_dt, tangent_normalisation)
+    direction = col(torch.sign(t - s)) * normalise_tangent(df_dt, tangent_normalisation)
     loss, per_sample = surrogate_loss(f, direction, weight)
     return LossOutput(
         loss=loss, residual=df_dt, target=(f - direction).detach(), per_sample=per_sample
@@ -127,19 +116,17 @@ def ayf_lmd_loss(
     Returns:
         :class:`LossOutput` with residual ``R_L = d_s f - v(f, s)`` (before sign/normalisation).
     """
-    n, _, dtype = check_points(x0=x0, x1=x1)
-    check_times(n, dtype, t=t, s=s)
+    x_t = path_point(x0, x1, t, s=s)
     if velocity is None or (isinstance(velocity, str) and velocity == "conditional"):
         raise ValueError(
             "AYF-LMD needs a velocity field: x1 - x0 has no value at the predicted point "
             "f_{t->s}(x_t), so the conditional velocity is inadmissible (biased)"
         )
-    x_t = interpolate(x0, x1, t)
     f, df_ds = s_derivative(flow_of(model), x_t, t, s, derivative=derivative)
     x_s = f.detach()
     v_s = resolve_velocity(velocity, x_t=x_s, t=s, x0=x0, x1=x1, model=model)
     r_l = df_ds.detach() - v_s
-    direction = col(torch.sign(s - t)) * _normalise(r_l, tangent_normalisation)
+    direction = col(torch.sign(s - t)) * normalise_tangent(r_l, tangent_normalisation)
     loss, per_sample = surrogate_loss(f, direction, weight)
     return LossOutput(
         loss=loss, residual=r_l, target=(f - direction).detach(), per_sample=per_sample

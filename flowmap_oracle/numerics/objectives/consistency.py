@@ -34,9 +34,8 @@ from ._common import (
     col,
     flow_of,
     interpolate,
-    reduce,
 )
-from .distances import pseudo_huber, squared_l2
+from .distances import consistency_distance
 from .teacher_solvers import TeacherSolver
 
 __all__ = ["consistency_loss"]
@@ -71,7 +70,7 @@ def consistency_loss(
         :class:`LossOutput` with residual ``f(x_t, t, 0) - f_{theta-}(x~, t - Dt, 0)`` and the
         detached target.
     """
-    n, d, dtype = check_points(x0=x0, x1=x1)
+    n, _, dtype = check_points(x0=x0, x1=x1)
     dt = torch.as_tensor(delta_t, dtype=dtype, device=x0.device)
     if dt.ndim == 0:
         dt = dt.expand(n)
@@ -88,16 +87,5 @@ def consistency_loss(
     both = flow(torch.cat([x_t, x_prev]), torch.cat([t, t_prev]), torch.cat([zeros, zeros]))
     out, target = both[:n], both[n:].detach()
     residual = out - target
-    if distance == "l2":
-        per_sample = squared_l2(residual)
-    elif distance == "pseudo_huber":
-        c = 0.00054 * d**0.5 if huber_c is None else huber_c
-        per_sample = pseudo_huber(residual, c=c)
-    else:
-        raise ValueError(f"distance must be 'l2' or 'pseudo_huber', got {distance!r}")
-    return LossOutput(
-        loss=reduce(per_sample, weight),
-        residual=residual.detach(),
-        target=target,
-        per_sample=per_sample.detach(),
-    )
+    per_sample = consistency_distance(residual, distance=distance, huber_c=huber_c)
+    return LossOutput.weighted_mean(per_sample, weight=weight, residual=residual, target=target)

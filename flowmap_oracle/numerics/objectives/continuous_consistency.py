@@ -31,10 +31,9 @@ from torch import Tensor
 from ._common import (
     LossOutput,
     VelocityChoice,
-    check_points,
-    check_times,
     flow_of,
-    interpolate,
+    normalise_tangent,
+    path_point,
     resolve_velocity,
     surrogate_loss,
 )
@@ -86,15 +85,9 @@ def scm_loss(
         :class:`LossOutput` with residual ``g`` (the tangent, before normalisation) and target
         ``sg(f - g)``.
     """
-    n, _, dtype = check_points(x0=x0, x1=x1)
-    check_times(n, dtype, t=t)
-    x_t = interpolate(x0, x1, t)
+    x_t = path_point(x0, x1, t)
     v = resolve_velocity(velocity, x_t=x_t, t=t, x0=x0, x1=x1, model=model)
     f, g = consistency_tangent(model, x_t, t, v, derivative=derivative)
-    direction = g
-    if tangent_normalisation is not None:
-        if not tangent_normalisation > 0:
-            raise ValueError(f"tangent_normalisation must be positive, got {tangent_normalisation}")
-        direction = g / (g.norm(dim=1, keepdim=True) + tangent_normalisation)
+    direction = normalise_tangent(g, tangent_normalisation)
     loss, per_sample = surrogate_loss(f, direction, weight)
     return LossOutput(loss=loss, residual=g, target=(f - direction).detach(), per_sample=per_sample)

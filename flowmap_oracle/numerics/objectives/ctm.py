@@ -41,10 +41,10 @@ from ._common import (
     flow_of,
     frozen_flow,
     interpolate,
-    reduce,
+    refuse_model_velocity,
     resolve_velocity,
 )
-from .distances import pseudo_huber, squared_l2
+from .distances import consistency_distance, squared_l2
 from .teacher_solvers import TeacherSolver
 
 __all__ = ["ctm_loss"]
@@ -85,7 +85,7 @@ def ctm_loss(
     Returns:
         :class:`LossOutput` with residual ``d``'s argument difference and the detached target.
     """
-    n, d, dtype = check_points(x0=x0, x1=x1)
+    n, _, dtype = check_points(x0=x0, x1=x1)
     check_times(n, dtype, t=t, r=r, s=s)
     check_order("t >= r >= s", t, r, s)
     if compare not in ("data", "s"):
@@ -101,20 +101,9 @@ def ctm_loss(
         mapped = to_data(torch.cat([a, b]), torch.cat([s, s]), torch.cat([zeros, zeros]))
         a, b = mapped[:n], mapped[n:].detach()
     residual = a - b
-    if distance == "l2":
-        per_sample = squared_l2(residual)
-    elif distance == "pseudo_huber":
-        per_sample = pseudo_huber(residual, c=0.00054 * d**0.5 if huber_c is None else huber_c)
-    else:
-        raise ValueError(f"distance must be 'l2' or 'pseudo_huber', got {distance!r}")
+    per_sample = consistency_distance(residual, distance=distance, huber_c=huber_c)
     if dsm_weight:
-        if isinstance(velocity, str) and velocity == "model":
-            raise ValueError("the DSM term against the model's own velocity is vacuous")
+        refuse_model_velocity(velocity, term="the DSM term")
         v = resolve_velocity(velocity, x_t=x_t, t=t, x0=x0, x1=x1)
         per_sample = per_sample + dsm_weight * squared_l2(col(t) * (model(x_t, t, t) - v))
-    return LossOutput(
-        loss=reduce(per_sample, weight),
-        residual=residual.detach(),
-        target=b,
-        per_sample=per_sample.detach(),
-    )
+    return LossOutput.weighted_mean(per_sample, weight=weight, residual=residual, target=b)

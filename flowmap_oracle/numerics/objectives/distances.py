@@ -13,10 +13,12 @@ expected gradient when the target is built from the conditional velocity ``x1 - 
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor
 
-__all__ = ["adaptive_l2", "cosine_distance", "pseudo_huber", "squared_l2"]
+__all__ = ["adaptive_l2", "consistency_distance", "cosine_distance", "pseudo_huber", "squared_l2"]
 
 
 def squared_l2(r: Tensor) -> Tensor:
@@ -29,6 +31,20 @@ def pseudo_huber(r: Tensor, *, c: float) -> Tensor:
     if not c > 0:
         raise ValueError(f"pseudo-Huber constant c must be positive, got {c}")
     return torch.sqrt(squared_l2(r) + c * c) - c
+
+
+def consistency_distance(
+    r: Tensor, *, distance: Literal["l2", "pseudo_huber"], huber_c: float | None
+) -> Tensor:
+    """The consistency models' distance per sample: ``||r_i||^2`` or pseudo-Huber.
+
+    ``huber_c`` defaults to improved consistency training's ``c = 0.00054 sqrt(d)``.
+    """
+    if distance == "l2":
+        return squared_l2(r)
+    if distance == "pseudo_huber":
+        return pseudo_huber(r, c=0.00054 * r.shape[1] ** 0.5 if huber_c is None else huber_c)
+    raise ValueError(f"distance must be 'l2' or 'pseudo_huber', got {distance!r}")
 
 
 def adaptive_l2(r: Tensor, *, p: float, c: float) -> Tensor:

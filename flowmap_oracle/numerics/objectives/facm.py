@@ -45,11 +45,9 @@ from torch import Tensor
 from ._common import (
     LossOutput,
     Velocity,
-    check_points,
-    check_times,
     col,
-    interpolate,
-    reduce,
+    path_point,
+    refuse_model_velocity,
     resolve_velocity,
 )
 from .derivatives import Derivative, total_derivative
@@ -96,13 +94,10 @@ def facm_loss(
         :class:`LossOutput`; ``residual`` is the CM residual ``F - F_tgt`` (the MeanFlow residual
         at ``s = 0``), ``target`` the CM target, ``per_sample`` the sum of both parts.
     """
-    n, _, dtype = check_points(x0=x0, x1=x1)
-    check_times(n, dtype, t=t)
-    if isinstance(velocity, str) and velocity == "model":
-        raise ValueError("FACM's flow-matching anchor against the model's own velocity is vacuous")
+    x_t = path_point(x0, x1, t)
+    refuse_model_velocity(velocity, term="FACM's flow-matching anchor")
     if time_encoding not in ("expanded", "diagonal"):
         raise ValueError(f"time_encoding must be 'expanded' or 'diagonal', got {time_encoding!r}")
-    x_t = interpolate(x0, x1, t)
     v = resolve_velocity(velocity, x_t=x_t, t=t, x0=x0, x1=x1)
     zeros = torch.zeros_like(t)
     out, dF_dt = total_derivative(model, x_t, t, zeros, v, derivative=derivative)
@@ -124,9 +119,4 @@ def facm_loss(
         if fm_cosine:
             fm = fm + cosine_distance(f_fm, v)
         per_sample = per_sample + fm_weight * fm
-    return LossOutput(
-        loss=reduce(per_sample, None),
-        residual=(out - f_tgt).detach(),
-        target=target,
-        per_sample=per_sample.detach(),
-    )
+    return LossOutput.weighted_mean(per_sample, weight=None, residual=out - f_tgt, target=target)

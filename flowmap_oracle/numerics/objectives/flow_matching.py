@@ -24,10 +24,8 @@ from torch import Tensor
 from ._common import (
     LossOutput,
     Velocity,
-    check_points,
-    check_times,
-    interpolate,
-    reduce,
+    path_point,
+    refuse_model_velocity,
     resolve_velocity,
 )
 from .distances import squared_l2
@@ -65,17 +63,9 @@ def flow_matching_loss(
     Returns:
         :class:`LossOutput` with residual ``F(x_t, t, t) - v`` and target ``v``.
     """
-    n, _, dtype = check_points(x0=x0, x1=x1)
-    check_times(n, dtype, t=t)
-    if isinstance(velocity, str) and velocity == "model":
-        raise ValueError("flow matching against the model's own velocity is vacuous (zero loss)")
-    x_t = interpolate(x0, x1, t)
+    x_t = path_point(x0, x1, t)
+    refuse_model_velocity(velocity, term="flow matching")
     v = resolve_velocity(velocity, x_t=x_t, t=t, x0=x0, x1=x1)
     _, residual = flow_matching_residual(model, x_t, t, v)
     per_sample = squared_l2(residual)
-    return LossOutput(
-        loss=reduce(per_sample, weight),
-        residual=residual.detach(),
-        target=v,
-        per_sample=per_sample.detach(),
-    )
+    return LossOutput.weighted_mean(per_sample, weight=weight, residual=residual, target=v)

@@ -35,11 +35,8 @@ from torch import Tensor
 from ._common import (
     LossOutput,
     VelocityChoice,
-    check_points,
-    check_times,
     col,
-    interpolate,
-    reduce,
+    path_point,
     resolve_velocity,
 )
 from .derivatives import Derivative, total_derivative
@@ -107,16 +104,9 @@ def meanflow_loss(
     Returns:
         :class:`LossOutput` with the mean loss, the residual ``F - F_tgt`` and the target.
     """
-    n, _, dtype = check_points(x0=x0, x1=x1)
-    check_times(n, dtype, t=t, s=s)
-    x_t = interpolate(x0, x1, t)
+    x_t = path_point(x0, x1, t, s=s)
     v = resolve_velocity(velocity, x_t=x_t, t=t, x0=x0, x1=x1, model=model)
     out, target = meanflow_target(model, x_t, t, s, v, derivative=derivative)
     residual = out - target
     per_sample = adaptive_l2(residual, p=adaptive_p, c=adaptive_c)
-    return LossOutput(
-        loss=reduce(per_sample, weight),
-        residual=residual.detach(),
-        target=target,
-        per_sample=per_sample.detach(),
-    )
+    return LossOutput.weighted_mean(per_sample, weight=weight, residual=residual, target=target)

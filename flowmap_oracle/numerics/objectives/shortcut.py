@@ -29,11 +29,9 @@ from ._common import (
     LossOutput,
     Velocity,
     check_order,
-    check_points,
-    check_times,
     flow_of,
-    interpolate,
-    reduce,
+    path_point,
+    refuse_model_velocity,
     resolve_velocity,
 )
 from .distances import squared_l2
@@ -97,19 +95,11 @@ def shortcut_loss(
     Returns:
         :class:`LossOutput`; ``residual`` is the consistency residual, ``target`` its target.
     """
-    n, _, dtype = check_points(x0=x0, x1=x1)
-    check_times(n, dtype, t=t, s=s)
+    x_t = path_point(x0, x1, t, s=s)
     check_order("t >= s", t, s)
-    if isinstance(velocity, str) and velocity == "model":
-        raise ValueError("flow matching against the model's own velocity is vacuous")
-    x_t = interpolate(x0, x1, t)
+    refuse_model_velocity(velocity, term="flow matching")
     v = resolve_velocity(velocity, x_t=x_t, t=t, x0=x0, x1=x1)
     fm = squared_l2(model(x_t, t, t) - v)
     residual, target = shortcut_residual(model, x_t, t, s, space=space)
     per_sample = fm + consistency_weight * squared_l2(residual)
-    return LossOutput(
-        loss=reduce(per_sample, weight),
-        residual=residual.detach(),
-        target=target,
-        per_sample=per_sample.detach(),
-    )
+    return LossOutput.weighted_mean(per_sample, weight=weight, residual=residual, target=target)

@@ -33,11 +33,9 @@ from ._common import (
     LossOutput,
     Velocity,
     check_order,
-    check_points,
-    check_times,
     col,
-    interpolate,
-    reduce,
+    path_point,
+    refuse_model_velocity,
     resolve_velocity,
 )
 from .distances import squared_l2
@@ -105,12 +103,9 @@ def split_meanflow_loss(
         :class:`LossOutput` with residual ``F(x_t, t, s) - F_tgt`` (``F(x_t, t, t) - v`` on the
         boundary) and the target.
     """
-    n, _, dtype = check_points(x0=x0, x1=x1)
-    check_times(n, dtype, t=t, r=r, s=s)
+    x_t = path_point(x0, x1, t, r=r, s=s)
     check_order("t >= r >= s", t, r, s)
-    if isinstance(velocity, str) and velocity == "model":
-        raise ValueError("the boundary term against the model's own velocity is vacuous")
-    x_t = interpolate(x0, x1, t)
+    refuse_model_velocity(velocity, term="the boundary term")
     out, target = split_target(model, x_t, t, r, s)
     boundary = t == s
     if boundary.any():
@@ -118,9 +113,4 @@ def split_meanflow_loss(
         target = torch.where(col(boundary), v, target)
     residual = out - target
     per_sample = squared_l2(residual)
-    return LossOutput(
-        loss=reduce(per_sample, weight),
-        residual=residual.detach(),
-        target=target,
-        per_sample=per_sample.detach(),
-    )
+    return LossOutput.weighted_mean(per_sample, weight=weight, residual=residual, target=target)

@@ -39,8 +39,8 @@ class ExactSolver:
 
 
 @dataclass(frozen=True, eq=False)
-class EulerSolver:
-    """``n_steps`` Euler steps ``x <- x + h v(x, tau)`` with ``h = (s - t) / n_steps``."""
+class _FixedStepSolver:
+    """``n_steps`` equal steps ``h = (s - t) / n_steps`` of a one-step method :meth:`step`."""
 
     velocity: Velocity
     n_steps: int = 1
@@ -49,35 +49,34 @@ class EulerSolver:
         if self.n_steps < 1:
             raise ValueError(f"n_steps must be at least 1, got {self.n_steps}")
 
+    def step(self, x: Tensor, tau: Tensor, h: Tensor) -> Tensor:
+        """One step from ``(x, tau)`` to time ``tau + h`` (``h`` of shape ``(N,)``)."""
+        raise NotImplementedError
+
     def __call__(self, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
         with torch.no_grad():
             h = (s - t) / self.n_steps
             x, tau = x.detach(), t.detach()
             for _ in range(self.n_steps):
-                x = x + col(h) * self.velocity(x, tau)
+                x = self.step(x, tau, h)
                 tau = tau + h
             return x
 
 
 @dataclass(frozen=True, eq=False)
-class HeunSolver:
+class EulerSolver(_FixedStepSolver):
+    """``n_steps`` Euler steps ``x <- x + h v(x, tau)`` with ``h = (s - t) / n_steps``."""
+
+    def step(self, x: Tensor, tau: Tensor, h: Tensor) -> Tensor:
+        return x + col(h) * self.velocity(x, tau)
+
+
+@dataclass(frozen=True, eq=False)
+class HeunSolver(_FixedStepSolver):
     """``n_steps`` Heun steps: ``k1 = v(x, tau)``, ``k2 = v(x + h k1, tau + h)``,
     ``x <- x + h (k1 + k2) / 2``."""
 
-    velocity: Velocity
-    n_steps: int = 1
-
-    def __post_init__(self) -> None:
-        if self.n_steps < 1:
-            raise ValueError(f"n_steps must be at least 1, got {self.n_steps}")
-
-    def __call__(self, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
-        with torch.no_grad():
-            h = (s - t) / self.n_steps
-            x, tau = x.detach(), t.detach()
-            for _ in range(self.n_steps):
-                k1 = self.velocity(x, tau)
-                k2 = self.velocity(x + col(h) * k1, tau + h)
-                x = x + col(h) * 0.5 * (k1 + k2)
-                tau = tau + h
-            return x
+    def step(self, x: Tensor, tau: Tensor, h: Tensor) -> Tensor:
+        k1 = self.velocity(x, tau)
+        k2 = self.velocity(x + col(h) * k1, tau + h)
+        return x + col(h) * 0.5 * (k1 + k2)
