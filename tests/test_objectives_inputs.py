@@ -93,7 +93,7 @@ def test_times_are_checked(model, batch):
 
 
 def test_velocity_choices_are_checked(model, batch):
-    x0, x1, t, _, s = batch
+    x0, x1, t, r, s = batch
     with pytest.raises(ValueError, match="velocity must be a callable"):
         meanflow_loss(model, x0, x1, t, s, velocity="marginal")
     with pytest.raises(ValueError, match="velocity returned shape"):
@@ -106,6 +106,10 @@ def test_velocity_choices_are_checked(model, batch):
         lambda: flow_matching_loss(model, x0, x1, t, velocity="model"),
         lambda: facm_loss(model, x0, x1, t, velocity="model"),
         lambda: shortcut_loss(model, x0, x1, t, s, velocity="model"),
+        lambda: split_meanflow_loss(model, x0, x1, t, r, s, velocity="model"),
+        lambda: ctm_loss(
+            model, x0, x1, t, r, s, solver=EulerSolver(V), dsm_weight=1.0, velocity="model"
+        ),
     ):
         with pytest.raises(ValueError, match="vacuous"):
             loss()
@@ -119,6 +123,10 @@ def test_other_options_are_checked(model, batch):
         FiniteDifference(0.0)
     with pytest.raises(ValueError, match="distance must be"):
         consistency_loss(model, x0, x1, t, delta_t=0.1, solver=None, distance="lpips")
+    with pytest.raises(ValueError, match="distance must be"):
+        ctm_loss(model, x0, x1, t, r, s, solver=EulerSolver(V), distance="lpips")
+    with pytest.raises(ValueError, match="tangent_normalisation must be positive"):
+        scm_loss(model, x0, x1, t, tangent_normalisation=0.0)
     with pytest.raises(ValueError, match="time_encoding"):
         facm_loss(model, x0, x1, t, time_encoding="shifted")
     with pytest.raises(ValueError, match="compare must be"):
