@@ -114,7 +114,7 @@ def measure_flow_map_errors(*, quick: bool) -> list[ErrorRow]:
             if HAS_JAX:
                 j = JaxFlowMap(teacher).solve(x.numpy(), 0.6, 0.1, derivatives=True)
                 for f, label in (("x_s", "x_s"), ("total_derivative", "D_t F*")):
-                    jax_value = torch.as_tensor(np.asarray(getattr(j, f)))
+                    jax_value = torch.from_numpy(np.array(getattr(j, f)))  # a writable copy
                     err = float((jax_value - getattr(sol, f)).abs().max())
                     rows.append(ErrorRow("ring8", label, "JAX backend (diffrax)", err, n))
         except ImportError:  # pragma: no cover
