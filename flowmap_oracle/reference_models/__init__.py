@@ -5,7 +5,7 @@ Imports only numpy, scipy, torch, torchdiffeq (and jax with diffrax, optionally,
 """
 
 from .flow_map import ExactFlowMap, FlowMapSolution, NoiseDataCoupling
-from .gmm import COVARIANCE_TYPES, GaussianMixture, GaussianMixtureTeacher
+from .gmm import COVARIANCE_TYPES, GaussianMixture, GaussianMixtureTeacher, VelocityJVP
 from .paths import (
     DividedDifferences,
     GeneralPath,
@@ -32,5 +32,6 @@ __all__ = [
     "PathCoefficients",
     "ProbabilityPath",
     "TrigPath",
+    "VelocityJVP",
     "preset",
 ]

@@ -228,7 +228,8 @@ class ExactFlowMap:
         With ``d_t F* = D_t F* - J_x F* v(x, t)`` this is
         ``J_x F* (dx - dt v) + dt D_t F* + ds d_s F*``. ``J_x F* w = int_0^1 J_x v(x(u)) W(u) du``
         comes from the variational equation ``dW/du = (s - t) J_x v W``, ``W(0) = w``, solved
-        with the flow (``J_x v W`` by forward-mode autodiff of the closed-form velocity); for one
+        with the flow (``J_x v W`` in closed form,
+        :meth:`GaussianMixtureTeacher.velocity_jvp`); for one
         Gaussian ``J_x F* = Q diag(c[t,s] / (c_t (1 + r))) Q^T`` in closed form. No finite
         differences. ``dx`` has the shape of ``x``; ``dt``, ``ds`` are scalars or ``(N,)``.
         """
@@ -390,13 +391,13 @@ class ExactFlowMap:
             tau = taus[j][:, None]
             sig = sigma[j][:, None]
             xt = torch.addcmul(x0, sp, state[:d]).T
-            v, acc = teacher._velocity_and_acceleration(xt, sig)
-            parts = [v, (1 - tau) * acc, tau * acc]
-            if tangent is not None:
-                # variational equation: W(u) = w + (s - t) M(u), M' = J_x v W
-                w = torch.addcmul(params[3], sp, state[3 * d :]).T
-                parts.append(torch.func.jvp(lambda z: teacher._velocity(z, sig), (xt,), (w,))[1])
-            return torch.cat(parts, dim=1).T
+            if tangent is None:
+                v, acc = teacher._velocity_and_acceleration(xt, sig)
+                return torch.cat([v, (1 - tau) * acc, tau * acc], dim=1).T
+            # variational equation: W(u) = w + (s - t) M(u), M' = J_x v W (closed form)
+            w = torch.addcmul(params[3], sp, state[3 * d :]).T
+            v, acc, jw = teacher._velocity_acceleration_jvp(xt, sig, w)
+            return torch.cat([v, (1 - tau) * acc, tau * acc, jw], dim=1).T
 
         width = (4 if tangent is not None else 3 if derivatives else 1) * d
         y0 = torch.zeros(n, width, dtype=x.dtype, device=x.device)
@@ -409,14 +410,14 @@ class ExactFlowMap:
         still = ~moving
         if bool(still.any()):
             if derivatives:
-                v, acc = teacher._velocity_and_acceleration(x[still], t[still])
-                parts = [v, acc / 2, acc / 2]
-                if tangent is not None:  # J_x F* = J_x v on the diagonal
-                    xs_, ts_ = x[still], t[still]
-                    jvw = torch.func.jvp(
-                        lambda z: teacher._velocity(z, ts_), (xs_,), (tangent[still],)
-                    )[1]
-                    parts.append(jvw)
+                if tangent is None:
+                    v, acc = teacher._velocity_and_acceleration(x[still], t[still])
+                    parts = [v, acc / 2, acc / 2]
+                else:  # J_x F* = J_x v on the diagonal
+                    v, acc, jvw = teacher._velocity_acceleration_jvp(
+                        x[still], t[still], tangent[still]
+                    )
+                    parts = [v, acc / 2, acc / 2, jvw]
                 state[still] = torch.cat(parts, dim=1)
             else:
                 state[still] = teacher._velocity(x[still], t[still])

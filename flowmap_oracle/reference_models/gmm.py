@@ -20,7 +20,12 @@ eigenvectors for every t and eigenvalues ``c_k = alpha^2 lambda_k + beta^2``. In
   time derivatives of the average velocity): with ``e_k = Q_k^T (v - alpha' mu_k)``,
   ``dlog N_k/dt = -sum_i (y e / c - g y^2 / c + g)``, ``gamma_k' = gamma_k (l_k' - sum_j gamma_j l_j')``,
   ``v_k' = alpha'' mu_k + Q_k (g_k' y_k + g_k e_k)``, ``g' = c''/(2c) - 2 g^2``, and
-  ``a = sum_k gamma_k' v_k + gamma_k v_k'``.
+  ``a = sum_k gamma_k' v_k + gamma_k v_k'``;
+* the directional derivative ``dv = D_x v dx + d_t v dt``
+  (:meth:`~GaussianMixtureTeacher.velocity_jvp`, the right-hand side of the flow map's
+  variational equations) by the same differentiation along ``(dx, dt)`` instead of ``(v, 1)``:
+  ``e_k = Q_k^T (dx - dt alpha' mu_k)`` and every ``d/dt`` above times ``dt``; its ``x`` part is
+  ``D_x v = sum_k gamma_k [1/2 C_k' C_k^{-1} + v_k (s_k - s_bar)^T]``.
 
 Everything is finite for every real t at which ``alpha`` and ``beta`` do not vanish together
 (the covariances are positive definite), in particular on ``[0, 1]`` and slightly beyond, where
@@ -39,7 +44,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -47,7 +52,7 @@ from torch import Tensor
 
 from .paths import LinearPath, PathCoefficients, ProbabilityPath, _as_column
 
-__all__ = ["COVARIANCE_TYPES", "GaussianMixture", "GaussianMixtureTeacher"]
+__all__ = ["COVARIANCE_TYPES", "GaussianMixture", "GaussianMixtureTeacher", "VelocityJVP"]
 
 COVARIANCE_TYPES = ("isotropic", "diagonal", "full")
 
@@ -254,6 +259,18 @@ class GaussianMixture:
         return torch.einsum("k,kij->ij", self.weights, second)
 
 
+class VelocityJVP(NamedTuple):
+    """Result of :meth:`GaussianMixtureTeacher.velocity_jvp` (unpacks as ``v, dv``).
+
+    Attributes:
+        velocity: ``v(x, t)``, shape ``(N, d)``.
+        jvp: ``D_x v(x, t) dx + d_t v(x, t) dt``, shape ``(N, d)``.
+    """
+
+    velocity: Tensor
+    jvp: Tensor
+
+
 @dataclass(frozen=True, eq=False)
 class _Terms:
     """Per-component quantities at (x, t); ``y`` is ``None`` for the isotropic kernel, whose
@@ -444,41 +461,77 @@ class GaussianMixtureTeacher:
         return self._mean_term(p.coef.alpha_dot, p.gamma) + self._combine(h, x, p.coef.alpha, p.y)
 
     def _velocity_and_acceleration(self, x: Tensor, t_col: Tensor) -> tuple[Tensor, Tensor]:
-        mix = self.mixture
         p = self._terms(x, t_col)
         v = self._velocity_from(p, x)
+        return v, self._tangent_from(p, x, v, 1.0)
+
+    def _velocity_acceleration_jvp(
+        self, x: Tensor, t_col: Tensor, dx: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``(v, a, J_x v dx)`` sharing one evaluation of the per-component terms (the right-hand
+        side of the flow map's variational equations)."""
+        p = self._terms(x, t_col)
+        v = self._velocity_from(p, x)
+        return v, self._tangent_from(p, x, v, 1.0), self._tangent_from(p, x, dx, None)
+
+    def _tangent_from(self, p: _Terms, x: Tensor, dx: Tensor, dt: Tensor | float | None) -> Tensor:
+        """``D_x v dx + d_t v dt`` from the terms ``p`` at ``(x, t)``; ``dt`` is ``None`` (zero:
+        the time terms are skipped), a number, or a column ``(N, 1)``.
+
+        Differentiating the module docstring's sums along ``(dx, dt)``: ``e_k = Q_k^T (dx -
+        dt alpha' mu_k)`` (the tangent of ``y_k``), ``dl_k = -sum_i y e / c + dt sum_i (g y^2 / c
+        - g)``, ``dgamma_k = gamma_k (dl_k - sum_j gamma_j dl_j)``, ``dv_k = dt alpha'' mu_k +
+        Q_k (dt g' y_k + g e_k)`` and ``dv = sum_k dgamma_k v_k + gamma_k dv_k``; the ``x`` part
+        is MATH.md section 3's ``D_x v = sum_k gamma_k [1/2 C_k' C_k^{-1} + v_k (s_k - s_bar)^T]``
+        applied to ``dx``. With ``(dx, dt) = (v, 1)`` it is the acceleration.
+        """
+        mix = self.mixture
         cf, c, g, gamma = p.coef, p.c, p.g, p.gamma
-        lam = self._cache["lam"]
-        # g' = c''/(2c) - 2 g^2 with c''/2 = (alpha'^2 + alpha alpha'') lam + beta'^2 + beta beta''
-        g_dot = (
-            (cf.alpha_dot**2 + cf.alpha * cf.alpha_ddot) * lam
-            + cf.beta_dot**2
-            + cf.beta * cf.beta_ddot
-        ) / c - 2 * g * g
-        if self._iso:
-            ad = cf.alpha_dot
-            xm = x @ mix.means.T
-            vm = v @ mix.means.T
-            ye = (
-                (x * v).sum(1, keepdim=True)
-                - ad * xm
-                - cf.alpha * vm
-                + cf.alpha * ad * self._cache["mu_sq"]
-            )
-            l_dot = -ye / c + g * p.sq / c - mix.dim * g
-            gam_dot = gamma * (l_dot - (gamma * l_dot).sum(1, keepdim=True))
-            acc = self._combine(gam_dot * g + gamma * g_dot, x, cf.alpha, None) + self._combine(
-                gamma * g, v, ad, None
-            )
+        timed = dt is not None
+        if timed and isinstance(dt, Tensor) and not self._iso and dt.ndim:
+            dt = dt[..., None]  # (N, 1) -> (N, 1, 1) against the dense kernels' (N, K, d)
+        if timed:
+            lam = self._cache["lam"]
+            # g' = c''/(2c) - 2 g^2 with c''/2 = (alpha'^2 + alpha alpha'') lam + beta'^2 + beta beta''
+            g_dot = (
+                (cf.alpha_dot**2 + cf.alpha * cf.alpha_ddot) * lam
+                + cf.beta_dot**2
+                + cf.beta * cf.beta_ddot
+            ) / c - 2 * g * g
+            g_dot = g_dot * dt
+            shift = cf.alpha_dot * dt
         else:
-            e = self._rotate(v, cf.alpha_dot)
-            y = p.y
-            l_dot = -(y * e / c).sum(-1) + (g * y * y / c).sum(-1) - g.sum(-1)
+            shift = 0.0
+        if self._iso:
+            a = cf.alpha
+            ye = (x * dx).sum(1, keepdim=True) - a * (dx @ mix.means.T)
+            l_dot = -ye / c
+            if timed:
+                xm = x @ mix.means.T
+                ye_t = -shift * xm + a * shift * self._cache["mu_sq"]
+                l_dot = l_dot - ye_t / c + dt * (g * p.sq / c - mix.dim * g)
             gam_dot = gamma * (l_dot - (gamma * l_dot).sum(1, keepdim=True))
-            h = (gam_dot[..., None] * g + gamma[..., None] * g_dot) * y + gamma[..., None] * g * e
-            acc = self._combine(h, x, cf.alpha, None)
-        acc = acc + self._mean_term(cf.alpha_dot, gam_dot) + self._mean_term(cf.alpha_ddot, gamma)
-        return v, acc
+            h = gam_dot * g + gamma * g_dot if timed else gam_dot * g
+            out = self._combine(h, x, a, None) + self._combine(gamma * g, dx, shift, None)
+        else:
+            e = self._rotate(dx, shift)
+            y = p.y
+            l_dot = -(y * e / c).sum(-1)
+            if timed:
+                dt_k = dt[..., 0] if isinstance(dt, Tensor) and dt.ndim else dt
+                l_dot = l_dot + dt_k * ((g * y * y / c).sum(-1) - g.sum(-1))
+            gam_dot = gamma * (l_dot - (gamma * l_dot).sum(1, keepdim=True))
+            hy = (
+                gam_dot[..., None] * g + gamma[..., None] * g_dot
+                if timed
+                else gam_dot[..., None] * g
+            )
+            h = hy * y + gamma[..., None] * g * e
+            out = self._combine(h, x, cf.alpha, None)
+        out = out + self._mean_term(cf.alpha_dot, gam_dot)
+        if timed:
+            out = out + self._mean_term(cf.alpha_ddot * dt, gamma)
+        return out
 
     # ------------------------------------------------------------------------------------------
     # public closed forms
@@ -499,6 +552,35 @@ class GaussianMixtureTeacher:
         """Acceleration along the flow ``dv/dt = J_x v(x, t) v(x, t) + d_t v(x, t)`` in closed
         form, shape ``(N, d)``."""
         return self._velocity_and_acceleration(x, self._check(x, t))[1]
+
+    def velocity_jvp(
+        self, x: Tensor, t: Tensor | float, *, dx: Tensor, dt: Tensor | float = 0.0
+    ) -> VelocityJVP:
+        """Velocity and its directional derivative ``dv = D_x v(x, t) dx + d_t v(x, t) dt`` in
+        closed form (what ``torch.func.jvp(teacher.velocity, (x, t), (dx, dt))`` returns, without
+        autodiff).
+
+        ``D_x v = sum_k gamma_k [1/2 C_k' C_k^{-1} + v_k (s_k - s_bar)^T]`` with
+        ``s_k = -C_k^{-1}(x - m_k)`` and ``s_bar = sum_j gamma_j s_j`` (MATH.md section 3), and
+        ``d_t v`` by differentiating ``gamma_k``, ``g_k`` and ``alpha' mu_k`` in t (see
+        :meth:`_tangent_from`). ``dx`` has the shape, dtype and device of ``x``; ``dt`` is a
+        number or has shape ``(N,)``. Returns :class:`VelocityJVP` ``(velocity, jvp)``, both
+        ``(N, d)``, which unpacks as ``v, dv``.
+        """
+        tc = self._check(x, t)
+        if not isinstance(dx, Tensor):
+            raise TypeError(f"dx must be a torch.Tensor, got {type(dx).__name__}")
+        if dx.shape != x.shape or dx.dtype != x.dtype or dx.device != x.device:
+            raise ValueError(
+                f"dx must have the shape, dtype and device of x {tuple(x.shape)}, {x.dtype}, "
+                f"{x.device}; got {tuple(dx.shape)}, {dx.dtype}, {dx.device}"
+            )
+        dtc = _as_column(dt, x)
+        if not torch.isfinite(dtc).all():
+            raise ValueError("dt contains non-finite values")
+        p = self._terms(x, tc)
+        v = self._velocity_from(p, x)
+        return VelocityJVP(v, self._tangent_from(p, x, dx, dtc))
 
     def score(self, x: Tensor, t: Tensor | float) -> Tensor:
         """Score ``grad log p_t(x) = -sum_k gamma_k C_k^{-1}(x - m_k)``, shape ``(N, d)``."""

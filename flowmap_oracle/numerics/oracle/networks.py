@@ -10,9 +10,13 @@
   differences of the float64 ODE solution (cached: checks reuse their inputs).
 
 Why finite differences and not :meth:`ExactFlowMap.directional_derivative` (the variational
-equation, exact up to the solver tolerance): at the checks' batch of 16 points it cost 2.7 to 5 s
-per derivative against 60 to 140 ms here (its right-hand side calls ``torch.func.jvp`` of the
-mixture velocity at every stage), and the reference run of all checks went from 5.8 s to 26.5 s.
+equation, exact up to the solver tolerance): at the checks' batch of 16 points on the ring it
+costs 0.5 to 0.9 s per derivative against 90 to 120 ms here (measured on 2 shared CPU cores, after
+its right-hand side moved from ``torch.func.jvp`` to the closed-form
+:meth:`GaussianMixtureTeacher.velocity_jvp`, which made it 3 to 5 times faster; it was 2.7 to 5 s
+and the reference run of all checks went from 5.8 s to 26.5 s). The differences need 8 solves of
+the plain average velocity, batched into one solve with the fastest velocity kernel; the exact
+route carries four states through a solve whose every stage also evaluates the acceleration.
 Along trajectories, the only direction a correct implementation differentiates in, the
 differences are accurate (see :class:`ExactAverageVelocity`).
 """
