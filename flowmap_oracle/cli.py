@@ -1,7 +1,7 @@
 """The ``flowmap-oracle`` console script.
 
 Each subcommand is a small function here that calls the library; the work lives in the package
-named after it (``identities``, ``reference_models``, ``numerics``, ``reports``).
+named after it.
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_objectives(args: argparse.Namespace) -> int:
     import json
 
-    from .numerics.inventory import measure_fixed_points
+    from .experiments.fixed_points import measure_fixed_points
 
     if args.smoke_json:
-        from .numerics.records import command_line
-        from .numerics.smoke_training import smoke_train_all, write_smoke_json
+        from .experiments.records import command_line
+        from .experiments.smoke_training import smoke_train_all, write_smoke_json
 
         runs = smoke_train_all()
         for r in runs:
@@ -101,14 +101,14 @@ def _cmd_identities(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     import json
 
-    from .numerics.oracle import (
+    from .experiments.records import write_json
+    from .oracle import (
         ImplementationError,
         OracleSettings,
         checks_for,
         load_implementation,
         run_checks,
     )
-    from .numerics.records import write_json
 
     known = {c.objective for c in checks_for()}
     unknown = sorted(set(args.only or ()) - known)
@@ -151,7 +151,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_mutants(args: argparse.Namespace) -> int:
     import json
 
-    from .numerics.mutants import run_mutants
+    from .oracle.mutants import run_mutants
 
     rows = run_mutants()
     if args.json:
@@ -167,8 +167,8 @@ def _cmd_mutants(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_teachers(args: argparse.Namespace) -> int:
-    from .numerics.bench_teachers import format_result, run_teacher_benchmark
-    from .numerics.records import command_line, write_json
+    from .experiments.bench_teachers import format_result, run_teacher_benchmark
+    from .experiments.records import command_line, write_json
 
     result = run_teacher_benchmark(
         args.n,
@@ -222,8 +222,8 @@ def _add_bench_teachers(bench: argparse._SubParsersAction) -> None:
 
 
 def _cmd_bench_meanflow(args: argparse.Namespace) -> int:
-    from .numerics.experiments import meanflow_one_step_experiment
-    from .numerics.records import command_line, environment, write_json
+    from .experiments.meanflow_one_step import meanflow_one_step_experiment
+    from .experiments.records import command_line, environment, write_json
 
     runs = []
     for velocity in ("teacher", "conditional"):

@@ -11,7 +11,7 @@ import os
 
 import torch
 
-pytest_plugins = ["flowmap_oracle.pytest_plugin", "pytester"]
+pytest_plugins = ["flowmap_oracle.oracle.plugin", "pytester"]
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)

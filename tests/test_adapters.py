@@ -18,15 +18,15 @@ import numpy as np
 import pytest
 import torch
 
-from flowmap_oracle.numerics.adapters import (
+from flowmap_oracle.objectives.meanflow import meanflow_target
+from flowmap_oracle.oracle.adapters import (
     PREDICTIONS,
     TIMES,
     ConventionAdapter,
     ConventionError,
     Conventions,
 )
-from flowmap_oracle.numerics.objectives.meanflow import meanflow_target
-from flowmap_oracle.numerics.oracle.networks import RandomNetwork
+from flowmap_oracle.oracle.networks import RandomNetwork
 from flowmap_oracle.reference_models import ExactFlowMap, preset
 
 D = torch.float64

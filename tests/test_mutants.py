@@ -8,9 +8,9 @@ import json
 import pytest
 
 from flowmap_oracle.cli import main
-from flowmap_oracle.numerics import mutants as mutants_module
-from flowmap_oracle.numerics.mutants import MUTANTS, run_mutants
-from flowmap_oracle.numerics.oracle import CHECKS, checks_for
+from flowmap_oracle.oracle import mutants as mutants_module
+from flowmap_oracle.oracle import CHECKS, checks_for
+from flowmap_oracle.oracle.mutants import MUTANTS, run_mutants
 
 
 @pytest.fixture(scope="module")

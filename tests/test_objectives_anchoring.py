@@ -18,12 +18,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flowmap_oracle.numerics.models import (
+from flowmap_oracle.conventions import LINEAR, interpolant
+from flowmap_oracle.experiments.models import (
     CholeskyFlowMap,
     FlowMapModel,
     TeacherFlowMap,
 )
-from flowmap_oracle.numerics.objectives import (
+from flowmap_oracle.objectives import (
     ExactSolver,
     FiniteDifference,
     ayf_emd_loss,
@@ -39,7 +40,6 @@ from flowmap_oracle.numerics.objectives import (
     split_meanflow_loss,
     split_residual,
 )
-from flowmap_oracle.numerics.objectives._common import interpolate
 from flowmap_oracle.reference_models import ExactFlowMap, preset
 
 GAUSS = preset("anisotropic_gaussian")
@@ -68,7 +68,7 @@ def _batch(teacher, n, seed):
 def _teacher_free(model, b):
     """Residuals of the teacher-free terms (max abs)."""
     x0, x1, t, r, s = b
-    x_t = interpolate(x0, x1, t)
+    x_t = interpolant(LINEAR, x0, x1, t)
     out = {
         "split": split_residual(model, x_t, t, r, s),
         "shortcut": shortcut_residual(model, x_t, t, s, space="flow")[0].detach(),
@@ -115,7 +115,7 @@ def cholesky():
 def test_cholesky_family_is_a_wrong_flow_with_the_right_marginals(cholesky):
     exact = ExactFlowMap(GAUSS)
     x0, x1, t, _, s = _batch(GAUSS, 64, 1)
-    x_t = interpolate(x0, x1, t)
+    x_t = interpolant(LINEAR, x0, x1, t)
     assert (cholesky.flow(x_t, t, s) - exact(x_t, t, s)).abs().max() > 0.1
     # right marginals: f_{1->0} pushes N(0, I) to N(mu, Sigma) exactly, so the image of
     # standard-normal quantiles has the data mean and covariance (Monte Carlo with 2e4 points)

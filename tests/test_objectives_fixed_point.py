@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from flowmap_oracle.cli import main
-from flowmap_oracle.numerics.inventory import OBJECTIVES, measure_fixed_points
-from flowmap_oracle.numerics.models import TeacherFlowMap
-from flowmap_oracle.numerics.objectives import (
+from flowmap_oracle.conventions import LINEAR, interpolant
+from flowmap_oracle.experiments.fixed_points import OBJECTIVES, measure_fixed_points
+from flowmap_oracle.experiments.models import TeacherFlowMap
+from flowmap_oracle.objectives import (
     FiniteDifference,
     flow_matching_loss,
     rectified_velocity,
@@ -26,7 +27,6 @@ from flowmap_oracle.numerics.objectives import (
     s_derivative,
     total_derivative,
 )
-from flowmap_oracle.numerics.objectives._common import interpolate
 from flowmap_oracle.reference_models import ExactFlowMap, preset
 
 # The list, in the seed's order; loss types as the seed assigns them (FM, ReFlow: (a),
@@ -120,7 +120,7 @@ def test_reflow_fixed_point_is_the_rectified_flow_not_the_teacher():
         ones = torch.ones(len(y), dtype=y.dtype)
         return exact(y, ones, torch.zeros_like(ones))
 
-    x_t = interpolate(x0_hat, x1, t)
+    x_t = interpolant(LINEAR, x0_hat, x1, t)
     start = exact(x_t, t, torch.ones_like(t))
     rect = rectified_velocity(one_step, x_t, t, initial_noise=start)
     assert rect.inversion_error < 1e-11
@@ -158,7 +158,7 @@ def test_finite_difference_route_agrees_with_the_variational_equation_on_the_rin
     x1 = torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
     t = 0.1 + 0.8 * torch.rand(n, generator=gen, dtype=x0.dtype)
     s = t * torch.rand(n, generator=gen, dtype=x0.dtype)
-    x_t = interpolate(x0, x1, t)
+    x_t = interpolant(LINEAR, x0, x1, t)
     v = teacher.velocity(x_t, t)
     model = TeacherFlowMap(exact)
     fd = FiniteDifference(1e-5)

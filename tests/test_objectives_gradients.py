@@ -21,8 +21,9 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from flowmap_oracle.numerics.models import FlowMapModel, MLPFlowMap
-from flowmap_oracle.numerics.objectives import (
+from flowmap_oracle.conventions import LINEAR, interpolant
+from flowmap_oracle.experiments.models import FlowMapModel, MLPFlowMap
+from flowmap_oracle.objectives import (
     EulerSolver,
     FiniteDifference,
     ayf_emd_loss,
@@ -41,8 +42,8 @@ from flowmap_oracle.numerics.objectives import (
     split_meanflow_loss,
     split_residual,
 )
-from flowmap_oracle.numerics.objectives._common import interpolate, surrogate_loss
-from flowmap_oracle.numerics.objectives.derivatives import directional_derivative
+from flowmap_oracle.objectives._common import surrogate_loss
+from flowmap_oracle.objectives.derivatives import directional_derivative
 from flowmap_oracle.reference_models import preset
 
 TEACHER = preset("ring8")
@@ -121,7 +122,7 @@ def test_finite_differences_reject_the_tangent_order_of_the_other_signature(batc
     the network is called as F(x, t, s) (MATH.md 1a)."""
     model = _model()
     x0, x1, t, _, s = batch
-    x_t = interpolate(x0, x1, t)
+    x_t = interpolant(LINEAR, x0, x1, t)
     v = V(x_t, t)
     ones, zeros = torch.ones_like(t), torch.zeros_like(t)
     tangents = (v, ones, zeros)
@@ -145,7 +146,7 @@ def _frozen_copy(model):
 def _reference_grads(model, b):
     """Each objective's gradient rebuilt from its (detached) output with the target frozen."""
     x0, x1, t, r, s = b
-    x_t = interpolate(x0, x1, t)
+    x_t = interpolant(LINEAR, x0, x1, t)
     zeros = torch.zeros_like(t)
     v = V(x_t, t)
     frozen = _frozen_copy(model)
@@ -156,7 +157,7 @@ def _reference_grads(model, b):
     out = split_meanflow_loss(model, x0, x1, t, r, s, velocity=V)
     cases["split"] = (out.loss, (model(x_t, t, s) - out.target).pow(2).sum(1).mean())
     out = consistency_loss(model, x0, x1, t.clamp_min(0.1), delta_t=0.1, solver=EulerSolver(V))
-    xt_cd = interpolate(x0, x1, t.clamp_min(0.1))
+    xt_cd = interpolant(LINEAR, x0, x1, t.clamp_min(0.1))
     ref = (model.flow(xt_cd, t.clamp_min(0.1), zeros) - out.target).pow(2).sum(1).mean()
     cases["consistency"] = (out.loss, ref)
     for name, out, f in (
@@ -185,7 +186,7 @@ def _reference_grads(model, b):
     g, m = 3, N // 3
     tg, rg, sg = (a.reshape(g, m)[:, :1].expand(g, m).reshape(-1) for a in (t, r, s))
     out = imm_loss(model, x0, x1, tg, rg, sg, group_size=m)
-    a = model.flow(interpolate(x0, x1, tg), tg, sg).reshape(g, m, 2)
+    a = model.flow(interpolant(LINEAR, x0, x1, tg), tg, sg).reshape(g, m, 2)
     ref = mmd2_unbiased(a, out.target.reshape(g, m, 2), kernel="laplace", bandwidth=1.0).mean()
     cases["imm"] = (out.loss, ref)
     return cases
@@ -203,7 +204,7 @@ def test_every_loss_stops_the_gradient_at_its_target(batch):
 
 
 def _meanflow_without_stopgrad(model, x0, x1, t, s):
-    x_t = interpolate(x0, x1, t)
+    x_t = interpolant(LINEAR, x0, x1, t)
     v = V(x_t, t)
     out, dF = torch.func.jvp(model, (x_t, t, s), (v, torch.ones_like(t), torch.zeros_like(s)))
     target = v - (t - s)[:, None] * dF  # mutant: no detach
@@ -211,7 +212,7 @@ def _meanflow_without_stopgrad(model, x0, x1, t, s):
 
 
 def _meanflow_with_no_grad(model, x0, x1, t, s):
-    x_t = interpolate(x0, x1, t)
+    x_t = interpolant(LINEAR, x0, x1, t)
     v = V(x_t, t)
     with torch.no_grad():  # mutant: stops reverse-mode gradients only
         _, dF = directional_derivative(
@@ -225,7 +226,7 @@ def _meanflow_with_no_grad(model, x0, x1, t, s):
 
 
 def _split_without_stopgrad(model, x0, x1, t, r, s):
-    x_t = interpolate(x0, x1, t)
+    x_t = interpolant(LINEAR, x0, x1, t)
     f_tr = model(x_t, t, r)  # mutant: target branches keep their graph
     f_rs = model(x_t - (t - r)[:, None] * f_tr, r, s)
     target = ((t - r)[:, None] * f_tr + (r - s)[:, None] * f_rs) / (t - s)[:, None]
@@ -235,7 +236,7 @@ def _split_without_stopgrad(model, x0, x1, t, r, s):
 def test_the_stop_gradient_check_rejects_missing_stop_gradients(batch):
     x0, x1, t, r, s = batch
     model = _model()
-    x_t = interpolate(x0, x1, t)
+    x_t = interpolant(LINEAR, x0, x1, t)
     for loss, target in (
         _meanflow_without_stopgrad(model, x0, x1, t, s),
         _split_without_stopgrad(model, x0, x1, t, r, s),
@@ -302,7 +303,7 @@ def test_forward_mode_tangents_are_stopped_too(batch, name):
 
 
 def _emd_with_wrong_sign(model, x0, x1, t, s):
-    x_t = interpolate(x0, x1, t)
+    x_t = interpolant(LINEAR, x0, x1, t)
     v = V(x_t, t)
     f, df = torch.func.jvp(model.flow, (x_t, t, s), (v, torch.ones_like(t), torch.zeros_like(s)))
     return surrogate_loss(f, torch.sign(s - t)[:, None] * df.detach(), None)[0]
@@ -347,7 +348,7 @@ def test_scm_equals_emd_at_s_zero_and_t_times_meanflow():
     assert _close(scm, emd)
     assert _close(scm, mf)
     # mutant: the sCM gradient with the tangent's sign flipped
-    x_t = interpolate(x0, x1, t)
+    x_t = interpolant(LINEAR, x0, x1, t)
     f, g = torch.func.jvp(
         lambda x, tt: model.flow(x, tt, zeros), (x_t, t), (V(x_t, t), torch.ones_like(t))
     )
@@ -371,7 +372,7 @@ def test_split_residual_tends_to_meanflow_with_the_models_velocity_as_r_to_t():
     x0, x1, t, _, s = _batch(4)
     # gain 3: a network with a sizeable J_x F, which is what the mutant misses
     model = _model(4, gain=3.0)
-    x_t = interpolate(x0, x1, t)
+    x_t = interpolant(LINEAR, x0, x1, t)
     limit = _meanflow_residual_model_v(model, x_t, t, s).detach()
     errors, mutant_errors = [], []
     for h in (1e-2, 1e-3, 1e-4, 1e-5):
@@ -388,7 +389,7 @@ def test_split_residual_tends_to_meanflow_with_the_models_velocity_as_r_to_t():
 def test_shortcut_is_split_at_the_midpoint():
     x0, x1, t, _, s = _batch(5)
     model = _model(5)
-    x_t = interpolate(x0, x1, t)
+    x_t = interpolant(LINEAR, x0, x1, t)
     m = 0.5 * (t + s)
     split = split_residual(model, x_t, t, m, s)
     vel, _ = shortcut_residual(model, x_t, t, s, space="velocity")
@@ -424,7 +425,7 @@ def test_discrete_consistency_gradient_over_dt_tends_to_twice_scm():
 def test_lmd_gradient_is_abs_t_minus_s_times_its_regression_form():
     x0, x1, t, _, s = _batch(7)
     model = _model(7)
-    x_t = interpolate(x0, x1, t)
+    x_t = interpolant(LINEAR, x0, x1, t)
     lmd = _grad(model, ayf_lmd_loss(model, x0, x1, t, s, velocity=V).loss)
     F, dF_ds = torch.func.jvp(
         model, (x_t, t, s), (torch.zeros_like(x_t), torch.zeros_like(t), torch.ones_like(s))

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flowmap_oracle.numerics.models import MLPFlowMap
-from flowmap_oracle.numerics.objectives import (
+from flowmap_oracle.experiments.models import MLPFlowMap
+from flowmap_oracle.objectives import (
     EulerSolver,
     FiniteDifference,
     ayf_lmd_loss,
@@ -21,14 +21,14 @@ from flowmap_oracle.numerics.objectives import (
     shortcut_loss,
     split_meanflow_loss,
 )
-from flowmap_oracle.numerics.objectives._common import frozen_flow
-from flowmap_oracle.numerics.objectives.distances import (
+from flowmap_oracle.objectives._common import frozen_flow
+from flowmap_oracle.objectives.distances import (
     adaptive_l2,
     cosine_distance,
     pseudo_huber,
     squared_l2,
 )
-from flowmap_oracle.numerics.objectives.time_sampling import (
+from flowmap_oracle.objectives.time_sampling import (
     consistency_times,
     ctm_times,
     imm_times,

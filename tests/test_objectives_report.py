@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from flowmap_oracle.numerics.inventory import OBJECTIVES
+from flowmap_oracle.experiments.fixed_points import OBJECTIVES
 from flowmap_oracle.reports.document import render_formula_png
 from flowmap_oracle.reports.objectives_section import FORMULAS
 from flowmap_oracle.reports.report import SECTIONS

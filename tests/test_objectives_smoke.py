@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 
-from flowmap_oracle.numerics.smoke_training import (
+from flowmap_oracle.experiments.smoke_training import (
     SMOKE_OBJECTIVES,
     SMOKE_THREADS,
     SmokeResult,

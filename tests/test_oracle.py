@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flowmap_oracle.numerics.oracle import (
+from flowmap_oracle.oracle import (
     CheckFailure,
     Implementation,
     ImplementationError,
@@ -21,7 +21,7 @@ from flowmap_oracle.numerics.oracle import (
 
 @pytest.fixture(scope="module")
 def reference():
-    return load_implementation("flowmap_oracle.numerics.oracle.reference:implementation")
+    return load_implementation("flowmap_oracle.oracle.reference:implementation")
 
 
 def _sign_flipped_target(net, x, t, s, v):
@@ -122,7 +122,7 @@ def test_factory_spec_errors_are_clear():
     with pytest.raises(ImplementationError, match="cannot import"):
         load_implementation("surely_not_a_module_xyz:factory")
     with pytest.raises(ImplementationError, match="has no attribute"):
-        load_implementation("flowmap_oracle.numerics.oracle.reference:nope")
+        load_implementation("flowmap_oracle.oracle.reference:nope")
     with pytest.raises(ImplementationError, match="unknown objective 'meanfloww'"):
         Implementation("typo", targets={"meanfloww": _sign_flipped_target})
     with pytest.raises(ValueError, match="unknown convention key"):

@@ -9,13 +9,13 @@ from importlib import metadata
 import pytest
 
 from flowmap_oracle.cli import main
-from flowmap_oracle.numerics.mutants import run_mutant
-from flowmap_oracle.numerics.oracle import load_implementation, run_check
+from flowmap_oracle.oracle import load_implementation, run_check
+from flowmap_oracle.oracle.mutants import run_mutant
 
 pypdf = pytest.importorskip("pypdf")
 
 GOOD = "examples.torch_edm_consistency:implementation"
-BAD = "flowmap_oracle.numerics.mutants.meanflow:sign_of_t_minus_s"
+BAD = "flowmap_oracle.oracle.mutants.meanflow:sign_of_t_minus_s"
 
 
 def _pdf_text(path) -> str:
@@ -50,7 +50,7 @@ def test_check_fails_a_mutant_with_the_failure_in_json_and_pdf(tmp_path):
     failed = [r for r in rows if r["status"] == "fail"]
     assert failed and all(r["objective"] == "meanflow" for r in rows)
     assert "differs from the reference" in failed[0]["message"]
-    assert failed[0]["reproduce"].startswith("from flowmap_oracle.numerics.oracle import reproduce")
+    assert failed[0]["reproduce"].startswith("from flowmap_oracle.oracle import reproduce")
     text = _pdf_text(out_pdf)
     assert "Failure: meanflow.target" in text and "Reproduce with" in text
     leftovers = sorted(p.name for p in tmp_path.iterdir())
@@ -58,7 +58,7 @@ def test_check_fails_a_mutant_with_the_failure_in_json_and_pdf(tmp_path):
 
 
 def test_check_with_a_bad_spec_exits_2_with_the_reason(capsys):
-    assert main(["check", "flowmap_oracle.numerics.oracle.reference:no_such_factory"]) == 2
+    assert main(["check", "flowmap_oracle.oracle.reference:no_such_factory"]) == 2
     assert "has no attribute 'no_such_factory'" in capsys.readouterr().err
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from flowmap_oracle.numerics.oracle import load_implementation, run_checks
+from flowmap_oracle.oracle import load_implementation, run_checks
 from flowmap_oracle.reports.oracle_section import EXAMPLES
 
 MINIMUM_PASSES = {
@@ -48,7 +48,7 @@ def _trigflow_epsilon():
     DDIM step in the angle; flow matching regresses the noise."""
     import torch
 
-    from flowmap_oracle.numerics.oracle import Implementation
+    from flowmap_oracle.oracle import Implementation
 
     def fm_loss(net, data, noise, theta):
         x = torch.cos(theta)[:, None] * data + torch.sin(theta)[:, None] * noise

@@ -12,10 +12,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flowmap_oracle.numerics.oracle import OracleSettings, load_implementation
-from flowmap_oracle.numerics.oracle.context import CheckContext
-from flowmap_oracle.numerics.oracle.networks import ExactAverageVelocity
-from flowmap_oracle.numerics.oracle.tolerances import EXACT_MAP
+from flowmap_oracle.oracle import OracleSettings, load_implementation
+from flowmap_oracle.oracle.context import CheckContext
+from flowmap_oracle.oracle.networks import ExactAverageVelocity
+from flowmap_oracle.oracle.tolerances import EXACT_MAP
 from flowmap_oracle.reference_models import ExactFlowMap
 
 # The derivative error may use a tenth of the float64 tolerance of the fixed-point checks.

@@ -6,7 +6,7 @@ import pytest
 
 FACTORY = """
 import torch
-from flowmap_oracle.numerics.oracle import Implementation
+from flowmap_oracle.oracle import Implementation
 
 
 def good_target(net, x, t, s, v):
@@ -27,7 +27,7 @@ def bad():
     return Implementation("bad", targets={"meanflow": bad_target})
 """
 
-PLUGIN = ("-p", "flowmap_oracle.pytest_plugin", "-p", "no:randomly", "-p", "no:cacheprovider")
+PLUGIN = ("-p", "flowmap_oracle.oracle.plugin", "-p", "no:randomly", "-p", "no:cacheprovider")
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from flowmap_oracle.numerics.records import command_line, environment, write_json
+from flowmap_oracle.experiments.records import command_line, environment, write_json
 
 
 def test_environment_names_device_and_versions():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from flowmap_oracle.cli import main
-from flowmap_oracle.numerics.bench_teachers import plain_velocity
+from flowmap_oracle.experiments.bench_teachers import plain_velocity
 from flowmap_oracle.reference_models import preset
 from flowmap_oracle.reports import teachers_section
 

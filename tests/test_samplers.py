@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from flowmap_oracle.numerics.models import MLPFlowMap, TeacherFlowMap
-from flowmap_oracle.numerics.samplers import (
+from flowmap_oracle.experiments.models import MLPFlowMap, TeacherFlowMap
+from flowmap_oracle.experiments.samplers import (
     ddim_sampler,
     euler_sampler,
     gamma_sampler,

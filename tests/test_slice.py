@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flowmap_oracle.numerics.experiments import meanflow_one_step_experiment
+from flowmap_oracle.experiments.meanflow_one_step import meanflow_one_step_experiment
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flowmap_oracle.numerics.models import MLPFlowMap
-from flowmap_oracle.numerics.objectives import LossOutput, flow_matching_loss
-from flowmap_oracle.numerics.training import fit, train
+from flowmap_oracle.experiments.models import MLPFlowMap
+from flowmap_oracle.experiments.training import fit, train
+from flowmap_oracle.objectives import LossOutput, flow_matching_loss
 from flowmap_oracle.reference_models import preset
 
 

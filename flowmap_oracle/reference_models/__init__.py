@@ -1,7 +1,7 @@
 """Analytic teachers: Gaussian mixtures on probability paths, with exact flow maps.
 
 Imports only numpy, scipy, torch, torchdiffeq (and jax with diffrax, optionally, in
-:mod:`.jax_backend`); knows nothing of ``numerics`` or ``reports``.
+:mod:`.jax_backend`); knows nothing of the layers built on it.
 """
 
 from .flow_map import ExactFlowMap, FlowMapSolution, NoiseDataCoupling

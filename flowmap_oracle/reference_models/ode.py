@@ -26,7 +26,7 @@ rejection ``h <- h * max(0.2, 0.9 err^(-1/8))``. The plain integral controller o
 (``0.9 err^(-1/8)``) rejected about 28% of the steps on the ``ring8`` teacher and its largest
 error over 4000 trajectories was 2.9e-7 at rtol = atol = 1e-9; with the PI gains above the
 rejections fall to about 2% and the largest error to 2.0e-9 for the same number of velocity
-evaluations (measured; see ``numerics/bench_teachers.py``).
+evaluations (measured; see ``experiments/bench_teachers.py``).
 """
 
 from __future__ import annotations

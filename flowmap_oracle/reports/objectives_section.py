@@ -1,9 +1,9 @@
 """Report section: every objective, its fixed point at the exact map, and a smoke training run.
 
-* the inventory of :mod:`flowmap_oracle.numerics.inventory`: each objective's formula in the
+* the inventory of :mod:`flowmap_oracle.experiments.fixed_points`: each objective's formula in the
   project's notation, loss type, and fixed-point residual at the exact ring8 map (with the
   tolerance and the perturbed control);
-* the smoke-training runs of :mod:`flowmap_oracle.numerics.smoke_training`: sampling error
+* the smoke-training runs of :mod:`flowmap_oracle.experiments.smoke_training`: sampling error
   against the exact map before and after a few hundred CPU steps.
 
 ``quick`` skips the two expensive fixed points (ReFlow's Newton inversion through ODE solves,
@@ -13,8 +13,8 @@ IMM's thousands of particles), and trains each objective for 40 steps measured o
 
 from __future__ import annotations
 
-from ..numerics.inventory import OBJECTIVES, measure_fixed_points
-from ..numerics.smoke_training import SMOKE_OBJECTIVES, smoke_train
+from ..experiments.fixed_points import OBJECTIVES, measure_fixed_points
+from ..experiments.smoke_training import SMOKE_OBJECTIVES, smoke_train
 from .document import ReportDocument
 
 __all__ = ["FORMULAS", "add_objectives_section"]
@@ -56,7 +56,7 @@ def add_objectives_section(doc: ReportDocument, *, quick: bool = False) -> None:
     doc.heading("Objectives at the exact flow map")
     doc.paragraph(
         "Every objective of the seed document is implemented as a loss in the project's "
-        "convention (module flowmap_oracle.numerics.objectives, one module per method). Each "
+        "convention (module flowmap_oracle.objectives, one module per method). Each "
         "is evaluated on the 2-D ring of eight Gaussians in float64 with the exact teacher flow "
         "map in the student's place and, where it takes a velocity, the teacher's marginal "
         "velocity (a teacher solver is the exact map). A pointwise fixed point is a zero of "

@@ -14,8 +14,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..numerics.mutants import MutantResult, run_mutants
-from ..numerics.oracle import (
+from ..experiments.records import environment
+from ..oracle import (
     CheckResult,
     Implementation,
     OracleSettings,
@@ -23,7 +23,7 @@ from ..numerics.oracle import (
     load_implementation,
     run_checks,
 )
-from ..numerics.records import environment
+from ..oracle.mutants import MutantResult, run_mutants
 from .document import ReportDocument
 
 __all__ = ["EXAMPLES", "add_oracle_section", "write_check_report"]
@@ -76,7 +76,7 @@ def add_oracle_section(doc: ReportDocument, *, quick: bool = False) -> None:
         "cases and at times drawn by hypothesis; gradients and stop-gradients (reverse and forward "
         f"mode) are compared too. Settings: {settings.describe()}."
     )
-    reference = load_implementation("flowmap_oracle.numerics.oracle.reference:implementation")
+    reference = load_implementation("flowmap_oracle.oracle.reference:implementation")
     results = run_checks(reference, settings)
     doc.heading("Reference implementation", level=2)
     doc.paragraph(f"{len(checks_for())} checks on the reference: {_counts(results)}.")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..numerics.experiments import meanflow_one_step_experiment
+from ..experiments.meanflow_one_step import meanflow_one_step_experiment
 from .document import ReportDocument
 
 __all__ = ["add_training_section"]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from flowmap_oracle.numerics.oracle import checks_for
+from flowmap_oracle.oracle import checks_for
 
 pytestmark = pytest.mark.flowmap_oracle
 

@@ -1,0 +1,389 @@
+"""Benchmark of the exact teacher flow map against a plain ``torchdiffeq`` baseline.
+
+``run_teacher_benchmark(n=...)`` maps ``n`` noise points ``x1 ~ N(0, I)`` from t=1 to t=0 through
+the exact flow map of a preset teacher (default: the 2-D 8-mode ring) at rtol = atol = 1e-9 in
+float64, three ways, in one process and on one device:
+
+* ``ours``: :class:`~flowmap_oracle.reference_models.ExactFlowMap` (per-sample DOP853 with PI
+  step control, the teacher's specialised velocity kernel);
+* ``baseline``: a plain ``torchdiffeq.odeint(dopri5)`` of the closed-form velocity evaluated
+  plainly (the generic eigenbasis formula with ``einsum``, as the project's first implementation
+  did: ``v = sum_k gamma_k (alpha' mu_k + Q_k diag(g_k) Q_k^T (x - alpha mu_k))``);
+* ``baseline_same_velocity``: the same ``torchdiffeq.odeint(dopri5)`` on the teacher's public
+  ``velocity`` (the specialised kernel ours uses), to separate the solver's share of the speed-up
+  from the velocity kernel's.
+
+Each result is compared with a tighter reference (``ExactFlowMap`` at rtol = atol = 1e-13,
+itself checked against ``torchdiffeq`` dopri8 at 1e-13 with the last step ending at t=0 on a
+subset), and the JSON records n, device, versions, thread count, seconds, velocity evaluations,
+max errors and peak memory (CUDA: ``max_memory_allocated``; CPU: the peak rise of the process's
+resident set, sampled every 5 ms after returning freed heap memory to the OS with glibc's
+``malloc_trim``; elsewhere a lower bound).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import torch
+import torchdiffeq
+from torch import Tensor
+
+from ..reference_models import ExactFlowMap, GaussianMixtureTeacher, preset
+from . import records
+
+__all__ = [
+    "RunResult",
+    "TeacherBenchmark",
+    "format_result",
+    "plain_velocity",
+    "run_teacher_benchmark",
+]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One timed flow-map computation.
+
+    Attributes:
+        seconds: wall-clock time (after one small warm-up run).
+        cpu_seconds: CPU time of the process over the same run (less sensitive than wall time
+            to other processes sharing the machine).
+        max_error: ``max_i |x_i - x_i^ref|_inf`` against the reference.
+        n_velocity_evals: batched velocity calls (per sample at most).
+        mean_point_evals: velocity evaluations per sample, on average.
+        peak_memory_bytes: see the module docstring.
+    """
+
+    seconds: float
+    cpu_seconds: float
+    max_error: float
+    n_velocity_evals: int
+    mean_point_evals: float
+    peak_memory_bytes: int
+
+
+@dataclass(frozen=True)
+class TeacherBenchmark:
+    """Result of :func:`run_teacher_benchmark` (the JSON written by ``bench teachers``);
+    ``environment`` is :func:`~flowmap_oracle.experiments.records.environment`."""
+
+    n: int
+    device: str
+    preset: str
+    rtol: float
+    atol: float
+    seconds: float
+    baseline_seconds: float
+    speedup: float
+    max_error: float
+    baseline_max_error: float
+    peak_memory_bytes: int
+    baseline_peak_memory_bytes: int
+    n_velocity_evals: int
+    baseline_n_velocity_evals: int
+    baseline_same_velocity_seconds: float
+    baseline_same_velocity_max_error: float
+    speedup_same_velocity: float
+    speedup_cpu_time: float
+    matched_error: dict[str, Any]
+    reference: dict[str, Any]
+    runs: dict[str, dict[str, Any]]
+    environment: dict[str, Any] = field(default_factory=dict)
+    command: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as a JSON-ready dict (every field)."""
+        return asdict(self)
+
+
+def plain_velocity(teacher: GaussianMixtureTeacher) -> Callable[[Tensor, Tensor], Tensor]:
+    """The closed-form marginal velocity evaluated plainly, for the baseline.
+
+    ``v(x, t) = sum_k gamma_k (alpha' mu_k + Q_k diag(g_k) Q_k^T (x - alpha mu_k))`` with
+    ``g_k = (alpha alpha' lambda_k + beta beta') / c_k``, ``c_k = alpha^2 lambda_k + beta^2`` and
+    ``gamma = softmax(log w_k - 1/2 sum_i (y_ki^2 / c_ki + log c_ki))``, all through ``einsum``
+    over ``(N, K, d)`` arrays whatever the covariance type (the project's first implementation).
+    Returns ``velocity(x, t)`` with ``t`` a scalar tensor or of shape ``(N, 1)``.
+    """
+    mix, path = teacher.mixture, teacher.path
+    lam, q, mu, log_w = mix.eigvals, mix.eigvecs, mix.means, mix.weights.log()
+
+    def velocity(x: Tensor, t: Tensor) -> Tensor:
+        tk = t[..., None] if t.ndim else t
+        cf = path.schedule(tk)
+        c = cf.alpha**2 * lam[None] + cf.beta**2
+        y = torch.einsum("kji,nkj->nki", q, x[:, None, :] - cf.alpha * mu[None])
+        log_n = -0.5 * ((y**2 / c).sum(-1) + c.log().sum(-1))
+        gamma = torch.softmax(log_n + log_w[None], dim=1)
+        gain = (cf.alpha * cf.alpha_dot * lam[None] + cf.beta * cf.beta_dot) / c
+        vk = torch.einsum("kij,nkj->nki", q, gain * y) + cf.alpha_dot * mu[None]
+        return torch.einsum("nk,nki->ni", gamma, vk)
+
+    return velocity
+
+
+class _PeakMemory:
+    """Peak memory of a block: CUDA allocator peak, or the peak rise of the resident set on CPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.peak = 0
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    @staticmethod
+    def _trim() -> None:
+        """Return freed heap memory to the OS (glibc), so that the next rise of the resident set
+        reflects the block's own allocations."""
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc: the measurement is a lower bound
+            pass
+
+    def __enter__(self) -> _PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._start = torch.cuda.memory_allocated(self.device)
+            return self
+        self._trim()
+        self._start = self._rss()
+        self._high = self._start
+        self._stop = threading.Event()
+
+        def poll() -> None:
+            while not self._stop.is_set():
+                self._high = max(self._high, self._rss())
+                time.sleep(0.005)
+
+        self._thread = threading.Thread(target=poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak = torch.cuda.max_memory_allocated(self.device) - self._start
+            return
+        self._stop.set()
+        self._thread.join()
+        self._high = max(self._high, self._rss())
+        self.peak = self._high - self._start
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time(
+    fn: Callable[[], tuple[Tensor, int, float]], device: torch.device, ref: Tensor
+) -> RunResult:
+    _sync(device)
+    with _PeakMemory(device) as mem:
+        t0, c0 = time.perf_counter(), time.process_time()
+        out, evals, point_evals = fn()
+        _sync(device)
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    err = float((out - ref).abs().max())
+    return RunResult(seconds, cpu, err, evals, point_evals, int(mem.peak))
+
+
+def _torchdiffeq(
+    velocity: Callable[[Tensor, Tensor], Tensor], x1: Tensor, rtol: float, atol: float
+):
+    """``torchdiffeq.odeint(dopri5)`` from t=1 to t=0; returns (x0, calls, calls)."""
+    counter = [0]
+
+    def f(t: Tensor, x: Tensor) -> Tensor:
+        counter[0] += 1
+        return velocity(x, t)
+
+    grid = torch.tensor([1.0, 0.0], dtype=x1.dtype, device=x1.device)
+    out = torchdiffeq.odeint(f, x1, grid, rtol=rtol, atol=atol, method="dopri5")[-1]
+    return out, counter[0], float(counter[0])
+
+
+def run_teacher_benchmark(
+    n: int,
+    *,
+    preset_name: str = "ring8",
+    rtol: float = 1e-9,
+    atol: float | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    reference_rtol: float = 1e-13,
+    reference_check: int = 2000,
+    repeats: int = 1,
+    command: str = "",
+) -> TeacherBenchmark:
+    """Time the exact flow map ``t=1 -> t=0`` for ``n`` noise points (see the module docstring).
+
+    Arguments:
+        n: number of points.
+        preset_name: the teacher (a :func:`~flowmap_oracle.reference_models.preset` name).
+        rtol, atol: tolerance of ours and both baselines (``atol`` defaults to ``rtol``).
+        device: ``"cpu"`` or ``"cuda"``.
+        seed: seed of the noise draw.
+        reference_rtol: tolerance of the reference solve.
+        reference_check: points on which the reference is compared with torchdiffeq dopri8.
+        repeats: timed runs of each solver, interleaved; the fastest wall and CPU times count.
+        command: the command line, recorded in the JSON.
+
+    Besides the runs at the same tolerance, ours is also timed at looser tolerances
+    (``rtol * 3, 10, 30, 100``): ``matched_error`` reports the loosest whose measured error is
+    still at most the baseline's, i.e. the speed-up at the same or better measured error.
+    """
+    if n < 1:
+        raise ValueError(f"n must be positive, got {n}")
+    atol = rtol if atol is None else atol
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but CUDA is not available")
+    base_teacher = preset(preset_name)
+    mix = base_teacher.mixture.to(device=dev)
+    teacher = GaussianMixtureTeacher(mix, base_teacher.path)
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    x1 = torch.randn(n, mix.dim, dtype=torch.float64, device=dev, generator=gen)
+
+    ours = ExactFlowMap(teacher, method="dop853", rtol=rtol, atol=atol)
+    plain = plain_velocity(teacher)
+
+    def run_ours(x: Tensor):
+        sol = ours.solve(x, 1.0, 0.0)
+        return sol.x_s, sol.n_velocity_evals, sol.n_point_evals / x.shape[0]
+
+    def run_base(x: Tensor):
+        return _torchdiffeq(plain, x, rtol, atol)
+
+    def run_same(x: Tensor):
+        return _torchdiffeq(teacher.velocity, x, rtol, atol)
+
+    # reference, and its agreement with an independent solver on a subset
+    ref_map = ExactFlowMap(teacher, method="dop853", rtol=reference_rtol, atol=reference_rtol)
+    ref = ref_map(x1, 1.0, 0.0)
+    m = min(reference_check, n)
+    check = ExactFlowMap(teacher, method="dopri8", rtol=reference_rtol, atol=reference_rtol)
+    ref_agreement = float((check(x1[:m], 1.0, 0.0) - ref[:m]).abs().max())
+
+    # warm-up on a few points (allocator, lazy initialisation), then the timed runs
+    for fn in (run_ours, run_base, run_same):
+        fn(x1[: min(n, 256)])
+
+    def fastest(runs: list[RunResult]) -> RunResult:
+        """Minimum wall and CPU time over repeats (each repeat measures the same work)."""
+        best_run = min(runs, key=lambda r: r.seconds)
+        return replace(best_run, cpu_seconds=min(r.cpu_seconds for r in runs))
+
+    # repeats interleave the solvers, so that a slow spell of a shared machine hits all of them
+    timed: dict[str, list[RunResult]] = {"ours": [], "base": [], "same": []}
+    for _ in range(max(1, repeats)):
+        timed["ours"].append(_time(lambda: run_ours(x1), dev, ref))
+        timed["base"].append(_time(lambda: run_base(x1), dev, ref))
+        timed["same"].append(_time(lambda: run_same(x1), dev, ref))
+    res_ours, res_base, res_same = (fastest(timed[k]) for k in ("ours", "base", "same"))
+
+    def best(fn: Callable[[], tuple[Tensor, int, float]]) -> RunResult:
+        return fastest([_time(fn, dev, ref) for _ in range(max(1, repeats))])
+
+    matched = {"rtol": rtol, **asdict(res_ours)}
+    for factor in (3, 10, 30, 100):
+        loose = ExactFlowMap(teacher, method="dop853", rtol=rtol * factor, atol=atol * factor)
+
+        def run_loose(x: Tensor, loose: ExactFlowMap = loose):
+            sol = loose.solve(x, 1.0, 0.0)
+            return sol.x_s, sol.n_velocity_evals, sol.n_point_evals / x.shape[0]
+
+        res = best(lambda run_loose=run_loose: run_loose(x1))
+        if res.max_error > res_base.max_error:
+            break
+        matched = {"rtol": rtol * factor, **asdict(res)}
+    matched["speedup"] = res_base.seconds / matched["seconds"]
+
+    return TeacherBenchmark(
+        n=n,
+        device=str(dev) if dev.type == "cpu" else f"{dev} ({torch.cuda.get_device_name(dev)})",
+        preset=preset_name,
+        rtol=rtol,
+        atol=atol,
+        seconds=res_ours.seconds,
+        baseline_seconds=res_base.seconds,
+        speedup=res_base.seconds / res_ours.seconds,
+        max_error=res_ours.max_error,
+        baseline_max_error=res_base.max_error,
+        peak_memory_bytes=res_ours.peak_memory_bytes,
+        baseline_peak_memory_bytes=res_base.peak_memory_bytes,
+        n_velocity_evals=res_ours.n_velocity_evals,
+        baseline_n_velocity_evals=res_base.n_velocity_evals,
+        baseline_same_velocity_seconds=res_same.seconds,
+        baseline_same_velocity_max_error=res_same.max_error,
+        speedup_same_velocity=res_same.seconds / res_ours.seconds,
+        speedup_cpu_time=res_base.cpu_seconds / res_ours.cpu_seconds,
+        matched_error=matched,
+        reference={
+            "method": "ExactFlowMap dop853",
+            "rtol": reference_rtol,
+            "atol": reference_rtol,
+            "checked_against": "torchdiffeq dopri8 (step_t at the end point)",
+            "checked_points": m,
+            "max_difference": ref_agreement,
+        },
+        runs={
+            "ours": {"solver": "ExactFlowMap(method='dop853')", **asdict(res_ours)},
+            "baseline": {
+                "solver": "torchdiffeq.odeint(method='dopri5')",
+                "velocity": "plain_velocity (generic eigenbasis einsum)",
+                **asdict(res_base),
+            },
+            "baseline_same_velocity": {
+                "solver": "torchdiffeq.odeint(method='dopri5')",
+                "velocity": "GaussianMixtureTeacher.velocity (specialised kernel)",
+                **asdict(res_same),
+            },
+        },
+        environment=records.environment(dev),
+        command=command,
+    )
+
+
+def format_result(r: TeacherBenchmark) -> str:
+    """Human-readable summary printed by ``flowmap-oracle bench teachers``."""
+    lines = [
+        f"exact flow map t=1 -> t=0, {r.preset}, n={r.n}, rtol=atol={r.rtol:g}, device {r.device}, "
+        f"{r.environment.get('torch_threads')} thread(s)",
+        f"  ours (per-sample DOP853)        {r.seconds:9.3f} s (cpu {r.runs['ours']['cpu_seconds']:.3f})"
+        f"  max error {r.max_error:.2e}  "
+        f"evals {r.n_velocity_evals}  peak mem {r.peak_memory_bytes / 2**20:.1f} MiB",
+        f"  baseline (dopri5, plain v)      {r.baseline_seconds:9.3f} s "
+        f"(cpu {r.runs['baseline']['cpu_seconds']:.3f})  max error "
+        f"{r.baseline_max_error:.2e}  evals {r.baseline_n_velocity_evals}  peak mem "
+        f"{r.baseline_peak_memory_bytes / 2**20:.1f} MiB",
+        f"  baseline (dopri5, same v)       {r.baseline_same_velocity_seconds:9.3f} s "
+        f"(cpu {r.runs['baseline_same_velocity']['cpu_seconds']:.3f})  max error "
+        f"{r.baseline_same_velocity_max_error:.2e}",
+        f"  speedup {r.speedup:.1f}x (vs plain baseline; {r.speedup_cpu_time:.1f}x in CPU time), "
+        f"{r.speedup_same_velocity:.1f}x (vs dopri5 on the same velocity)",
+        f"  at matched error: ours at rtol {r.matched_error['rtol']:g} takes "
+        f"{r.matched_error['seconds']:.3f} s (max error {r.matched_error['max_error']:.2e}), "
+        f"{r.matched_error['speedup']:.1f}x faster than the plain baseline",
+        f"  reference: rtol {r.reference['rtol']:g}, agrees with dopri8 to "
+        f"{r.reference['max_difference']:.1e} on {r.reference['checked_points']} points",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    res = run_teacher_benchmark(int(sys.argv[1]) if len(sys.argv) > 1 else 10_000)
+    print(format_result(res))

@@ -1,0 +1,166 @@
+"""The mutant registry and the kill run."""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ..context import OracleSettings
+from ..implementation import Implementation
+from ..reference import implementation as reference_implementation
+from ..registry import checks_for, run_checks
+
+__all__ = ["MODULES", "MUTANTS", "Mutant", "MutantResult", "mutant", "run_mutant", "run_mutants"]
+
+MODULES = (
+    "meanflow",
+    "flow_matching",
+    "facm",
+    "self_consistency",
+    "consistency",
+    "align_your_flow",
+    "imm",
+    "model",
+    "conventions",
+)
+"""Mutant modules under this package, one per objective."""
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """One wrong implementation.
+
+    Attributes:
+        name: ``<objective>.<bug>``.
+        objective: the objective whose function is wrong (``"model"`` for the flow-map step).
+        description: the bug and why it is plausible.
+        factory: builds the :class:`Implementation`; ``spec`` names it for reproduction.
+    """
+
+    name: str
+    objective: str
+    description: str
+    factory: Callable[[], Implementation]
+    spec: str
+
+    def implementation(self) -> Implementation:
+        return self.factory()
+
+
+MUTANTS: dict[str, Mutant] = {}
+
+
+def mutant(
+    name: str, *, objective: str, description: str, inherit: bool = True
+) -> Callable[[Callable], Callable]:
+    """Register a factory ``() -> dict`` of replacements as a mutant.
+
+    The factory returns keyword replacements for the reference implementation (``targets``,
+    ``losses``, ``flow_map``, ``conventions``); with ``inherit`` the ``targets`` and ``losses``
+    are merged into the reference's, so the mutant differs from the reference in exactly those
+    functions. Mutants in other conventions set ``inherit=False`` and provide only their own
+    functions (the reference's are written in the project's convention).
+    """
+
+    def register(fn: Callable[[], dict[str, Any]]) -> Callable[[], Implementation]:
+        spec = f"{fn.__module__}:{fn.__name__}"
+
+        def factory() -> Implementation:
+            ref = reference_implementation()
+            changes = fn()
+            base_t, base_l = (ref.targets, ref.losses) if inherit else ({}, {})
+            targets = {**base_t, **changes.pop("targets", {})}
+            losses = {**base_l, **changes.pop("losses", {})}
+            if not inherit:
+                changes.setdefault("flow_map", None)
+            return replace(
+                ref,
+                name=f"mutant {name}",
+                targets=targets,
+                losses=losses,
+                description=description,
+                spec=spec,
+                **changes,
+            )
+
+        if name in MUTANTS:
+            raise ValueError(f"mutant {name!r} is registered twice")
+        factory.__name__ = fn.__name__
+        factory.__doc__ = description
+        MUTANTS[name] = Mutant(name, objective, description, factory, spec)
+        return factory
+
+    return register
+
+
+def _load() -> None:
+    for module in MODULES:
+        importlib.import_module(f"{__package__}.{module}")
+
+
+@dataclass(frozen=True)
+class MutantResult:
+    """One row of the kill table.
+
+    Attributes:
+        mutant, objective, description: from the :class:`Mutant`.
+        killed: whether some check failed on it.
+        by: the first check that failed (``None`` if it survived).
+        message: that check's message.
+        seconds: time to kill.
+    """
+
+    mutant: str
+    objective: str
+    description: str
+    killed: bool
+    by: str | None
+    message: str
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mutant": self.mutant,
+            "objective": self.objective,
+            "killed": self.killed,
+            "by": self.by,
+            "description": self.description,
+            "message": self.message,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def run_mutant(m: Mutant | str, settings: OracleSettings | None = None) -> MutantResult:
+    """Run the oracle on one mutant until the first failing check.
+
+    The checks of the mutant's own objective run first (the others only if it survives them),
+    so the kill run stays short; ``by`` names the first check that failed.
+    """
+    _load()
+    m = MUTANTS[m] if isinstance(m, str) else m
+    start = time.perf_counter()
+    impl = m.implementation()
+    results = run_checks(impl, settings, objectives=[m.objective], stop_at_first_failure=True)
+    if not any(r.status == "fail" for r in results):
+        others = {c.objective for c in checks_for()} - {m.objective}
+        results += run_checks(impl, settings, objectives=others, stop_at_first_failure=True)
+    failed = [r for r in results if r.status == "fail"]
+    by = failed[0] if failed else None
+    return MutantResult(
+        m.name,
+        m.objective,
+        m.description,
+        killed=by is not None,
+        by=None if by is None else by.check,
+        message="survived every check" if by is None else by.message,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def run_mutants(settings: OracleSettings | None = None) -> list[MutantResult]:
+    """The kill table: every registered mutant, in name order."""
+    _load()
+    return [run_mutant(MUTANTS[name], settings) for name in sorted(MUTANTS)]

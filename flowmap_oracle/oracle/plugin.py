@@ -1,0 +1,159 @@
+"""The flowmap-oracle pytest plugin: run the oracle's checks against an implementation.
+
+Opt in from any repository with ``pytest -p flowmap_oracle.oracle.plugin --impl=pkg.mod:factory``
+(or set ``FLOWMAP_ORACLE_IMPL=pkg.mod:factory``): one test item per oracle check, named
+``flowmap-oracle::<check>`` and marked ``flowmap_oracle``, joins the session (select them alone
+with ``-m flowmap_oracle``). Each passes, skips with the reason (the implementation does not
+provide what the check needs) or fails with what differs, where, and a reproduction snippet.
+
+In this repository ``tests/oracle/`` holds the same checks as ordinary test modules using the
+fixture ``oracle_check``; they run against the reference implementation unless ``--impl`` (or the
+environment variable) names another, and the plugin then adds no items of its own.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from . import (
+    ENV_VAR,
+    ImplementationError,
+    OracleSettings,
+    checks_for,
+    load_implementation,
+    run_check,
+)
+from .context import PROFILES
+
+__all__ = ["OracleItem", "oracle_check", "oracle_implementation", "oracle_settings"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("flowmap-oracle", "flowmap-oracle correctness checks")
+    group.addoption(
+        "--impl",
+        action="store",
+        default=None,
+        metavar="PACKAGE.MODULE:FACTORY",
+        help=f"implementation to check (default: ${ENV_VAR}, else the reference)",
+    )
+    group.addoption(
+        "--oracle-profile",
+        action="store",
+        default="ci",
+        choices=sorted(PROFILES),
+        help="how many hypothesis draws per check (ci: deterministic and short)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "flowmap_oracle: a flowmap-oracle conformance check")
+
+
+def _spec(config: pytest.Config) -> str | None:
+    return config.getoption("--impl") or os.environ.get(ENV_VAR) or None
+
+
+_STATE = pytest.StashKey[dict]()
+
+
+def _state(config: pytest.Config) -> dict:
+    """The implementation and settings, loaded once per session."""
+    state = config.stash.get(_STATE, None)
+    if state is None:
+        state = {
+            "impl": load_implementation(_spec(config)),
+            "settings": OracleSettings(profile=config.getoption("--oracle-profile")),
+        }
+        config.stash[_STATE] = state
+    return state
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Load a named implementation once, up front: a bad spec is a usage error, not 28 failures."""
+    if _spec(session.config):
+        try:
+            _state(session.config)
+        except ImplementationError as err:
+            raise pytest.UsageError(f"flowmap-oracle: {err}") from None
+
+
+class OracleFailure(Exception):
+    """A failing oracle check (its report is the whole failure text)."""
+
+
+class OracleItem(pytest.Item):
+    """One oracle check as a test item."""
+
+    def __init__(self, *, check, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.check = check
+        self.add_marker("flowmap_oracle")
+
+    def runtest(self) -> None:
+        state = _state(self.config)
+        result = run_check(self.check, state["impl"], state["settings"])
+        if result.status == "skip":
+            pytest.skip(result.message)
+        if result.status == "fail":
+            raise OracleFailure(result.report())
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, OracleFailure):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self):
+        return self.path, None, f"flowmap-oracle check {self.check.name}"
+
+
+class OracleCollector(pytest.Collector):
+    """The parent of the oracle's items (they are created at the end of collection)."""
+
+    def collect(self):
+        return []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items) -> None:
+    """Add one item per check when an implementation is named and the session does not already
+    hold the oracle's test modules (this repository's ``tests/oracle``)."""
+    if not _spec(config):
+        return
+    if any(item.get_closest_marker("flowmap_oracle") for item in items):
+        return
+    parent = OracleCollector.from_parent(session, name="flowmap-oracle", path=Path(__file__))
+    new = [OracleItem.from_parent(parent, name=chk.name, check=chk) for chk in checks_for()]
+    items.extend(new)
+    # Report them as collected, so the terminal's counts include them.
+    config.hook.pytest_collectreport(
+        report=pytest.CollectReport(parent.nodeid, "passed", None, new)
+    )
+
+
+@pytest.fixture(scope="session")
+def oracle_implementation(request: pytest.FixtureRequest):
+    """The implementation under test (``--impl`` / ``$FLOWMAP_ORACLE_IMPL`` / the reference)."""
+    return _state(request.config)["impl"]
+
+
+@pytest.fixture(scope="session")
+def oracle_settings(request: pytest.FixtureRequest) -> OracleSettings:
+    return _state(request.config)["settings"]
+
+
+@pytest.fixture
+def oracle_check(oracle_implementation, oracle_settings):
+    """``oracle_check(check)`` runs one check and passes, skips or fails the test with it."""
+
+    def run(chk) -> None:
+        result = run_check(chk, oracle_implementation, oracle_settings)
+        if result.status == "skip":
+            pytest.skip(result.message)
+        if result.status == "fail":
+            pytest.fail(result.report(), pytrace=False)
+
+    return run

@@ -1,0 +1,98 @@
+"""The reference implementation as an :class:`Implementation` (the oracle's default target).
+
+It wraps the project's own objectives (:mod:`flowmap_oracle.objectives`) in the
+oracle's protocols (:data:`~.implementation.PROTOCOLS`), in the project's convention. ``pytest``
+without ``--impl`` runs every check against it; it must pass them all (asserted in the tests).
+Each wrapper only adapts the call; the mathematics is in the objective modules.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..objectives import (
+    ayf_emd_loss,
+    ayf_lmd_loss,
+    consistency_loss,
+    consistency_tangent,
+    ctm_loss,
+    facm_loss,
+    flow_matching_loss,
+    imm_loss,
+    meanflow_loss,
+    meanflow_target,
+    reflow_couplings,
+    reflow_loss,
+    scm_loss,
+    shortcut_loss,
+    shortcut_residual,
+    split_meanflow_loss,
+    split_target,
+)
+from .implementation import Implementation
+
+__all__ = ["implementation"]
+
+
+def _ctm(net, net_sg, data, noise, t, r, s, solver) -> Tensor:
+    """CTM compared in data space. :func:`ctm_loss` freezes ``nn.Module`` parameters itself; the
+    protocol's ``net`` is a plain callable, so the frozen data-space map ``sg(f_{s->0})`` uses the
+    stop-gradient copy ``net_sg`` here (the oracle's check compares this with ``ctm_loss`` on a
+    module)."""
+    b = ctm_loss(net_sg, data, noise, t, r, s, solver=solver, compare="s").target
+    x_t = (1 - t)[:, None] * data + t[:, None] * noise
+    a = x_t + (s - t)[:, None] * net(x_t, t, s)
+    zeros = torch.zeros_like(s)
+
+    def to_data(x: Tensor) -> Tensor:
+        return x - s[:, None] * net_sg(x, s, zeros)
+
+    return (to_data(a) - to_data(b).detach()).pow(2).sum(dim=1).mean()
+
+
+def implementation() -> Implementation:
+    """The reference implementation (torch, float64, the project's convention)."""
+
+    return Implementation(
+        name="flowmap-oracle reference",
+        conventions={},
+        targets={
+            "meanflow": lambda net, x, t, s, v: meanflow_target(net, x, t, s, v)[1],
+            "facm": lambda net, x, t, v: meanflow_target(net, x, t, torch.zeros_like(t), v)[1],
+            "split": lambda net, x, t, s, r: split_target(net, x, t, r, s)[1],
+            "shortcut": lambda net, x, t, s: shortcut_residual(net, x, t, s, space="velocity")[1],
+            "scm": lambda net, x, t, v: consistency_tangent(net, x, t, v)[1],
+            "reflow": lambda solver, noise: reflow_couplings(solver, noise),
+        },
+        losses={
+            "fm": lambda net, data, noise, t: flow_matching_loss(net, data, noise, t).loss,
+            "meanflow": lambda net, data, noise, t, s: meanflow_loss(net, data, noise, t, s).loss,
+            "facm": lambda net, data, noise, t: facm_loss(net, data, noise, t).loss,
+            "split": lambda net, data, noise, t, r, s: (
+                split_meanflow_loss(net, data, noise, t, r, s).loss
+            ),
+            "shortcut": lambda net, data, noise, t, s: (
+                shortcut_loss(net, data, noise, t, s, space="velocity").loss
+            ),
+            "cm": lambda net, data, noise, t, t_prev: (
+                consistency_loss(net, data, noise, t, delta_t=t - t_prev, solver=None).loss
+            ),
+            "scm": lambda net, data, noise, t, velocity: (
+                scm_loss(net, data, noise, t, velocity=velocity).loss
+            ),
+            "ayf_emd": lambda net, data, noise, t, s, velocity: (
+                ayf_emd_loss(net, data, noise, t, s, velocity=velocity).loss
+            ),
+            "ayf_lmd": lambda net, data, noise, t, s, velocity: (
+                ayf_lmd_loss(net, data, noise, t, s, velocity=velocity).loss
+            ),
+            "ctm": _ctm,
+            "imm": lambda net, data, noise, t, r, s: (
+                imm_loss(net, data, noise, t, r, s, group_size=4, bandwidth=1.0).loss
+            ),
+            "reflow": lambda net, coupled, noise, t: reflow_loss(net, coupled, noise, t).loss,
+        },
+        flow_map=lambda net, x, t, s: x + (s - t)[:, None] * net(x, t, s),
+        description="the project's own objectives, flowmap_oracle.objectives",
+    )
