@@ -487,10 +487,9 @@ class GaussianMixtureTeacher:
         """
         mix = self.mixture
         cf, c, g, gamma = p.coef, p.c, p.g, p.gamma
-        timed = dt is not None
-        if timed and isinstance(dt, Tensor) and not self._iso and dt.ndim:
+        if isinstance(dt, Tensor) and not self._iso and dt.ndim:
             dt = dt[..., None]  # (N, 1) -> (N, 1, 1) against the dense kernels' (N, K, d)
-        if timed:
+        if dt is not None:
             lam = self._cache["lam"]
             # g' = c''/(2c) - 2 g^2 with c''/2 = (alpha'^2 + alpha alpha'') lam + beta'^2 + beta beta''
             g_dot = (
@@ -506,30 +505,31 @@ class GaussianMixtureTeacher:
             a = cf.alpha
             ye = (x * dx).sum(1, keepdim=True) - a * (dx @ mix.means.T)
             l_dot = -ye / c
-            if timed:
+            if dt is not None:
                 xm = x @ mix.means.T
                 ye_t = -shift * xm + a * shift * self._cache["mu_sq"]
                 l_dot = l_dot - ye_t / c + dt * (g * p.sq / c - mix.dim * g)
             gam_dot = gamma * (l_dot - (gamma * l_dot).sum(1, keepdim=True))
-            h = gam_dot * g + gamma * g_dot if timed else gam_dot * g
+            h = gam_dot * g + gamma * g_dot if dt is not None else gam_dot * g
             out = self._combine(h, x, a, None) + self._combine(gamma * g, dx, shift, None)
         else:
             e = self._rotate(dx, shift)
             y = p.y
+            assert y is not None  # materialised for the dense kernels
             l_dot = -(y * e / c).sum(-1)
-            if timed:
+            if dt is not None:
                 dt_k = dt[..., 0] if isinstance(dt, Tensor) and dt.ndim else dt
                 l_dot = l_dot + dt_k * ((g * y * y / c).sum(-1) - g.sum(-1))
             gam_dot = gamma * (l_dot - (gamma * l_dot).sum(1, keepdim=True))
             hy = (
                 gam_dot[..., None] * g + gamma[..., None] * g_dot
-                if timed
+                if dt is not None
                 else gam_dot[..., None] * g
             )
             h = hy * y + gamma[..., None] * g * e
             out = self._combine(h, x, cf.alpha, None)
         out = out + self._mean_term(cf.alpha_dot, gam_dot)
-        if timed:
+        if dt is not None:
             out = out + self._mean_term(cf.alpha_ddot * dt, gamma)
         return out
 

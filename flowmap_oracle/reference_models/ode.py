@@ -71,7 +71,7 @@ class BatchedSolution:
 
 
 def _tableau(dtype: torch.dtype, device: torch.device) -> dict[str, Tensor]:
-    conv = dict(dtype=dtype, device=device)
+    conv: dict[str, Any] = dict(dtype=dtype, device=device)
     return {
         "A": torch.as_tensor(_dop853.A[:_N_STAGES, :_N_STAGES], **conv),
         "B": torch.as_tensor(_dop853.B, **conv),

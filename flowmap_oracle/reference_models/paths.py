@@ -307,16 +307,12 @@ class GeneralPath(ProbabilityPath):
                     "GeneralPath.from_sympy to use it with the JAX backend"
                 )
             return PathCoefficients(*(self.jax_functions[k](t) for k in _SIX))
-        add = self.alpha_ddot_fn or _derivative(self.alpha_dot_fn)
-        bdd = self.beta_ddot_fn or _derivative(self.beta_dot_fn)
-        return PathCoefficients(
-            self.alpha_fn(t),
-            self.beta_fn(t),
-            self.alpha_dot_fn(t),
-            self.beta_dot_fn(t),
-            add(t),
-            bdd(t),
-        )
+        a, b, ad, bd = self.alpha_fn, self.beta_fn, self.alpha_dot_fn, self.beta_dot_fn
+        # __post_init__ has checked that these four are callable
+        assert a is not None and b is not None and ad is not None and bd is not None
+        add = self.alpha_ddot_fn or _derivative(ad)
+        bdd = self.beta_ddot_fn or _derivative(bd)
+        return PathCoefficients(a(t), b(t), ad(t), bd(t), add(t), bdd(t))
 
 
 def _constant(value: float, t: Any, xp: Any) -> Any:
@@ -379,8 +375,8 @@ def _validate_path(path: ProbabilityPath) -> None:
             fd = (getattr(cp, g) - getattr(cm, g)) / (2 * h)
             an = getattr(c, dg)[1:-1]
             scale = 1.0 + an.abs().max()
-            err = (fd - an).abs().max()
-            if err > 1e-5 * scale:
+            max_err = (fd - an).abs().max()
+            if max_err > 1e-5 * scale:
                 i = int((fd - an).abs().argmax())
                 raise ValueError(
                     f"path {path.name!r}: {dg} does not match the derivative of {g} "
