@@ -57,7 +57,7 @@ def implementation() -> Implementation:
             "dtype": "float32",
         },
         targets={"meanflow": meanflow_target},
-        losses={"meanflow": meanflow_loss, "fm": flow_matching_loss},
+        losses={"meanflow": meanflow_loss, "flow_matching": flow_matching_loss},
         flow_map=one_step,
         loss_reduction="mean",
     )

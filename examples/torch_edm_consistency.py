@@ -60,6 +60,6 @@ def implementation() -> Implementation:
             "dtype": "float64",
         },
         targets={"scm": consistency_tangent},
-        losses={"fm": denoising_loss, "cm": consistency_training_loss},
+        losses={"flow_matching": denoising_loss, "consistency": consistency_training_loss},
         flow_map=ddim_step,
     )

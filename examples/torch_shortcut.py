@@ -65,7 +65,7 @@ def implementation() -> Implementation:
             "dtype": "float32",
         },
         targets={"shortcut": shortcut_target},
-        losses={"shortcut": shortcut_loss, "fm": flow_matching_loss},
+        losses={"shortcut": shortcut_loss, "flow_matching": flow_matching_loss},
         flow_map=step,
         loss_reduction="mean",
     )

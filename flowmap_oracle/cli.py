@@ -15,11 +15,16 @@ __all__ = ["main"]
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .reports.report import build_report
+    from .report_job import build_report
 
     sections = args.sections.split(",") if args.sections else None
+    benchmarks = args.benchmarks
+    if benchmarks is None and os.path.isdir("benchmarks"):
+        benchmarks = "benchmarks"
     try:
-        path = build_report(args.out, quick=args.quick, sections=sections)
+        path = build_report(
+            args.out, quick=args.quick, sections=sections, benchmarks_dir=benchmarks
+        )
     except ValueError as err:
         print(f"flowmap-oracle report: {err}", file=sys.stderr)
         return 2
@@ -105,6 +110,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from .oracle import (
         ImplementationError,
         OracleSettings,
+        SkipReason,
         checks_for,
         load_implementation,
         run_checks,
@@ -127,10 +133,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
     results = run_checks(impl, settings, objectives=args.only)
     print(f"{impl.name}: {impl.conventions.describe()}; {settings.describe()}")
     not_provided = sorted(
-        {".".join(r.check.split(".")[:2]) for r in results if "provides no" in r.message}
+        {
+            ".".join(r.check.split(".")[:2])
+            for r in results
+            if r.skip_reason is SkipReason.NOT_PROVIDED
+        }
     )
     for r in results:
-        if r.status != "skip" or "provides no" not in r.message:
+        if r.skip_reason is not SkipReason.NOT_PROVIDED:
             print(f"  {r.status:4s}  {r.check:42s} {r.message.splitlines()[0][:90]}")
     if not_provided:
         print(f"  skip  (not provided) {', '.join(not_provided)}")
@@ -275,6 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAMES",
         help="comma-separated subset of sections (identities, teachers, training, objectives, "
         "oracle); all by default",
+    )
+    p.add_argument(
+        "--benchmarks",
+        metavar="DIR",
+        help="directory of committed benchmark JSON records (teachers*.json) to show; default: "
+        "./benchmarks when it exists",
     )
     p.set_defaults(func=_cmd_report)
 

@@ -78,12 +78,15 @@ class Method(StrEnum):
         try:
             return cls(name)
         except ValueError:
-            hint = _ALIASES.get(str(name))
             known = ", ".join(m.value for m in cls)
-            did_you_mean = f" (did you mean {hint.value!r}?)" if hint else ""
-            raise ValueError(
-                f"unknown method {name!r}{did_you_mean}; known methods: {known}"
-            ) from None
+            raise ValueError(f"{cls.unknown(name)}; known methods: {known}") from None
+
+    @classmethod
+    def unknown(cls, name: object) -> str:
+        """``"unknown method 'fm' (did you mean 'flow_matching'?)"``: the start of an error."""
+        hint = _ALIASES.get(str(name))
+        did_you_mean = f" (did you mean {hint.value!r}?)" if hint else ""
+        return f"unknown method {name!r}{did_you_mean}"
 
 
 _TITLES: dict[Method, str] = {

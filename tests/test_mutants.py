@@ -8,8 +8,8 @@ import json
 import pytest
 
 from flowmap_oracle.cli import main
-from flowmap_oracle.oracle import mutants as mutants_module
 from flowmap_oracle.oracle import CHECKS, checks_for
+from flowmap_oracle.oracle import mutants as mutants_module
 from flowmap_oracle.oracle.mutants import MUTANTS, run_mutants
 
 

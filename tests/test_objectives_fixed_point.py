@@ -35,7 +35,7 @@ EXPECTED_TYPES = {
     "flow_matching": "a",
     "meanflow": "b",
     "split_meanflow": "c",
-    "consistency_distillation": "b",
+    "consistency": "b",
     "scm": "b",
     "facm": "b",
     "ayf_emd": "b",

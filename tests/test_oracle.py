@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from flowmap_oracle.conventions import Method
 from flowmap_oracle.oracle import (
     CheckFailure,
     Implementation,
@@ -123,7 +124,33 @@ def test_factory_spec_errors_are_clear():
         load_implementation("surely_not_a_module_xyz:factory")
     with pytest.raises(ImplementationError, match="has no attribute"):
         load_implementation("flowmap_oracle.oracle.reference:nope")
-    with pytest.raises(ImplementationError, match="unknown objective 'meanfloww'"):
+    with pytest.raises(
+        ImplementationError, match="unknown method 'meanfloww'; methods with a target: meanflow"
+    ):
         Implementation("typo", targets={"meanfloww": _sign_flipped_target})
     with pytest.raises(ValueError, match="unknown convention key"):
         Implementation("typo", conventions={"time": "noise_at_1", "signatur": "x_t_s"})
+
+
+def test_method_aliases_are_refused_with_the_canonical_name():
+    with pytest.raises(
+        ImplementationError, match=r"unknown method 'fm' \(did you mean 'flow_matching'\?\)"
+    ):
+        Implementation("alias", losses={"fm": lambda net, data, noise, t: 0.0})
+    with pytest.raises(ImplementationError, match="checks no target of 'flow_matching'"):
+        Implementation("no such role", targets={"flow_matching": _sign_flipped_target})
+    impl = Implementation("enum keys", losses={Method.FLOW_MATCHING: lambda net, d, n, t: 0.0})
+    assert impl.provides("flow_matching", "loss")
+
+
+def test_functions_that_cannot_take_their_protocols_arguments_are_refused_up_front():
+    # MeanFlow's target takes (net, x, t, s, v); a four-argument function is a wiring bug.
+    with pytest.raises(
+        ImplementationError, match=r"targets\['meanflow'\] cannot be called with the 5"
+    ):
+        Implementation("arity", targets={"meanflow": lambda net, x, t, s: x})
+    with pytest.raises(ImplementationError, match="flow_map cannot be called with the 4"):
+        Implementation("arity", flow_map=lambda net, x: x)
+    # Extra optional parameters, *args and partials are fine.
+    Implementation("ok", targets={"meanflow": lambda net, x, t, s, v, scale=1.0: x})
+    Implementation("ok", flow_map=lambda *args: args[1])

@@ -62,7 +62,7 @@ def _trigflow_epsilon():
     return Implementation(
         "trigflow epsilon",
         conventions={"time": "trigflow_angle", "prediction": "epsilon", "signature": "x_s_t"},
-        losses={"fm": fm_loss},
+        losses={"flow_matching": fm_loss},
         flow_map=lambda net, x, t, s: step(lambda a, b, c: net(a, c, b), x, t, s),
     )
 
@@ -70,6 +70,6 @@ def _trigflow_epsilon():
 def test_a_trigflow_epsilon_implementation_passes():
     results = run_checks(_trigflow_epsilon())
     assert [r.check for r in results if r.status == "pass"] == [
-        "fm.loss.value_and_gradient",
+        "flow_matching.loss.value_and_gradient",
         "model.flow_map.one_step",
     ], [r.report() for r in results if r.status != "skip"]

@@ -31,7 +31,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from ..conventions import LINEAR, interpolant
+from ..conventions import LINEAR, Method, interpolant
 from ..objectives import (
     ExactSolver,
     FiniteDifference,
@@ -51,6 +51,7 @@ from ..objectives import (
     split_meanflow_loss,
 )
 from ..reference_models import ExactFlowMap, GaussianMixtureTeacher, preset
+from ..reference_models.paths import ProbabilityPath
 from .models import ExpandedTimeFlowMap, FlowMapModel, PerturbedFlowMap, TeacherFlowMap
 
 __all__ = [
@@ -91,6 +92,7 @@ class _Context:
     """The batch and teacher objects shared by every evaluation (built once)."""
 
     teacher: GaussianMixtureTeacher
+    path: ProbabilityPath
     exact: ExactFlowMap
     solver: ExactSolver
     x0: Tensor
@@ -149,6 +151,7 @@ class FixedPointResult:
     standard_error: float | None
     n_samples: int
     seconds: float
+    path: str = "linear"
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -159,57 +162,69 @@ def _v(ctx: _Context):
 
 
 def _fm(ctx, m):
-    return [flow_matching_loss(m, ctx.x0, ctx.x1, ctx.t, velocity=_v(ctx)).residual]
+    return [flow_matching_loss(m, ctx.x0, ctx.x1, ctx.t, velocity=_v(ctx), path=ctx.path).residual]
 
 
 def _meanflow(ctx, m):
-    out = meanflow_loss(m, ctx.x0, ctx.x1, ctx.t, ctx.s, velocity=_v(ctx), derivative=FD)
+    out = meanflow_loss(
+        m, ctx.x0, ctx.x1, ctx.t, ctx.s, velocity=_v(ctx), derivative=FD, path=ctx.path
+    )
     return [out.residual]
 
 
 def _split(ctx, m):
-    out = split_meanflow_loss(m, ctx.x0, ctx.x1, ctx.t, ctx.r, ctx.s, velocity=_v(ctx))
+    out = split_meanflow_loss(
+        m, ctx.x0, ctx.x1, ctx.t, ctx.r, ctx.s, velocity=_v(ctx), path=ctx.path
+    )
     return [out.residual]
 
 
 def _cd(ctx, m):
     t = ctx.t.clamp_min(ctx.delta_t)
-    out = consistency_loss(m, ctx.x0, ctx.x1, t, delta_t=ctx.delta_t, solver=ctx.solver)
+    out = consistency_loss(
+        m, ctx.x0, ctx.x1, t, delta_t=ctx.delta_t, solver=ctx.solver, path=ctx.path
+    )
     return [out.residual]
 
 
 def _scm(ctx, m):
-    return [scm_loss(m, ctx.x0, ctx.x1, ctx.t, velocity=_v(ctx), derivative=FD).residual]
+    return [
+        scm_loss(m, ctx.x0, ctx.x1, ctx.t, velocity=_v(ctx), derivative=FD, path=ctx.path).residual
+    ]
 
 
 def _facm(ctx, m):
     wrapped = ExpandedTimeFlowMap(m)
-    out = facm_loss(wrapped, ctx.x0, ctx.x1, ctx.t, velocity=_v(ctx), derivative=FD)
-    x_t = interpolant(LINEAR, ctx.x0, ctx.x1, ctx.t)
+    out = facm_loss(wrapped, ctx.x0, ctx.x1, ctx.t, velocity=_v(ctx), derivative=FD, path=ctx.path)
+    x_t = interpolant(ctx.path, ctx.x0, ctx.x1, ctx.t)
     tau = 2 - ctx.t
     anchor = wrapped(x_t, tau, tau) - ctx.teacher.velocity(x_t, ctx.t)
     return [out.residual, anchor]
 
 
 def _emd(ctx, m):
-    out = ayf_emd_loss(m, ctx.x0, ctx.x1, ctx.t, ctx.s, velocity=_v(ctx), derivative=FD)
+    out = ayf_emd_loss(
+        m, ctx.x0, ctx.x1, ctx.t, ctx.s, velocity=_v(ctx), derivative=FD, path=ctx.path
+    )
     return [out.residual]
 
 
 def _lmd(ctx, m):
-    out = ayf_lmd_loss(m, ctx.x0, ctx.x1, ctx.t, ctx.s, velocity=_v(ctx), derivative=FD)
+    out = ayf_lmd_loss(
+        m, ctx.x0, ctx.x1, ctx.t, ctx.s, velocity=_v(ctx), derivative=FD, path=ctx.path
+    )
     return [out.residual]
 
 
 def _shortcut(ctx, m):
-    out = shortcut_loss(m, ctx.x0, ctx.x1, ctx.t, ctx.s, velocity=_v(ctx))
-    x_t = interpolant(LINEAR, ctx.x0, ctx.x1, ctx.t)
+    out = shortcut_loss(m, ctx.x0, ctx.x1, ctx.t, ctx.s, velocity=_v(ctx), path=ctx.path)
+    x_t = interpolant(ctx.path, ctx.x0, ctx.x1, ctx.t)
     return [out.residual, m(x_t, ctx.t, ctx.t) - ctx.teacher.velocity(x_t, ctx.t)]
 
 
 def _ctm(ctx, m):
-    out = ctm_loss(m, ctx.x0, ctx.x1, ctx.t, ctx.r, ctx.s, solver=ctx.solver)
-    x_t = interpolant(LINEAR, ctx.x0, ctx.x1, ctx.t)
+    out = ctm_loss(m, ctx.x0, ctx.x1, ctx.t, ctx.r, ctx.s, solver=ctx.solver, path=ctx.path)
+    x_t = interpolant(ctx.path, ctx.x0, ctx.x1, ctx.t)
     dsm = ctx.t[:, None] * (m(x_t, ctx.t, ctx.t) - ctx.teacher.velocity(x_t, ctx.t))
     return [out.residual, dsm]
 
@@ -218,9 +233,9 @@ class _RectifiedFlowModel(FlowMapModel):
     """The rectified flow of the ReFlow coupling as a model: its velocity ``v'(x, t)``, for
     every ``s``, by Newton inversion of the interpolation (memoised per call)."""
 
-    def __init__(self, exact: ExactFlowMap) -> None:
+    def __init__(self, exact: ExactFlowMap, path: ProbabilityPath) -> None:
         super().__init__()
-        self.exact = exact
+        self.exact, self.path = exact, path
         self._memo: dict[bytes, Tensor] = {}
 
     def _one_step(self, y: Tensor) -> Tensor:
@@ -231,7 +246,7 @@ class _RectifiedFlowModel(FlowMapModel):
         key = torch.cat([x, t[:, None]], dim=1).detach().numpy().tobytes()
         if key not in self._memo:
             start = self.exact(x, t, torch.ones_like(t))  # Phi_{t->1}: exact at t = 0 and 1
-            res = rectified_velocity(self._one_step, x, t, initial_noise=start)
+            res = rectified_velocity(self._one_step, x, t, initial_noise=start, path=self.path)
             self._memo[key] = res.velocity
         return self._memo[key]
 
@@ -240,18 +255,20 @@ def _reflow(ctx, m):
     x0_hat = ctx.cache.get("reflow_x0")
     if x0_hat is None:
         x0_hat = ctx.cache["reflow_x0"] = reflow_couplings(ctx.exact, ctx.x1)
-    return [reflow_loss(m, x0_hat, ctx.x1, ctx.t).residual]
+    return [reflow_loss(m, x0_hat, ctx.x1, ctx.t, path=ctx.path).residual]
 
 
 def _imm(ctx, m):
     x0, x1, t, r, s = ctx.imm_batch
-    out = imm_loss(m, x0, x1, t, r, s, group_size=ctx.imm_group_size, kernel="laplace")
+    out = imm_loss(
+        m, x0, x1, t, r, s, group_size=ctx.imm_group_size, kernel="laplace", path=ctx.path
+    )
     return [out.per_sample]
 
 
 def _spec(name, loss_type, module, evaluate, tol, teacher, *, control=None, kind="pointwise"):
     return ObjectiveSpec(
-        name=name,
+        name=Method.parse(name),
         loss_type=loss_type,
         module=module,
         fixed_point_kind=kind,
@@ -268,7 +285,7 @@ OBJECTIVES: tuple[ObjectiveSpec, ...] = (
     _spec("flow_matching", "a", "flow_matching", _fm, VEL_TOL, MARGINAL),
     _spec("meanflow", "b", "meanflow", _meanflow, FD_TOL, MARGINAL),
     _spec("split_meanflow", "c", "split_meanflow", _split, MAP_TOL, MARGINAL + " (boundary)"),
-    _spec("consistency_distillation", "b", "consistency", _cd, MAP_TOL, "exact ODE step, Dt=0.05"),
+    _spec("consistency", "b", "consistency", _cd, MAP_TOL, "exact ODE step, Dt=0.05"),
     _spec("scm", "b", "continuous_consistency", _scm, FD_TOL, MARGINAL),
     _spec("facm", "b", "facm", _facm, FD_TOL, MARGINAL),
     _spec("ayf_emd", "b", "align_your_flow", _emd, FD_TOL, MARGINAL),
@@ -298,8 +315,8 @@ OBJECTIVES: tuple[ObjectiveSpec, ...] = (
 """Every objective, in the order of the seed document."""
 
 
-def _context(n: int, seed: int, imm_group_size: int) -> _Context:
-    teacher = preset("ring8")
+def _context(n: int, seed: int, imm_group_size: int, path: ProbabilityPath) -> _Context:
+    teacher = preset("ring8", path=path)
     exact = ExactFlowMap(teacher)
     gen = torch.Generator().manual_seed(seed)
     x0 = teacher.mixture.sample(n, generator=gen)
@@ -317,6 +334,7 @@ def _context(n: int, seed: int, imm_group_size: int) -> _Context:
     times = torch.tensor(IMM_TIMES, dtype=ix0.dtype).repeat_interleave(imm_group_size, dim=0)
     return _Context(
         teacher=teacher,
+        path=path,
         exact=exact,
         solver=ExactSolver(exact),
         x0=x0,
@@ -354,14 +372,16 @@ def measure_fixed_points(
     n: int = 16,
     seed: int = 0,
     imm_group_size: int = 512,
+    path: ProbabilityPath = LINEAR,
 ) -> list[FixedPointResult]:
-    """Measure every (or the named) objective at the exact map of ``ring8``.
+    """Measure every (or the named) objective at the exact map of ``ring8`` on ``path``.
 
     Arguments:
         names: objective names (default all, in :data:`OBJECTIVES` order).
         n: points of the pointwise batch.
         seed: seeds the batch.
         imm_group_size: IMM's particles per group (one group per entry of :data:`IMM_TIMES`).
+        path: the probability path of the teacher and of every objective (default linear).
 
     Returns:
         one :class:`FixedPointResult` per objective.
@@ -377,15 +397,15 @@ def measure_fixed_points(
         unknown = [name for name in names if name not in known]
         if unknown:
             raise KeyError(f"unknown objectives {unknown}; known: {sorted(known)}")
-        specs = [known[name] for name in names]
-    ctx = _context(n, seed, imm_group_size)
+        specs = [known[Method.parse(name)] for name in names]
+    ctx = _context(n, seed, imm_group_size, path)
     tight = TeacherFlowMap(ctx.exact, cache=True)
     loose = TeacherFlowMap(ExactFlowMap(ctx.teacher, rtol=1e-8, atol=1e-8), cache=True)
     results = []
     for spec in specs:
         start = time.perf_counter()
         if spec.name == "reflow":
-            exact_model = _RectifiedFlowModel(ctx.exact)
+            exact_model = _RectifiedFlowModel(ctx.exact, ctx.path)
             control = PerturbedFlowMap(exact_model, eps=PERTURBATION)
         elif spec.name == "imm":
             exact_model, control = loose, _Scaled(loose, IMM_CONTROL_SCALE)
@@ -410,6 +430,7 @@ def measure_fixed_points(
                 standard_error=stderr,
                 n_samples=len(ctx.imm_batch[0]) if spec.name == "imm" else n,
                 seconds=time.perf_counter() - start,
+                path=ctx.path.name,
             )
         )
     return results

@@ -92,7 +92,7 @@ def meanflow_one_step_experiment(
     v = teacher.velocity if velocity == "teacher" else None
 
     def objective(m, x0, x1, t, s):
-        return meanflow_loss(m, x0, x1, t, s, velocity=v)
+        return meanflow_loss(m, x0, x1, t, s, velocity=v, path=teacher.path)
 
     result = train(
         model, objective, teacher, steps=steps, batch_size=batch_size, lr=2e-3, seed=seed

@@ -109,7 +109,7 @@ def _uniform(n, gen):
 
 
 def _objectives(setup: _Setup) -> dict[str, tuple[str, Step]]:
-    v = setup.teacher.velocity
+    v, path = setup.teacher.velocity, setup.teacher.path
     heun = HeunSolver(v, n_steps=1)
     heun4 = HeunSolver(v, n_steps=4)
 
@@ -118,53 +118,53 @@ def _objectives(setup: _Setup) -> dict[str, tuple[str, Step]]:
 
     def meanflow(m, x0, x1, g):
         t, s = pair_times(len(x0), equal_fraction=0.25, distribution="uniform", generator=g)
-        return meanflow_loss(m, x0, x1, t, s, velocity=v)
+        return meanflow_loss(m, x0, x1, t, s, velocity=v, path=path)
 
     def split(m, x0, x1, g):
         t, r, s = split_times(len(x0), generator=g)
-        return split_meanflow_loss(m, x0, x1, t, r, s, velocity=v)
+        return split_meanflow_loss(m, x0, x1, t, r, s, velocity=v, path=path)
 
     def cd(m, x0, x1, g):
         t, dt = consistency_times(len(x0), n_steps=20, generator=g)
-        return consistency_loss(m, x0, x1, t, delta_t=dt, solver=heun)
+        return consistency_loss(m, x0, x1, t, delta_t=dt, solver=heun, path=path)
 
     def scm(m, x0, x1, g):
         # The sCM gradient carries a factor t (MATH.md 1d); the weight 1/t removes it (then
         # the gradient is half MeanFlow's at s = 0). Measured: 0.68 without it, 0.29 with it
         # after 600 steps; tangent normalisation (c = 0.1) trained slower still (0.85).
         t = _uniform(len(x0), g)
-        return scm_loss(m, x0, x1, t, velocity=v, weight=1 / t)
+        return scm_loss(m, x0, x1, t, velocity=v, weight=1 / t, path=path)
 
     def facm(m, x0, x1, g):
         t = _uniform(len(x0), g)
-        return facm_loss(m, x0, x1, t, velocity=v, time_encoding="diagonal")
+        return facm_loss(m, x0, x1, t, velocity=v, time_encoding="diagonal", path=path)
 
     def emd(m, x0, x1, g):
         t, s = pair_times(len(x0), equal_fraction=0.0, distribution="uniform", generator=g)
-        return ayf_emd_loss(m, x0, x1, t, s, velocity=v)
+        return ayf_emd_loss(m, x0, x1, t, s, velocity=v, path=path)
 
     def lmd(m, x0, x1, g):
         t, s = pair_times(len(x0), equal_fraction=0.0, distribution="uniform", generator=g)
-        return ayf_lmd_loss(m, x0, x1, t, s, velocity=v)
+        return ayf_lmd_loss(m, x0, x1, t, s, velocity=v, path=path)
 
     def shortcut(m, x0, x1, g):
         t, s = shortcut_times(len(x0), max_log2_steps=4, generator=g)
-        return shortcut_loss(m, x0, x1, t, s, velocity=v)
+        return shortcut_loss(m, x0, x1, t, s, velocity=v, path=path)
 
     def imm(m, x0, x1, g):
         group = 32
         t, r, s = imm_times(len(x0) // group, group, gap=0.5, generator=g)
-        return imm_loss(m, x0, x1, t, r, s, group_size=group, bandwidth=0.5)
+        return imm_loss(m, x0, x1, t, r, s, group_size=group, bandwidth=0.5, path=path)
 
     def ctm(m, x0, x1, g):
         t, r, s = ctm_times(len(x0), generator=g)
-        return ctm_loss(m, x0, x1, t, r, s, solver=heun4, dsm_weight=1.0, velocity=v)
+        return ctm_loss(m, x0, x1, t, r, s, solver=heun4, dsm_weight=1.0, velocity=v, path=path)
 
     return {
         "flow_matching": ("4-step Euler", fm),
         "meanflow": ("one-step", meanflow),
         "split_meanflow": ("one-step", split),
-        "consistency_distillation": ("one-step", cd),
+        "consistency": ("one-step", cd),
         "scm": ("one-step", scm),
         "facm": ("one-step", facm),
         "ayf_emd": ("one-step", emd),
@@ -177,7 +177,7 @@ def _objectives(setup: _Setup) -> dict[str, tuple[str, Step]]:
 
 
 SMOKE_STEPS: dict[str, int] = {
-    "consistency_distillation": 600,  # cheap steps; bootstraps from t = 0 slowly
+    "consistency": 600,  # cheap steps; bootstraps from t = 0 slowly
     "ayf_emd": 400,
     "shortcut": 400,
     "imm": 600,  # a teacher-free distribution match: the slowest to move
@@ -191,7 +191,7 @@ SMOKE_OBJECTIVES: tuple[str, ...] = (
     "flow_matching",
     "meanflow",
     "split_meanflow",
-    "consistency_distillation",
+    "consistency",
     "scm",
     "facm",
     "ayf_emd",
@@ -274,7 +274,13 @@ def smoke_train(
     def batch_loss(gen: torch.Generator) -> LossOutput:
         if pool is not None:
             idx = torch.randint(0, len(pool[0]), (batch_size,), generator=gen)
-            return reflow_loss(model, pool[0][idx], pool[1][idx], _uniform(batch_size, gen))
+            return reflow_loss(
+                model,
+                pool[0][idx],
+                pool[1][idx],
+                _uniform(batch_size, gen),
+                path=setup.teacher.path,
+            )
         x0 = setup.teacher.mixture.sample(batch_size, generator=gen)
         x1 = torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
         return step(model, x0, x1, gen)

@@ -15,33 +15,17 @@ import torch
 from torch import Tensor
 
 from ..objectives import LossOutput
+from ..objectives.time_sampling import pair_times
 from ..reference_models import GaussianMixtureTeacher
 from .models import FlowMapModel
 
-__all__ = ["BatchLoss", "TrainingResult", "fit", "sample_times", "train"]
+__all__ = ["BatchLoss", "TrainingResult", "fit", "train"]
 
 Objective = Callable[[FlowMapModel, Tensor, Tensor, Tensor, Tensor], LossOutput]
 """``objective(model, x0, x1, t, s) -> LossOutput``."""
 
 BatchLoss = Callable[[torch.Generator], LossOutput]
 """``batch_loss(generator) -> LossOutput``: draws one batch with ``generator`` and returns its loss."""
-
-
-def sample_times(
-    n: int,
-    *,
-    generator: torch.Generator | None = None,
-    equal_fraction: float = 0.25,
-    dtype: torch.dtype = torch.float64,
-) -> tuple[Tensor, Tensor]:
-    """Draw ``(t, s)`` with ``0 <= s <= t <= 1``: two uniforms sorted, and ``s = t`` for a
-    fraction ``equal_fraction`` of the batch (the flow-matching diagonal)."""
-    if not 0.0 <= equal_fraction <= 1.0:
-        raise ValueError(f"equal_fraction must lie in [0, 1], got {equal_fraction}")
-    u = torch.rand(n, 2, generator=generator, dtype=dtype)
-    t, s = u.max(dim=1).values, u.min(dim=1).values
-    diag = torch.rand(n, generator=generator, dtype=dtype) < equal_fraction
-    return t, torch.where(diag, t, s)
 
 
 @dataclass
@@ -98,11 +82,13 @@ def train(
 
     Arguments:
         model: the flow-map model to train (updated in place).
-        objective: ``objective(model, x0, x1, t, s) -> LossOutput``.
+        objective: ``objective(model, x0, x1, t, s) -> LossOutput``; build it on the teacher's
+            path (``meanflow_loss(..., path=teacher.path)``).
         teacher: supplies data samples (and, inside the objective, possibly its velocity).
         steps, batch_size, lr: optimisation settings; the learning rate decays by cosine.
         seed: seeds the data, noise and time draws.
-        equal_fraction: share of the batch with ``s = t``.
+        equal_fraction: share of the batch with ``s = t``; times come from
+            :func:`~flowmap_oracle.objectives.time_sampling.pair_times` (uniform).
 
     Returns:
         :class:`TrainingResult`.
@@ -112,7 +98,13 @@ def train(
     def batch_loss(gen: torch.Generator) -> LossOutput:
         x0 = teacher.mixture.sample(batch_size, generator=gen).to(dtype)
         x1 = torch.randn(x0.shape, generator=gen, dtype=dtype)
-        t, s = sample_times(batch_size, generator=gen, equal_fraction=equal_fraction, dtype=dtype)
+        t, s = pair_times(
+            batch_size,
+            equal_fraction=equal_fraction,
+            distribution="uniform",
+            generator=gen,
+            dtype=dtype,
+        )
         return objective(model, x0, x1, t, s)
 
     return fit(model, batch_loss, steps=steps, lr=lr, seed=seed)

@@ -15,7 +15,7 @@ from .implementation import (
     load_implementation,
 )
 from .registry import CHECKS, Check, checks_for, reproduce, run_check, run_checks
-from .results import Case, CheckFailure, CheckResult, Mismatch
+from .results import Case, CheckFailure, CheckResult, Mismatch, SkipReason
 
 __all__ = [
     "CHECKS",
@@ -29,6 +29,7 @@ __all__ = [
     "ImplementationError",
     "Mismatch",
     "OracleSettings",
+    "SkipReason",
     "checks_for",
     "load_implementation",
     "reproduce",

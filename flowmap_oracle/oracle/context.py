@@ -23,7 +23,7 @@ from .adapters import ConventionAdapter, ConventionError, TargetKind
 from .cases import CaseSpace, Space, case_space
 from .implementation import Implementation
 from .networks import ExactAverageVelocity, RandomNetwork
-from .results import Case, CheckFailure, CheckSkipped
+from .results import Case, CheckFailure, CheckSkipped, SkipReason
 from .tolerances import Tolerance, tolerance
 
 __all__ = ["Batch", "CheckContext", "OracleSettings", "exact_network", "teacher"]
@@ -146,12 +146,16 @@ class CheckContext:
     def require_continuous_steps(self, why: str) -> None:
         if not self.adapter.continuous_steps:
             raise CheckSkipped(
-                f"{why}; the declared signature 'shortcut_log2' has only dyadic steps"
+                f"{why}; the declared signature 'shortcut_log2' has only dyadic steps",
+                reason=SkipReason.CONVENTION,
             )
 
     def require_linear_time(self, why: str) -> None:
         if self.conventions.time not in ("noise_at_1", "noise_at_0"):
-            raise CheckSkipped(f"{why}; declared time convention {self.conventions.time!r}")
+            raise CheckSkipped(
+                f"{why}; declared time convention {self.conventions.time!r}",
+                reason=SkipReason.CONVENTION,
+            )
 
     # -- fixtures ------------------------------------------------------------------------------
 
@@ -167,12 +171,13 @@ class CheckContext:
         if not self.adapter.continuous_steps and space in ("to_zero", "split", "strict"):
             raise CheckSkipped(
                 f"the check needs {space!r} times, which the declared signature 'shortcut_log2' "
-                "(dyadic steps only) cannot express"
+                "(dyadic steps only) cannot express",
+                reason=SkipReason.CONVENTION,
             )
         try:
             return case_space(space, self.adapter)
         except ValueError as err:
-            raise CheckSkipped(str(err)) from None
+            raise CheckSkipped(str(err), reason=SkipReason.CONVENTION) from None
 
     def batch(self, case: Case, space: CaseSpace) -> Batch:
         """Points of the teacher at the case's times (data, noise and ``x_t`` from its seed)."""

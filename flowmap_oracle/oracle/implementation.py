@@ -7,16 +7,16 @@ prediction, see :mod:`flowmap_oracle.oracle.adapters`); the oracle converts ever
 over and everything it gets back. Nothing is guessed: a check whose function is not provided is
 skipped with a reason, and unknown objectives or keys are errors.
 
-Protocols: ``net`` is a network in the user's signature, ``net(x, a1, a2)``; ``x`` points; ``t``
-the start, ``r`` an intermediate and ``s`` the end time, in the user's time variable, ``(N,)``
-arrays; ``data`` and ``noise`` are ``(N, d)`` samples of the data and of ``N(0, I)`` whatever the
-user calls them; ``v`` is the velocity ``dx/dtau`` at ``(x, t)`` as an array; ``velocity`` is the
-teacher's velocity field ``velocity(x, t)`` and ``solver`` a teacher solver ``solver(x, t, s)``,
-both callables in the user's conventions. The full table is :data:`PROTOCOLS`; for example
+Each function follows a typed protocol of :mod:`.protocols` (the table is
+:data:`~.protocols.PROTOCOLS`, keyed by :class:`~flowmap_oracle.conventions.Method`); for example
 
 * ``targets["meanflow"](net, x, t, s, v) -> N_tgt``, the regression target of the network output;
 * ``losses["meanflow"](net, data, noise, t, s) -> scalar`` (conditional velocity, plain L2);
 * ``flow_map(net, x, t, s) -> x_s``, the one-step map built from ``net``.
+
+Keys are method names (``"flow_matching"``, ``"meanflow"``, ...); a common alias such as ``"fm"``
+is refused with the canonical name. A function that cannot take its protocol's positional
+arguments is refused when the :class:`Implementation` is built, before any check runs.
 
 Gradient-defined losses (sCM, AYF) are checked through their gradients only.
 """
@@ -30,7 +30,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..conventions import Method
 from .adapters import ConventionAdapter, Conventions
+from .protocols import MODEL, PROTOCOLS, Role, accepts_positional, arity, signature_of
 
 __all__ = [
     "ENV_VAR",
@@ -47,55 +49,6 @@ ENV_VAR = "FLOWMAP_ORACLE_IMPL"
 LOSS_REDUCTIONS = ("sum_mean", "mean")
 """``"sum_mean"``: sum over dimensions, mean over the batch (ours); ``"mean"``: mean over all
 entries (``torch.nn.functional.mse_loss``, ``jnp.mean``)."""
-
-PROTOCOLS: dict[str, dict[str, str]] = {
-    "fm": {"loss": "(net, data, noise, t) -> scalar: ||net on its diagonal s = t - target||^2"},
-    "meanflow": {
-        "target": "(net, x, t, s, v) -> N_tgt",
-        "loss": "(net, data, noise, t, s) -> scalar (conditional velocity, plain L2)",
-    },
-    "facm": {
-        "target": "(net, x, t, v) -> N_tgt (the consistency target at s = 0)",
-        "loss": "(net, data, noise, t) -> scalar (FACM defaults: norm-L2 CM part weighted by "
-        "sin(pi t / 2), anchor at 2 - t with L2 + cosine, conditional velocity)",
-    },
-    "split": {
-        "target": "(net, x, t, s, r) -> N_tgt (SplitMeanFlow, F_{r->s} at the model's x_r)",
-        "loss": "(net, data, noise, t, r, s) -> scalar (split rule; FM with x1 - x0 where s = t)",
-    },
-    "shortcut": {
-        "target": "(net, x, t, s) -> N_tgt (velocity space, midpoint m = (t + s) / 2)",
-        "loss": "(net, data, noise, t, s) -> scalar (FM with x1 - x0 plus the consistency term)",
-    },
-    "cm": {"loss": "(net, data, noise, t, t_prev) -> scalar (consistency training, L2)"},
-    "scm": {
-        "target": "(net, x, t, v) -> d f_{t->0} / dt, the tangent of the stop-gradient model",
-        "loss": "(net, data, noise, t, velocity) -> surrogate with gradient "
-        "mean (d_theta f_{t->0})^T d f / dt",
-    },
-    "ayf_emd": {
-        "loss": "(net, data, noise, t, s, velocity) -> surrogate with gradient "
-        "mean sign(t - s) (d_theta f)^T d f / dt",
-    },
-    "ayf_lmd": {
-        "loss": "(net, data, noise, t, s, velocity) -> surrogate with gradient "
-        "mean sign(s - t) (d_theta f)^T (d_s f - velocity(f, s))",
-    },
-    "ctm": {
-        "loss": "(net, net_sg, data, noise, t, r, s, solver) -> scalar (compared in data space "
-        "through the frozen map f_{s->0}; net_sg has stop-gradiented parameters)",
-    },
-    "imm": {
-        "loss": "(net, data, noise, t, r, s) -> scalar (groups of 4, Laplace kernel, "
-        "bandwidth 1, unbiased MMD^2)",
-    },
-    "reflow": {
-        "target": "(solver, noise) -> data: the teacher's coupling Phi_{1->0}(noise)",
-        "loss": "(net, coupled_data, noise, t) -> scalar (flow matching on the coupling)",
-    },
-    "model": {"flow_map": "(net, x, t, s) -> x_s"},
-}
-"""Objective -> provided function -> its call signature (in the user's conventions)."""
 
 
 class ImplementationError(ValueError):
@@ -131,20 +84,13 @@ class Implementation:
         if not isinstance(self.name, str) or not self.name:
             raise ImplementationError("Implementation.name must be a non-empty string")
         object.__setattr__(self, "conventions", Conventions.from_mapping(self.conventions))
-        for kind, table in (("targets", self.targets), ("losses", self.losses)):
+        for kind, role in (("targets", Role.TARGET), ("losses", Role.LOSS)):
+            table = getattr(self, kind)
             if not isinstance(table, Mapping):
-                raise ImplementationError(f"{kind} must be a mapping objective -> function")
-            role = "target" if kind == "targets" else "loss"
-            for objective, fn in table.items():
-                if objective not in PROTOCOLS or role not in PROTOCOLS[objective]:
-                    known = sorted(o for o, p in PROTOCOLS.items() if role in p)
-                    raise ImplementationError(
-                        f"unknown objective {objective!r} in {kind}; known: {', '.join(known)}"
-                    )
-                if not callable(fn):
-                    raise ImplementationError(f"{kind}[{objective!r}] is not callable")
-        if self.flow_map is not None and not callable(self.flow_map):
-            raise ImplementationError("flow_map must be callable")
+                raise ImplementationError(f"{kind} must be a mapping method -> function")
+            object.__setattr__(self, kind, _checked_table(kind, role, table))
+        if self.flow_map is not None:
+            _check_function("flow_map", MODEL, Role.FLOW_MAP, self.flow_map)
         if self.loss_reduction not in LOSS_REDUCTIONS:
             raise ImplementationError(
                 f"unknown loss_reduction {self.loss_reduction!r}; choose one of {LOSS_REDUCTIONS}"
@@ -154,7 +100,7 @@ class Implementation:
     def adapter(self) -> ConventionAdapter:
         return ConventionAdapter(self.conventions)
 
-    def provides(self, objective: str, role: str) -> bool:
+    def provides(self, objective: str, role: Role | str) -> bool:
         """Whether the implementation provides ``role`` (target/loss/flow_map) for ``objective``."""
         if role == "target":
             return objective in self.targets
@@ -170,6 +116,38 @@ class Implementation:
         if self.flow_map is not None:
             out.append("model.flow_map")
         return out
+
+
+def _check_function(where: str, method: str, role: Role, fn: object) -> None:
+    if not callable(fn):
+        raise ImplementationError(f"{where} is not callable")
+    n = arity(method, role)
+    if accepts_positional(fn, n) is False:
+        raise ImplementationError(
+            f"{where} cannot be called with the {n} positional arguments of its protocol "
+            f"{signature_of(method, role)}"
+        )
+
+
+def _checked_table(kind: str, role: Role, table: Mapping[str, Callable]) -> dict[str, Callable]:
+    """``table`` with its keys read as :class:`Method` values; unknown keys are errors."""
+    known = [m for m, roles in PROTOCOLS.items() if role in roles and m != MODEL]
+    out: dict[str, Callable] = {}
+    for key, fn in table.items():
+        try:
+            method = Method.parse(key)
+        except ValueError:
+            raise ImplementationError(
+                f"{kind}: {Method.unknown(key)}; methods with a {role.value}: {', '.join(known)}"
+            ) from None
+        if method not in known:
+            raise ImplementationError(
+                f"{kind}: the oracle checks no {role.value} of {method.value!r}; methods with a "
+                f"{role.value}: {', '.join(known)}"
+            )
+        _check_function(f"{kind}[{key!r}]", method, role, fn)
+        out[method.value] = fn
+    return out
 
 
 def load_implementation(spec: str | None = None) -> Implementation:

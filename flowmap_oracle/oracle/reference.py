@@ -60,22 +60,24 @@ def implementation() -> Implementation:
         targets={
             "meanflow": lambda net, x, t, s, v: meanflow_target(net, x, t, s, v)[1],
             "facm": lambda net, x, t, v: meanflow_target(net, x, t, torch.zeros_like(t), v)[1],
-            "split": lambda net, x, t, s, r: split_target(net, x, t, r, s)[1],
+            "split_meanflow": lambda net, x, t, s, r: split_target(net, x, t, r, s)[1],
             "shortcut": lambda net, x, t, s: shortcut_residual(net, x, t, s, space="velocity")[1],
             "scm": lambda net, x, t, v: consistency_tangent(net, x, t, v)[1],
             "reflow": lambda solver, noise: reflow_couplings(solver, noise),
         },
         losses={
-            "fm": lambda net, data, noise, t: flow_matching_loss(net, data, noise, t).loss,
+            "flow_matching": lambda net, data, noise, t: (
+                flow_matching_loss(net, data, noise, t).loss
+            ),
             "meanflow": lambda net, data, noise, t, s: meanflow_loss(net, data, noise, t, s).loss,
             "facm": lambda net, data, noise, t: facm_loss(net, data, noise, t).loss,
-            "split": lambda net, data, noise, t, r, s: (
+            "split_meanflow": lambda net, data, noise, t, r, s: (
                 split_meanflow_loss(net, data, noise, t, r, s).loss
             ),
             "shortcut": lambda net, data, noise, t, s: (
                 shortcut_loss(net, data, noise, t, s, space="velocity").loss
             ),
-            "cm": lambda net, data, noise, t, t_prev: (
+            "consistency": lambda net, data, noise, t, t_prev: (
                 consistency_loss(net, data, noise, t, delta_t=t - t_prev, solver=None).loss
             ),
             "scm": lambda net, data, noise, t, velocity: (

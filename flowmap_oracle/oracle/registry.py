@@ -13,14 +13,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from hypothesis import HealthCheck, Phase, Verbosity, given
 from hypothesis import settings as hsettings
 
+from ..conventions import Method
 from .cases import CaseSpace, Space
 from .context import CheckContext, OracleSettings
 from .implementation import Implementation, load_implementation
-from .results import Case, CheckFailure, CheckResult, CheckSkipped
+from .protocols import MODEL, Role
+from .results import Case, CheckFailure, CheckResult, CheckSkipped, SkipReason, Status
 
 __all__ = [
     "CHECKS",
@@ -38,8 +41,9 @@ class Check:
     """One property of one objective.
 
     Attributes:
-        name: ``<objective>.<role>.<property>``.
-        objective: the objective (``"model"`` for the flow-map step).
+        name: ``<method>.<role>.<property>``.
+        objective: the :class:`~flowmap_oracle.conventions.Method` (``"model"`` for the flow-map
+            step).
         role: what the implementation must provide: ``"target"``, ``"loss"`` or ``"flow_map"``.
         space: the times the check runs on.
         description: one sentence: what is compared with what.
@@ -51,7 +55,7 @@ class Check:
 
     name: str
     objective: str
-    role: str
+    role: Role
     space: Space
     description: str
     body: Callable[[CheckContext, Case, CaseSpace], None]
@@ -78,10 +82,14 @@ def check(
 ) -> Callable[[Callable], Callable]:
     """Decorator registering ``body`` as a :class:`Check`."""
 
+    method = MODEL if objective == MODEL else Method.parse(objective)
+    if not name.startswith(f"{method}.{Role(role)}."):
+        raise ValueError(f"check {name!r} must be named '{method}.{role}.<property>'")
+
     def register(body: Callable) -> Callable:
         if name in CHECKS:
             raise ValueError(f"check {name!r} is registered twice")
-        CHECKS[name] = Check(name, objective, role, space, description, body, draws, cost)
+        CHECKS[name] = Check(name, method, Role(role), space, description, body, draws, cost)
         return body
 
     return register
@@ -92,8 +100,14 @@ def _load_checks() -> None:
 
 
 def checks_for(objective: str | None = None) -> list[Check]:
-    """Registered checks (of one objective), cheapest first, then by name."""
+    """Registered checks (of one method, or ``"model"``), cheapest first, then by name.
+
+    Raises:
+        ValueError: for an unknown method name.
+    """
     _load_checks()
+    if objective is not None and objective != MODEL:
+        objective = Method.parse(objective)
     selected = [c for c in CHECKS.values() if objective is None or c.objective == objective]
     return sorted(selected, key=lambda c: (c.objective, c.cost, c.name))
 
@@ -130,7 +144,7 @@ def run_check(
     settings = settings or OracleSettings()
     start = time.perf_counter()
 
-    def result(status: str, message: str, **kw) -> CheckResult:
+    def result(status: Status, message: str, **kw: Any) -> CheckResult:
         return CheckResult(
             chk.name,
             chk.objective,
@@ -143,7 +157,11 @@ def run_check(
 
     if not impl.provides(chk.objective, chk.role):
         what = "flow_map" if chk.role == "flow_map" else f"{chk.objective} {chk.role}"
-        return result("skip", f"the implementation provides no {what} function")
+        return result(
+            "skip",
+            f"the implementation provides no {what} function",
+            skip_reason=SkipReason.NOT_PROVIDED,
+        )
     ctx = CheckContext(impl, settings)
     try:
         space = ctx.space(chk.space)
@@ -158,7 +176,7 @@ def run_check(
 
             drawn()
     except CheckSkipped as skip:
-        return result("skip", str(skip))
+        return result("skip", str(skip), skip_reason=skip.reason)
     except CheckFailure as failure:
         where = "" if failure.case is None else f"case {failure.case.describe()}; "
         return result(

@@ -8,6 +8,7 @@ entries are outside the tolerance, and a Python snippet that reproduces the fail
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any, Literal
 
 import torch
@@ -21,6 +22,7 @@ __all__ = [
     "CheckResult",
     "CheckSkipped",
     "Mismatch",
+    "SkipReason",
     "Status",
     "compare",
 ]
@@ -119,8 +121,28 @@ class CheckFailure(AssertionError):
         self.case: Case | None = None
 
 
+class SkipReason(StrEnum):
+    """Why a check did not run (data, so that tools need not read message text)."""
+
+    NOT_PROVIDED = "not_provided"
+    """The implementation provides no function for the check's method and role."""
+    CONVENTION = "convention"
+    """The declared conventions cannot express the check's inputs (times, steps, path)."""
+    NOT_APPLICABLE = "not_applicable"
+    """The check's reference is defined only for options the implementation did not declare."""
+
+
 class CheckSkipped(Exception):
-    """Raised inside a check body when the check cannot apply; the message is the reason."""
+    """Raised inside a check body when the check cannot apply; the message says why.
+
+    Arguments:
+        message: one line naming what is missing.
+        reason: the :class:`SkipReason` category.
+    """
+
+    def __init__(self, message: str, *, reason: SkipReason = SkipReason.NOT_APPLICABLE) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -137,6 +159,7 @@ class CheckResult:
         case: the inputs of the failing evaluation.
         reproduce: a Python snippet that reruns the failing case.
         seconds: wall-clock time.
+        skip_reason: why a skipped check did not run (``None`` unless ``status == "skip"``).
     """
 
     check: str
@@ -148,12 +171,14 @@ class CheckResult:
     case: Case | None = None
     reproduce: str | None = None
     seconds: float = 0.0
+    skip_reason: SkipReason | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "check": self.check,
             "objective": self.objective,
             "status": self.status,
+            "skip_reason": None if self.skip_reason is None else self.skip_reason.value,
             "message": self.message,
             "description": self.description,
             "mismatch": None if self.mismatch is None else self.mismatch.to_json(),

@@ -7,6 +7,6 @@ from flowmap_oracle.oracle import checks_for
 pytestmark = pytest.mark.flowmap_oracle
 
 
-@pytest.mark.parametrize("check", checks_for("fm") + checks_for("reflow"), ids=str)
+@pytest.mark.parametrize("check", checks_for("flow_matching") + checks_for("reflow"), ids=str)
 def test_flow_matching(check, oracle_check):
     oracle_check(check)

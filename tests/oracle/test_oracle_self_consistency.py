@@ -7,6 +7,6 @@ from flowmap_oracle.oracle import checks_for
 pytestmark = pytest.mark.flowmap_oracle
 
 
-@pytest.mark.parametrize("check", checks_for("split") + checks_for("shortcut"), ids=str)
+@pytest.mark.parametrize("check", checks_for("split_meanflow") + checks_for("shortcut"), ids=str)
 def test_self_consistency(check, oracle_check):
     oracle_check(check)

@@ -38,8 +38,8 @@ def _per_entry(ctx: CheckContext, loss: torch.Tensor, d: int) -> torch.Tensor:
 
 
 @check(
-    "cm.loss.value_and_gradient",
-    objective="cm",
+    "consistency.loss.value_and_gradient",
+    objective="consistency",
     role="loss",
     space="strict",
     description=(
@@ -58,7 +58,7 @@ def cm_loss(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
         return _per_entry(ctx, out.loss, d)
 
     args = loss_inputs(ctx, b, b.t, b.s)
-    compare_loss(ctx, "cm", net, build, args, what="consistency-training loss")
+    compare_loss(ctx, "consistency", net, build, args, what="consistency-training loss")
 
 
 # ---------------------------------------------------------------------------------------------

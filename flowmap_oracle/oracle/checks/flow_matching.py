@@ -9,7 +9,7 @@ from ...objectives.teacher_solvers import HeunSolver
 from ..cases import CaseSpace
 from ..context import Batch, CheckContext
 from ..registry import check
-from ..results import Case, CheckSkipped, compare
+from ..results import Case, CheckSkipped, SkipReason, compare
 from ..tolerances import STANDARD
 from ._common import Term, compare_loss, loss_inputs, regression_in_user_units
 
@@ -27,8 +27,8 @@ def _fm_loss_check(ctx: CheckContext, objective: str, b: Batch, net) -> None:
 
 
 @check(
-    "fm.loss.value_and_gradient",
-    objective="fm",
+    "flow_matching.loss.value_and_gradient",
+    objective="flow_matching",
     role="loss",
     space="diagonal",
     description=(
@@ -39,7 +39,7 @@ def _fm_loss_check(ctx: CheckContext, objective: str, b: Batch, net) -> None:
 )
 def fm_loss(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
     b = ctx.batch(case, space)
-    _fm_loss_check(ctx, "fm", b, ctx.random_network(case.seed + 10))
+    _fm_loss_check(ctx, "flow_matching", b, ctx.random_network(case.seed + 10))
 
 
 def _teacher_solver(ctx: CheckContext) -> HeunSolver:
@@ -51,7 +51,8 @@ def _require_both_ends(ctx: CheckContext) -> None:
     if (lo, hi) != (0.0, 1.0):
         raise CheckSkipped(
             f"ReFlow couples noise at t = 1 with data at t = 0; time convention "
-            f"{ctx.conventions.time!r} is finite only on [{lo}, {hi}]"
+            f"{ctx.conventions.time!r} is finite only on [{lo}, {hi}]",
+            reason=SkipReason.CONVENTION,
         )
 
 

@@ -36,7 +36,7 @@ from ._common import (
 # SplitMeanFlow
 
 register_target_checks(
-    "split",
+    "split_meanflow",
     space="split",
     target="split target",
     formula=(
@@ -44,7 +44,7 @@ register_target_checks(
         "at the model's own point x_r = x_t - (t - r) F(x_t, t, r),"
     ),
     user=lambda ctx, net, b, v: user_target(
-        ctx, "split", "value", net, b.x, b.t, b.s, extra_times=(b.r,)
+        ctx, "split_meanflow", "value", net, b.x, b.t, b.s, extra_times=(b.r,)
     ),
     reference=lambda ctx, net, b, v: split_target(net, b.x, b.t, b.r, b.s)[1],
     seed=30,
@@ -53,8 +53,8 @@ register_target_checks(
 
 
 @check(
-    "split.loss.value_and_gradient",
-    objective="split",
+    "split_meanflow.loss.value_and_gradient",
+    objective="split_meanflow",
     role="loss",
     space="split",
     description=(
@@ -76,7 +76,7 @@ def split_loss(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
         return regression_in_user_units(ctx, [Term(F, F - target, b.x, b.t, b.s, "value")])
 
     args = loss_inputs(ctx, b, b.t, b.r, b.s)
-    compare_loss(ctx, "split", net, build, args, what="SplitMeanFlow loss")
+    compare_loss(ctx, "split_meanflow", net, build, args, what="SplitMeanFlow loss")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,21 +27,21 @@ def _ct(net, data, noise, t, t_prev, *, step=-1.0, detach=True):
 
 
 @mutant(
-    "cm.step_wrong_direction",
-    objective="cm",
+    "consistency.step_wrong_direction",
+    objective="consistency",
     description="the neighbour x_t + dt (x1 - x0): a consistency step in the wrong direction",
 )
 def cm_step_wrong_direction():
-    return {"losses": {"cm": partial(_ct, step=1.0)}}
+    return {"losses": {"consistency": partial(_ct, step=1.0)}}
 
 
 @mutant(
-    "cm.target_not_detached",
-    objective="cm",
+    "consistency.target_not_detached",
+    objective="consistency",
     description="the target f(x_t', t', 0) not stop-gradiented (the loss pulls both ends)",
 )
 def cm_target_not_detached():
-    return {"losses": {"cm": partial(_ct, detach=False)}}
+    return {"losses": {"consistency": partial(_ct, detach=False)}}
 
 
 @mutant(

@@ -8,8 +8,8 @@ from ._registry import mutant
 
 
 @mutant(
-    "fm.velocity_x0_minus_x1",
-    objective="fm",
+    "flow_matching.velocity_x0_minus_x1",
+    objective="flow_matching",
     description="flow matching against x0 - x1 (the velocity of the reversed path)",
 )
 def fm_velocity_x0_minus_x1():
@@ -17,12 +17,12 @@ def fm_velocity_x0_minus_x1():
         x = (1 - t)[:, None] * data + t[:, None] * noise
         return (net(x, t, t) - (data - noise)).pow(2).sum(dim=1).mean()
 
-    return {"losses": {"fm": loss}}
+    return {"losses": {"flow_matching": loss}}
 
 
 @mutant(
-    "fm.network_at_s_zero",
-    objective="fm",
+    "flow_matching.network_at_s_zero",
+    objective="flow_matching",
     description="the velocity read as F(x, t, 0) (the one-step map's average velocity) "
     "instead of the diagonal F(x, t, t)",
 )
@@ -31,7 +31,7 @@ def fm_network_at_s_zero():
         x = (1 - t)[:, None] * data + t[:, None] * noise
         return (net(x, t, torch.zeros_like(t)) - (noise - data)).pow(2).sum(dim=1).mean()
 
-    return {"losses": {"fm": loss}}
+    return {"losses": {"flow_matching": loss}}
 
 
 @mutant(

@@ -27,40 +27,40 @@ def _split(net, x, t, s, r, *, x_r_sign=-1.0, f_rs_at_x_t=False, swap=False, nor
 
 
 @mutant(
-    "split.f_rs_at_x_t",
-    objective="split",
+    "split_meanflow.f_rs_at_x_t",
+    objective="split_meanflow",
     description="F_{r->s} evaluated at x_t instead of the model's own point x_r "
     "(the seed writes the split rule without arguments)",
 )
 def split_f_rs_at_x_t():
-    return {"targets": {"split": partial(_split, f_rs_at_x_t=True)}}
+    return {"targets": {"split_meanflow": partial(_split, f_rs_at_x_t=True)}}
 
 
 @mutant(
-    "split.weights_swapped",
-    objective="split",
+    "split_meanflow.weights_swapped",
+    objective="split_meanflow",
     description="interval weights swapped: (r - s) F_{t->r} + (t - r) F_{r->s}",
 )
 def split_weights_swapped():
-    return {"targets": {"split": partial(_split, swap=True)}}
+    return {"targets": {"split_meanflow": partial(_split, swap=True)}}
 
 
 @mutant(
-    "split.x_r_wrong_direction",
-    objective="split",
+    "split_meanflow.x_r_wrong_direction",
+    objective="split_meanflow",
     description="x_r = x_t + (t - r) F(x_t, t, r): the intermediate step taken towards noise",
 )
 def split_x_r_wrong_direction():
-    return {"targets": {"split": partial(_split, x_r_sign=1.0)}}
+    return {"targets": {"split_meanflow": partial(_split, x_r_sign=1.0)}}
 
 
 @mutant(
-    "split.not_normalised",
-    objective="split",
+    "split_meanflow.not_normalised",
+    objective="split_meanflow",
     description="the split target not divided by (t - s): a displacement, not an average velocity",
 )
 def split_not_normalised():
-    return {"targets": {"split": partial(_split, normalise=False)}}
+    return {"targets": {"split_meanflow": partial(_split, normalise=False)}}
 
 
 def _shortcut(net, x, t, s, *, m_of=lambda t, s: 0.5 * (t + s), at_x_m=True, average=True):
