@@ -11,6 +11,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from .conventions import PATH_NAMES, Method, path_named
+
 __all__ = ["main"]
 
 
@@ -48,13 +50,15 @@ def _cmd_objectives(args: argparse.Namespace) -> int:
         print(f"wrote {write_smoke_json(runs, args.smoke_json, command=command)}")
         return 0
     try:
-        results = measure_fixed_points(args.only or None)
-    except KeyError as err:
-        print(f"flowmap-oracle objectives: {err.args[0]}", file=sys.stderr)
+        methods = [Method.parse(name) for name in args.only or ()]
+    except ValueError as err:
+        print(f"flowmap-oracle objectives: {err}", file=sys.stderr)
         return 2
+    results = measure_fixed_points(methods or None, path=path_named(args.path))
     if args.json:
         print(json.dumps([r.to_json() for r in results], indent=2))
     else:
+        print(f"path: {args.path}")
         print(f"{'objective':26s} type  kind         fixed-point residual  tolerance  perturbed")
         for r in results:
             print(
@@ -301,6 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object per objective")
     p.add_argument(
         "--only", nargs="+", metavar="NAME", help="measure only these objectives (default all)"
+    )
+    p.add_argument(
+        "--path",
+        default="linear",
+        choices=PATH_NAMES,
+        help="the probability path of the teacher and of every objective (default linear)",
     )
     p.add_argument(
         "--smoke-json",

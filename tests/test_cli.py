@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -39,3 +40,19 @@ def test_help_lists_every_subcommand():
     ).stdout
     for command in ("report", "identities", "objectives", "check", "mutants", "bench"):
         assert command in out
+
+
+def test_objectives_on_the_trig_path(capsys):
+    from flowmap_oracle.cli import main
+
+    assert main(["objectives", "--path", "trig", "--only", "flow_matching", "ctm", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == ["flow_matching", "ctm"]
+    assert all(r["path"] == "trig" and r["passed"] for r in rows)
+
+
+def test_objectives_refuses_an_alias_with_the_canonical_name(capsys):
+    from flowmap_oracle.cli import main
+
+    assert main(["objectives", "--only", "fm"]) == 2
+    assert "did you mean 'flow_matching'?" in capsys.readouterr().err
