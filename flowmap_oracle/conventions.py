@@ -60,8 +60,9 @@ class Method(StrEnum):
     IMM = "imm"
     CTM = "ctm"
 
+    # Deliberately shadows str.title() (Method is a StrEnum) with a property; public API.
     @property
-    def title(self) -> str:
+    def title(self) -> str:  # type: ignore[override]
         """The method's name as its paper writes it."""
         return _TITLES[self]
 

@@ -23,6 +23,7 @@ resident set, sampled every 5 ms after returning freed heap memory to the OS wit
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -302,11 +303,11 @@ def run_teacher_benchmark(
     for factor in (3, 10, 30, 100):
         loose = ExactFlowMap(teacher, method="dop853", rtol=rtol * factor, atol=atol * factor)
 
-        def run_loose(x: Tensor, loose: ExactFlowMap = loose):
+        def run_loose(x: Tensor, loose: ExactFlowMap = loose) -> tuple[Tensor, int, float]:
             sol = loose.solve(x, 1.0, 0.0)
             return sol.x_s, sol.n_velocity_evals, sol.n_point_evals / x.shape[0]
 
-        res = best(lambda run_loose=run_loose: run_loose(x1))
+        res = best(functools.partial(run_loose, x1))
         if res.max_error > res_base.max_error:
             break
         matched = {"rtol": rtol * factor, **asdict(res)}

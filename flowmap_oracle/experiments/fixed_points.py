@@ -404,6 +404,8 @@ def measure_fixed_points(
     results = []
     for spec in specs:
         start = time.perf_counter()
+        exact_model: FlowMapModel
+        control: FlowMapModel
         if spec.name == "reflow":
             exact_model = _RectifiedFlowModel(ctx.exact, ctx.path)
             control = PerturbedFlowMap(exact_model, eps=PERTURBATION)

@@ -9,7 +9,9 @@ returns the flow map itself.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -41,8 +43,8 @@ class Parameterisation:
     """
 
     name: str
-    skip: object
-    out: object
+    skip: Callable[[Tensor, Tensor], Tensor]
+    out: Callable[[Tensor, Tensor], Tensor]
     valid_for: str = "all (t, s)"
 
     def c_skip(self, t: Tensor, s: Tensor) -> Tensor:
@@ -90,6 +92,8 @@ class MLPFlowMap(FlowMapModel):
         n_frequencies: Fourier frequencies per time input.
         parameterisation: boundary coefficients (default MeanFlow/AYF).
     """
+
+    frequencies: Tensor  # buffer registered in __init__
 
     def __init__(
         self,
@@ -210,6 +214,9 @@ class CholeskyFlowMap(FlowMapModel):
         teacher: a single-component Gaussian teacher.
     """
 
+    mean: Tensor  # buffers registered in __init__
+    cov: Tensor
+
     def __init__(self, teacher: GaussianMixtureTeacher) -> None:
         super().__init__()
         mix = teacher.mixture
@@ -239,7 +246,10 @@ class CholeskyFlowMap(FlowMapModel):
         avg = (x - f) / torch.where(same, torch.ones_like(gap), gap)
         if not bool(same.any()):
             return avg
-        _, l_dot = torch.func.jvp(self._factor, (t,), (torch.ones_like(t),))
+        # torch types jvp's result as a 2- or 3-tuple (3 only with has_aux=True)
+        _, l_dot = cast(
+            tuple[Tensor, Tensor], torch.func.jvp(self._factor, (t,), (torch.ones_like(t),))
+        )
         vel = self.path.alpha_dot(t)[:, None] * self.mean + (l_dot @ y)[..., 0]
         return torch.where(same, vel, avg)
 

@@ -108,7 +108,7 @@ def _uniform(n, gen):
     return 0.02 + 0.98 * torch.rand(n, generator=gen, dtype=torch.float64)
 
 
-def _objectives(setup: _Setup) -> dict[str, tuple[str, Step]]:
+def _objectives(setup: _Setup) -> dict[str, tuple[str, Step | None]]:
     v, path = setup.teacher.velocity, setup.teacher.path
     heun = HeunSolver(v, n_steps=1)
     heun4 = HeunSolver(v, n_steps=4)
@@ -281,6 +281,7 @@ def smoke_train(
                 _uniform(batch_size, gen),
                 path=setup.teacher.path,
             )
+        assert step is not None  # only ReFlow has no step, and it always has a pool
         x0 = setup.teacher.mixture.sample(batch_size, generator=gen)
         x1 = torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
         return step(model, x0, x1, gen)

@@ -116,7 +116,9 @@ def check_points(**points: Tensor) -> tuple[int, int, torch.dtype]:
     return n, d, ref.dtype
 
 
-def check_times(n: int, dtype: torch.dtype, *, lo: float = 0.0, hi: float = 1.0, **times: Tensor):
+def check_times(
+    n: int, dtype: torch.dtype, *, lo: float = 0.0, hi: float = 1.0, **times: Tensor
+) -> None:
     """Validate ``(N,)`` time tensors of the points' dtype with values in ``[lo, hi]``."""
     for name, t in times.items():
         if not isinstance(t, Tensor):
@@ -154,7 +156,7 @@ def path_point(
     if not isinstance(path, ProbabilityPath):
         raise TypeError(f"path must be a ProbabilityPath, got {type(path).__name__}")
     n, _, dtype = check_points(x0=x0, x1=x1)
-    check_times(n, dtype, t=t, **other_times)
+    check_times(n, dtype, lo=0.0, hi=1.0, t=t, **other_times)
     return interpolant(path, x0, x1, t)
 
 

@@ -37,7 +37,6 @@ from ..conventions import LINEAR
 from ..reference_models.paths import ProbabilityPath
 from ._common import (
     LossOutput,
-    Velocity,
     VelocityChoice,
     col,
     flow_of,
@@ -102,7 +101,7 @@ def ayf_lmd_loss(
     s: Tensor,
     *,
     path: ProbabilityPath = LINEAR,
-    velocity: Velocity | str,
+    velocity: VelocityChoice,
     tangent_normalisation: float | None = None,
     weight: Tensor | None = None,
     derivative: Derivative = "jvp",

@@ -35,7 +35,7 @@ from ..conventions import LINEAR, interpolant
 from ..reference_models.paths import ProbabilityPath
 from ._common import (
     LossOutput,
-    Velocity,
+    VelocityChoice,
     check_order,
     check_points,
     check_times,
@@ -65,7 +65,7 @@ def ctm_loss(
     distance: Literal["l2", "pseudo_huber"] = "l2",
     huber_c: float | None = None,
     dsm_weight: float = 0.0,
-    velocity: Velocity | str | None = None,
+    velocity: VelocityChoice = None,
     weight: Tensor | None = None,
 ) -> LossOutput:
     """The CTM loss (soft consistency matching, plus optional DSM term).

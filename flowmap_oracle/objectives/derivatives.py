@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import Tensor
@@ -78,7 +78,9 @@ def directional_derivative(
     if isinstance(derivative, str):
         if derivative != "jvp":
             raise ValueError(f"derivative must be 'jvp' or a FiniteDifference, got {derivative!r}")
-        return torch.func.jvp(fn, primals, tangents)
+        # torch types jvp's result as a 2- or 3-tuple (3 only with has_aux=True); without
+        # has_aux it is (fn(*primals), jvp_out).
+        return cast(tuple[Tensor, Tensor], torch.func.jvp(fn, primals, tangents))
     if not isinstance(derivative, FiniteDifference):
         raise TypeError(f"derivative must be 'jvp' or a FiniteDifference, got {derivative!r}")
     h = derivative.step

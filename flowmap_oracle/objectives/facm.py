@@ -46,7 +46,7 @@ from ..conventions import LINEAR
 from ..reference_models.paths import ProbabilityPath
 from ._common import (
     LossOutput,
-    Velocity,
+    VelocityChoice,
     col,
     path_point,
     refuse_model_velocity,
@@ -65,7 +65,7 @@ def facm_loss(
     t: Tensor,
     *,
     path: ProbabilityPath = LINEAR,
-    velocity: Velocity | str | None = None,
+    velocity: VelocityChoice = None,
     time_encoding: Literal["expanded", "diagonal"] = "expanded",
     cm_p: float = 0.5,
     cm_c: float = 1e-3,

@@ -25,7 +25,7 @@ from ..conventions import LINEAR
 from ..reference_models.paths import ProbabilityPath
 from ._common import (
     LossOutput,
-    Velocity,
+    VelocityChoice,
     path_point,
     refuse_model_velocity,
     resolve_velocity,
@@ -50,7 +50,7 @@ def flow_matching_loss(
     t: Tensor,
     *,
     path: ProbabilityPath = LINEAR,
-    velocity: Velocity | str | None = None,
+    velocity: VelocityChoice = None,
     weight: Tensor | None = None,
 ) -> LossOutput:
     """The flow-matching loss on the linear path.

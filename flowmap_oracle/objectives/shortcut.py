@@ -29,7 +29,7 @@ from ..conventions import LINEAR
 from ..reference_models.paths import ProbabilityPath
 from ._common import (
     LossOutput,
-    Velocity,
+    VelocityChoice,
     check_order,
     flow_of,
     path_point,
@@ -77,7 +77,7 @@ def shortcut_loss(
     s: Tensor,
     *,
     path: ProbabilityPath = LINEAR,
-    velocity: Velocity | str | None = None,
+    velocity: VelocityChoice = None,
     space: Literal["flow", "velocity"] = "flow",
     consistency_weight: float = 1.0,
     weight: Tensor | None = None,

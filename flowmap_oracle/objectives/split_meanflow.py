@@ -33,7 +33,7 @@ from ..conventions import LINEAR
 from ..reference_models.paths import ProbabilityPath
 from ._common import (
     LossOutput,
-    Velocity,
+    VelocityChoice,
     check_order,
     col,
     path_point,
@@ -89,7 +89,7 @@ def split_meanflow_loss(
     s: Tensor,
     *,
     path: ProbabilityPath = LINEAR,
-    velocity: Velocity | str | None = None,
+    velocity: VelocityChoice = None,
     weight: Tensor | None = None,
 ) -> LossOutput:
     """The SplitMeanFlow loss: the split rule for ``s < t`` and flow matching where ``s = t``.
