@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from flowmap_oracle.identities import all_identities, get
+from flowmap_oracle.report_job import identities_inputs
 from flowmap_oracle.reports import identities_section as sec
 
 pytest.importorskip("reportlab")
@@ -65,12 +66,11 @@ def test_pretty_turns_ascii_math_into_markup():
     assert sec.pretty("sigma_d").startswith("\u03c3<sub")
 
 
-def test_section_pdf_holds_statements_twins_and_errata(tmp_path, monkeypatch):
+def test_section_pdf_holds_statements_twins_and_errata(tmp_path):
     pypdf = pytest.importorskip("pypdf")
     chosen = [get("meanflow.identity"), get("facm.time_shift"), get("paths.fm_lipman")]
-    monkeypatch.setattr(sec, "all_identities", lambda: chosen)
     doc = ReportDocument("identities")
-    sec.add_identities_section(doc, quick=True)
+    sec.add_identities_section(doc, identities_inputs(chosen))
     path = doc.save(tmp_path / "identities.pdf")
     reader = pypdf.PdfReader(str(path))
     text = "\n".join(page.extract_text() for page in reader.pages)

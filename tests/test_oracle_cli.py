@@ -62,19 +62,20 @@ def test_check_with_a_bad_spec_exits_2_with_the_reason(capsys):
     assert "has no attribute 'no_such_factory'" in capsys.readouterr().err
 
 
-def test_oracle_report_section_renders_the_reference_run_and_the_kill_table(tmp_path, monkeypatch):
+def test_oracle_report_section_renders_the_reference_run_and_the_kill_table(tmp_path):
+    from flowmap_oracle.oracle import OracleSettings
     from flowmap_oracle.reports import oracle_section
     from flowmap_oracle.reports.document import ReportDocument
 
-    ref = load_implementation()
-    monkeypatch.setattr(
-        oracle_section, "run_checks", lambda impl, s: [run_check("model.flow_map.one_step", ref, s)]
-    )
-    monkeypatch.setattr(
-        oracle_section, "run_mutants", lambda s: [run_mutant("model.c_out_t_minus_s", s)]
+    ref, settings = load_implementation(), OracleSettings()
+    inputs = oracle_section.OracleSectionInputs(
+        settings=settings,
+        n_checks=1,
+        reference_results=(run_check("model.flow_map.one_step", ref, settings),),
+        mutant_results=(run_mutant("model.c_out_t_minus_s", settings),),
     )
     doc = ReportDocument("oracle section")
-    oracle_section.add_oracle_section(doc, quick=True)
+    oracle_section.add_oracle_section(doc, inputs)
     text = _pdf_text(doc.save(tmp_path / "s.pdf"))
     assert "The oracle: conformance checks of other implementations" in text
     assert "Proof by mutants: the kill table" in text

@@ -1,4 +1,5 @@
-"""The teacher benchmark (CLI and JSON) and the report section's measurements."""
+"""The teacher benchmark (CLI and JSON), the teachers' measured accuracy, and the report's table
+of committed benchmark records."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import torch
 
 from flowmap_oracle.cli import main
 from flowmap_oracle.experiments.bench_teachers import plain_velocity
+from flowmap_oracle.experiments.teacher_accuracy import measure_flow_map_errors
 from flowmap_oracle.reference_models import preset
+from flowmap_oracle.report_job import load_benchmarks
 from flowmap_oracle.reports import teachers_section
 
 REQUIRED = {
@@ -59,8 +62,8 @@ def test_baseline_velocity_is_the_teachers_velocity():
         )
 
 
-def test_report_section_measurements_and_benchmark_table(tmp_path, monkeypatch):
-    rows = teachers_section.measure_flow_map_errors(quick=True)
+def test_report_section_measurements_and_benchmark_table(tmp_path):
+    rows = measure_flow_map_errors(quick=True)
     assert {r.against for r in rows} >= {
         "closed form",
         "torchdiffeq dopri8",
@@ -89,8 +92,10 @@ def test_report_section_measurements_and_benchmark_table(tmp_path, monkeypatch):
     # a file written before records.environment keeps the torch version at the top
     old_env = {**record, "environment": {"torch_threads": 1, "torch": "8.8.8"}}
     (tmp_path / "teachers_zold.json").write_text(json.dumps(old_env))
-    monkeypatch.setattr(teachers_section, "BENCHMARK_DIR", tmp_path)
-    (caption, rows), (old_caption, _) = teachers_section._benchmark_tables()
+    (tmp_path / "other.json").write_text("{}")  # not a teachers benchmark: not read
+    records = load_benchmarks(tmp_path)
+    assert [r.name for r in records] == ["teachers_test.json", "teachers_zold.json"]
+    (caption, rows), (old_caption, _) = teachers_section._benchmark_tables(records)
     assert "torch 9.9.9" in caption and "torch 8.8.8" in old_caption
     assert "teachers_test.json" in caption and "7.0x wall (8.0x CPU)" in caption
     assert "9.0x at matched error" in caption

@@ -6,22 +6,54 @@ statement, derivation steps (each with the rule applied), how it was checked and
 every wrong twin with the evidence that the same checks reject it; finally the errata of the
 seed's table of probability paths. Formulas are SymPy's LaTeX, cleaned by :func:`mathtext_latex`
 for matplotlib's mathtext (no TeX installation).
+
+Layout only: the checks run elsewhere (each :class:`~flowmap_oracle.identities.Identity`'s
+``check``, and the seed-table comparison of :mod:`flowmap_oracle.identities.paths`); this module
+lays out their results, given as an :class:`IdentitiesSectionInputs`.
 """
 
 from __future__ import annotations
 
 import re
-import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
 import sympy as sp
 
-from ..identities import CheckResult, Identity, all_identities
 from ..identities._core import display_latex
-from ..identities.paths import compare_seed_table, seed_table_errata
 from .document import ReportDocument
 
-__all__ = ["add_identities_section", "mathtext_latex", "pretty", "relation_lines"]
+if TYPE_CHECKING:
+    from ..identities import CheckResult, Identity
+    from ..identities.paths import Erratum, PathRowComparison
+
+__all__ = [
+    "IdentitiesSectionInputs",
+    "add_identities_section",
+    "mathtext_latex",
+    "pretty",
+    "relation_lines",
+]
+
+
+@dataclass(frozen=True)
+class IdentitiesSectionInputs:
+    """What the identities section lays out.
+
+    Attributes:
+        results: every identity with its check result, in report order.
+        seconds: wall time of all those checks.
+        seed_table: the seed's table of probability paths compared row by row with the derived
+            fields.
+        errata: the seed's errata, with their corrections.
+    """
+
+    results: tuple[tuple[Identity, CheckResult], ...]
+    seconds: float
+    seed_table: tuple[PathRowComparison, ...]
+    errata: tuple[Erratum, ...]
+
 
 _MATRIX = re.compile(r"\\left\[\\begin\{matrix\}(.*?)\\end\{matrix\}\\right\]", re.DOTALL)
 
@@ -222,7 +254,7 @@ def _kind(method: str, kinds: tuple[tuple[str, str], ...], default: str) -> str:
     return next((short for key, short in kinds if key in method), default)
 
 
-def _summary_table(doc: ReportDocument, results: list[tuple[Identity, CheckResult]]) -> None:
+def _summary_table(doc: ReportDocument, results: tuple[tuple[Identity, CheckResult], ...]) -> None:
     rows = []
     for ident, res in results:
         rows.append(
@@ -289,7 +321,11 @@ def _identity_block(doc: ReportDocument, ident: Identity, res: CheckResult) -> N
         _text(doc, f"<b>Note.</b> {pretty(ident.notes)}")
 
 
-def _errata(doc: ReportDocument) -> None:
+def _errata(
+    doc: ReportDocument,
+    seed_table: tuple[PathRowComparison, ...],
+    errata: tuple[Erratum, ...],
+) -> None:
     doc.heading("Errata: the seed's table of probability paths", level=1)
     _text(
         doc,
@@ -302,7 +338,7 @@ def _errata(doc: ReportDocument) -> None:
         ),
     )
     rows = []
-    for cmp in compare_seed_table():
+    for cmp in seed_table:
         rows.append(
             [
                 cmp.method,
@@ -322,7 +358,7 @@ def _errata(doc: ReportDocument) -> None:
             "verdict",
         ],
     )
-    for err in seed_table_errata():
+    for err in errata:
         _text(doc, pretty(err.location), style="Heading3")
         _text(doc, "<b>Seed:</b>")
         doc.formula(mathtext_latex(err.seed_latex), fontsize=11)
@@ -336,21 +372,17 @@ def _errata(doc: ReportDocument) -> None:
         )
 
 
-def add_identities_section(doc: ReportDocument, *, quick: bool = False) -> None:
-    """Append the identity section (every identity is checked here; ``quick`` changes nothing:
-    the checks take some tens of seconds and the section must be complete)."""
-    del quick
+def add_identities_section(doc: ReportDocument, results: IdentitiesSectionInputs) -> None:
+    """Append the identity section: the summary, every identity's block, then the errata."""
     if not _register_font():
         raise RuntimeError(
             "DejaVu Sans (shipped with matplotlib) is needed for the identity section"
         )
-    start = time.perf_counter()
-    idents = all_identities()
-    results = [(ident, ident.check()) for ident in idents]
-    total = time.perf_counter() - start
-    symbolic = sum(res.symbolic_seconds for _, res in results)
-    n_pass = sum(res.status == "pass" for _, res in results)
-    n_twin = sum(res.twin_rejected for _, res in results)
+    checked = results.results
+    total = results.seconds
+    symbolic = sum(res.symbolic_seconds for _, res in checked)
+    n_pass = sum(res.status == "pass" for _, res in checked)
+    n_twin = sum(res.twin_rejected for _, res in checked)
 
     doc.heading("Identities of the unified framework", level=1)
     _text(
@@ -368,16 +400,16 @@ def add_identities_section(doc: ReportDocument, *, quick: bool = False) -> None:
     )
     _text(
         doc,
-        f"<b>{n_pass}/{len(results)}</b> identities pass; the wrong twins are rejected for "
-        f"<b>{n_twin}/{len(results)}</b>. Symbolic checks (statements and twins) took "
+        f"<b>{n_pass}/{len(checked)}</b> identities pass; the wrong twins are rejected for "
+        f"<b>{n_twin}/{len(checked)}</b>. Symbolic checks (statements and twins) took "
         f"{symbolic:.1f} s, all checks {total:.1f} s.",
     )
     doc.paragraph("Summary", style="Heading2")
-    _summary_table(doc, results)
+    _summary_table(doc, checked)
     family = None
-    for ident, res in results:
+    for ident, res in checked:
         if ident.family != family:
             family = ident.family
             doc.heading(_FAMILY_TITLES.get(family, family), level=1)
         _identity_block(doc, ident, res)
-    _errata(doc)
+    _errata(doc, results.seed_table, results.errata)

@@ -6,25 +6,29 @@
 * the smoke-training runs of :mod:`flowmap_oracle.experiments.smoke_training`: sampling error
   against the exact map before and after a few hundred CPU steps.
 
-``quick`` skips the two expensive fixed points (ReFlow's Newton inversion through ODE solves,
-IMM's thousands of particles), and trains each objective for 40 steps measured on 128 points
-(a preview of the pipeline, not a training result).
+Layout only: the caller measures (quick mode skips expensive fixed points and shortens the
+smoke runs) and says so in :class:`ObjectivesSectionInputs`.
 """
 
 from __future__ import annotations
 
-from ..experiments.fixed_points import OBJECTIVES, measure_fixed_points
-from ..experiments.smoke_training import SMOKE_OBJECTIVES, smoke_train
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 from .document import ReportDocument
 
-__all__ = ["FORMULAS", "add_objectives_section"]
+if TYPE_CHECKING:
+    from ..experiments.fixed_points import FixedPointResult, ObjectiveSpec
+    from ..experiments.smoke_training import SmokeResult
+
+__all__ = ["FORMULAS", "ObjectivesSectionInputs", "add_objectives_section"]
 
 FORMULAS: dict[str, str] = {
     "flow_matching": r"\|F_\theta(x_t,t,t) - v\|^2",
     "meanflow": r"\|F_\theta - \mathrm{sg}(v - (t-s)(J_xF\,v + \partial_tF))\|^2",
     "split_meanflow": r"\|F_\theta(x_t,t,s) - \mathrm{sg}(\frac{(t-r)F(x_t,t,r)"
     r" + (r-s)F(x_r,r,s)}{t-s})\|^2",
-    "consistency_distillation": r"d(f_\theta(x_t,t,0),\ \mathrm{sg}\,f(\Phi_{t\to t-\Delta}"
+    "consistency": r"d(f_\theta(x_t,t,0),\ \mathrm{sg}\,f(\Phi_{t\to t-\Delta}"
     r"(x_t),t-\Delta,0))",
     "scm": r"\nabla_\theta: (\partial_\theta f_\theta)^T\,\frac{d}{dt}f_{\theta^-}(x_t,t,0)",
     "facm": r"\frac{\|F_\theta - F_{tgt}|_{s=0}\|^2}{\sqrt{\|\cdot\|^2+c}}"
@@ -42,11 +46,28 @@ FORMULAS: dict[str, str] = {
 }
 """One line per objective in mathtext (``x_t = (1-t)x_0 + t x_1``, ``f = x + (s-t)F``)."""
 
-QUICK_STEPS = 40
-QUICK_SKIPS = ("reflow", "imm")
+
+@dataclass(frozen=True)
+class ObjectivesSectionInputs:
+    """What the objectives section lays out.
+
+    Attributes:
+        objectives: the inventory (formula, loss type, teacher input and tolerance of each).
+        fixed_points: the measured fixed points, in inventory order.
+        skipped_fixed_points: objectives whose fixed point was not measured (quick mode).
+        smoke_runs: the smoke-training runs.
+        smoke_preview: ``(steps, evaluation points)`` when the smoke runs were shortened to a
+            preview (quick mode), else ``None``.
+    """
+
+    objectives: tuple[ObjectiveSpec, ...]
+    fixed_points: tuple[FixedPointResult, ...]
+    smoke_runs: tuple[SmokeResult, ...]
+    skipped_fixed_points: tuple[str, ...] = ()
+    smoke_preview: tuple[int, int] | None = None
 
 
-def add_objectives_section(doc: ReportDocument, *, quick: bool = False) -> None:
+def add_objectives_section(doc: ReportDocument, results: ObjectivesSectionInputs) -> None:
     """The inventory table with fixed-point residuals, and the smoke-training results."""
     import matplotlib
 
@@ -65,8 +86,6 @@ def add_objectives_section(doc: ReportDocument, *, quick: bool = False) -> None:
         "The control adds a smooth perturbation (IMM: doubles F*), and must be far above the "
         "tolerance. Loss types follow the seed: (a) forward, (b) backward, (c) self-consistency."
     )
-    names = [s.name for s in OBJECTIVES if not (quick and s.name in QUICK_SKIPS)]
-    results = measure_fixed_points(names)
     doc.table(
         [
             [
@@ -78,37 +97,39 @@ def add_objectives_section(doc: ReportDocument, *, quick: bool = False) -> None:
                 f"{r.perturbed_residual:.2e}",
                 "yes" if r.passed else "NO",
             ]
-            for r in results
+            for r in results.fixed_points
         ],
         header=["objective", "type", "fixed point", "residual", "tolerance", "control", "holds"],
     )
-    if quick:
-        doc.paragraph(f"(quick mode: the fixed points of {' and '.join(QUICK_SKIPS)} skipped)")
+    if results.skipped_fixed_points:
+        skipped = " and ".join(results.skipped_fixed_points)
+        doc.paragraph(f"(quick mode: the fixed points of {skipped} skipped)")
     doc.heading("Formulas (x_t = (1-t) x0 + t x1, f = x + (s-t) F, sg = stop-gradient)", level=2)
-    for spec in OBJECTIVES:
+    for spec in results.objectives:
         doc.paragraph(f"{spec.name} ({spec.loss_type}); teacher input: {spec.teacher}")
         doc.formula(FORMULAS[spec.name], fontsize=10)
     reasons = {
         f"{s.tolerance:g}: {s.tolerance_reason}"
         if s.fixed_point_kind == "pointwise"
         else f"{s.name}: {s.tolerance_reason}"
-        for s in OBJECTIVES
+        for s in results.objectives
     }
     doc.paragraph("Tolerances. " + "; ".join(sorted(reasons)) + ".")
 
     doc.heading("Smoke training on the ring", level=2)
-    if quick:
-        quick_args = dict(steps=QUICK_STEPS, n_eval=128, reflow_pool=256)
-        runs = [smoke_train(n, **quick_args) for n in SMOKE_OBJECTIVES]
-    else:
-        runs = [smoke_train(n) for n in SMOKE_OBJECTIVES]
+    runs = results.smoke_runs
+    preview = results.smoke_preview
     doc.paragraph(
         "Each objective trains a fresh MLP F(x, t, s) (3 hidden layers of 64, Adam, lr 3e-3 "
         "with cosine decay, batch 128, seed 0, single CPU thread) with the teacher's velocity or "
         "a Heun teacher solver where it distils. The error is the RMSE against the exact map "
         "Phi_{1->0} over 512 fixed noise points: one step f_{1->0}(x1) for flow-map methods, "
         "Euler steps of F(x, t, t) for flow matching (4 steps) and ReFlow (1 step)."
-        + (f" Quick mode: {QUICK_STEPS} steps, 128 points: a preview only." if quick else "")
+        + (
+            f" Quick mode: {preview[0]} steps, {preview[1]} points: a preview only."
+            if preview
+            else ""
+        )
     )
     doc.table(
         [

@@ -1,32 +1,37 @@
 """Report pages of the oracle: the section of the full report, and the standalone check report.
 
-* :func:`add_oracle_section` (the full report): the oracle run on the reference implementation
-  (every check must pass), the mutant kill table (every mutant must be killed), and, outside
-  ``quick`` mode, the runs on the example implementations in other conventions.
+* :func:`add_oracle_section` (the full report) lays out an :class:`OracleSectionInputs`: the
+  oracle run on the reference implementation (every check must pass), the mutant kill table
+  (every mutant must be killed), and, outside ``quick`` mode, the runs on the example
+  implementations in other conventions.
 * :func:`write_check_report` (``flowmap-oracle check ... --pdf``): a header naming the
   implementation, its declared conventions and the settings, a summary, one row per check, and
   each failure in full with its reproduction snippet.
+
+Neither runs a check: the callers pass the results.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..experiments.records import environment
-from ..oracle import (
-    CheckResult,
-    Implementation,
-    OracleSettings,
-    checks_for,
-    load_implementation,
-    run_checks,
-)
-from ..oracle.mutants import MutantResult, run_mutants
 from .document import ReportDocument
 
-__all__ = ["EXAMPLES", "add_oracle_section", "write_check_report"]
+if TYPE_CHECKING:
+    from ..oracle import CheckResult, Implementation, OracleSettings
+    from ..oracle.mutants import MutantResult
+
+__all__ = [
+    "EXAMPLES",
+    "ExampleRun",
+    "OracleSectionInputs",
+    "add_oracle_section",
+    "write_check_report",
+]
 
 EXAMPLES = (
     "examples.jax_meanflow:implementation",
@@ -34,6 +39,34 @@ EXAMPLES = (
     "examples.torch_shortcut:implementation",
 )
 """Independent implementations in other conventions (in the repository's ``examples/``)."""
+
+
+@dataclass(frozen=True)
+class ExampleRun:
+    """The oracle run on one example implementation."""
+
+    name: str
+    conventions: str
+    results: tuple[CheckResult, ...]
+
+
+@dataclass(frozen=True)
+class OracleSectionInputs:
+    """What the oracle section lays out.
+
+    Attributes:
+        settings: the oracle settings every run used.
+        n_checks: the number of checks the oracle has.
+        reference_results: the run on the reference implementation.
+        mutant_results: the kill table.
+        example_results: the runs on :data:`EXAMPLES`; ``None`` leaves that part out (quick).
+    """
+
+    settings: OracleSettings
+    n_checks: int
+    reference_results: tuple[CheckResult, ...]
+    mutant_results: tuple[MutantResult, ...]
+    example_results: tuple[ExampleRun, ...] | None = None
 
 
 def _counts(results: Sequence[CheckResult]) -> str:
@@ -63,9 +96,8 @@ def _kill_table(doc: ReportDocument, rows: Sequence[MutantResult]) -> None:
     )
 
 
-def add_oracle_section(doc: ReportDocument, *, quick: bool = False) -> None:
-    """The oracle's section: reference run, mutant kill table, example runs (not in quick)."""
-    settings = OracleSettings()
+def add_oracle_section(doc: ReportDocument, results: OracleSectionInputs) -> None:
+    """The oracle's section: reference run, mutant kill table, example runs (when given)."""
     doc.heading("The oracle: conformance checks of other implementations")
     doc.paragraph(
         "The oracle checks someone else's implementation of a target, a loss or a flow-map step "
@@ -74,15 +106,14 @@ def add_oracle_section(doc: ReportDocument, *, quick: bool = False) -> None:
         "output; torch or JAX; dtype) onto the project's. Checks compare pointwise on random "
         "networks and at the exact flow map of the curved 8-mode ring teacher, at explicit corner "
         "cases and at times drawn by hypothesis; gradients and stop-gradients (reverse and forward "
-        f"mode) are compared too. Settings: {settings.describe()}."
+        f"mode) are compared too. Settings: {results.settings.describe()}."
     )
-    reference = load_implementation("flowmap_oracle.oracle.reference:implementation")
-    results = run_checks(reference, settings)
+    reference = results.reference_results
     doc.heading("Reference implementation", level=2)
-    doc.paragraph(f"{len(checks_for())} checks on the reference: {_counts(results)}.")
-    _results_table(doc, results)
+    doc.paragraph(f"{results.n_checks} checks on the reference: {_counts(reference)}.")
+    _results_table(doc, reference)
 
-    rows = run_mutants(settings)
+    rows = results.mutant_results
     killed = sum(m.killed for m in rows)
     doc.heading("Proof by mutants: the kill table", level=2)
     doc.paragraph(
@@ -92,15 +123,13 @@ def add_oracle_section(doc: ReportDocument, *, quick: bool = False) -> None:
     )
     _kill_table(doc, rows)
 
-    if quick:
+    if results.example_results is None:
         return
     doc.heading("Independent example implementations", level=2)
-    rows_ex = []
-    for spec in EXAMPLES:
-        impl = load_implementation(spec)
-        res = run_checks(impl, settings)
-        rows_ex.append([impl.name, impl.conventions.describe(), _counts(res)])
-    doc.table(rows_ex, header=["implementation", "declared conventions", "result"])
+    doc.table(
+        [[ex.name, ex.conventions, _counts(ex.results)] for ex in results.example_results],
+        header=["implementation", "declared conventions", "result"],
+    )
 
 
 def write_check_report(
@@ -122,6 +151,10 @@ def write_check_report(
     rows += [[f"convention: {k}", str(v)] for k, v in impl.conventions.as_dict().items()]
     doc.table(rows, header=["", ""])
     doc.heading("Settings", level=2)
+    # The one thing this module reads itself: the machine's description (python, library
+    # versions), as every committed result records it. It measures nothing.
+    from ..experiments.records import environment
+
     env = environment("cpu")  # the checks run on the CPU
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
     doc.paragraph(f"{settings.describe()}; python {env['python']}, {versions}.")

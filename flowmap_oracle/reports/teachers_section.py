@@ -1,132 +1,78 @@
 """Report section: the analytic teachers, the measured error of their exact flow maps, and the
-flow-map benchmark (committed JSON under ``benchmarks/``)."""
+flow-map benchmark (committed JSON records, read by the caller from an explicit directory).
+
+Layout only: :func:`add_teachers_section` lays out a :class:`TeachersSectionInputs`; the numbers
+come from :mod:`flowmap_oracle.experiments.teacher_accuracy` and the benchmark files.
+"""
 
 from __future__ import annotations
 
-import json
-import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-
-from ..reference_models import (
-    PRESETS,
-    ExactFlowMap,
-    GaussianMixtureTeacher,
-    LinearPath,
-    LipmanPath,
-    TrigPath,
-    preset,
-)
 from .document import ReportDocument
 
-__all__ = ["ErrorRow", "add_teachers_section", "measure_flow_map_errors"]
+if TYPE_CHECKING:
+    from ..experiments.teacher_accuracy import ErrorRow, Trajectories
 
-BENCHMARK_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
+__all__ = [
+    "BenchmarkRecord",
+    "PresetSummary",
+    "TeachersSectionInputs",
+    "add_teachers_section",
+]
 
 
 @dataclass(frozen=True)
-class ErrorRow:
-    """One measured error: ``quantity`` of ``teacher`` computed two ways, max abs difference."""
+class PresetSummary:
+    """One row of the presets table."""
 
-    teacher: str
-    quantity: str
-    against: str
-    max_error: float
-    points: int
-
-
-def _points(n: int, d: int, seed: int) -> torch.Tensor:
-    return torch.randn(n, d, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    name: str
+    dim: int
+    n_components: int
+    covariance_type: str
 
 
-def measure_flow_map_errors(*, quick: bool) -> list[ErrorRow]:
-    """Measure the default flow map (rtol = atol = 1e-12) against independent computations.
+@dataclass(frozen=True)
+class BenchmarkRecord:
+    """One committed ``teachers*.json`` benchmark file: its name and its parsed content."""
 
-    * one Gaussian: the per-sample ODE against the closed form, on three paths (quick: the
-      linear path), for ``x_s, F*, D_t F*, d_s F*`` at 6 (t, s) pairs;
-    * every mixture preset (quick: ring8): ``x_s`` for t=1 -> 0 against torchdiffeq's dopri8
-      (second solver, last step ending at the end point) and against rtol = 1e-13;
-    * ring8: the MeanFlow identity ``F* = v - (t - s) D_t F*``, and (not quick) the JAX backend.
+    name: str
+    record: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class TeachersSectionInputs:
+    """What the teachers section lays out.
+
+    Attributes:
+        error_rows: the measured flow-map errors.
+        error_seconds: how long that measurement took.
+        quick: whether it ran in quick mode.
+        presets: the preset teachers.
+        trajectories: exact trajectories for the figure.
+        benchmarks: the benchmark records found in ``benchmarks_dir`` (sorted by name), or
+            ``None`` when that directory is missing (or none was given).
+        benchmarks_dir: the directory searched (as given), ``None`` when none was given.
     """
-    rows: list[ErrorRow] = []
-    n = 8 if quick else 64
-    pairs = [(1.0, 0.0), (0.0, 1.0), (0.7, 0.2), (0.3, 0.9), (0.5, 0.499), (1.0, 0.999)]
-    gauss = preset("anisotropic_gaussian").mixture
-    paths = (LinearPath(),) if quick else (LinearPath(), TrigPath(), LipmanPath(sigma_min=0.05))
-    for path in paths:
-        teacher = GaussianMixtureTeacher(gauss, path)
-        x0 = _points(n, 3, 0)
-        x = x0.repeat(len(pairs), 1)
-        t = torch.tensor([p[0] for p in pairs], dtype=torch.float64).repeat_interleave(n)
-        s = torch.tensor([p[1] for p in pairs], dtype=torch.float64).repeat_interleave(n)
-        a = ExactFlowMap(teacher, method="closed_form").solve(x, t, s, derivatives=True)
-        b = ExactFlowMap(teacher, method="dop853").solve(x, t, s, derivatives=True)
-        for f, label in (
-            ("x_s", "x_s"),
-            ("average_velocity", "F*"),
-            ("total_derivative", "D_t F*"),
-            ("end_time_derivative", "d_s F*"),
-        ):
-            err = float((getattr(a, f) - getattr(b, f)).abs().max())
-            rows.append(
-                ErrorRow(
-                    f"anisotropic_gaussian ({path.name})", label, "closed form", err, x.shape[0]
-                )
-            )
-    for name in ("ring8",) if quick else PRESETS:
-        teacher = preset(name)
-        if teacher.mixture.n_components == 1:
-            continue
-        m = n if quick else (16 if name == "full64" else 64)
-        x = _points(m, teacher.dim, 1)
-        ours = ExactFlowMap(teacher)(x, 1.0, 0.0)
-        second = ExactFlowMap(teacher, method="dopri8")(x, 1.0, 0.0)
-        tight = ExactFlowMap(teacher, rtol=1e-13, atol=1e-13)(x, 1.0, 0.0)
-        rows.append(
-            ErrorRow(
-                name, "x_s (1 -> 0)", "torchdiffeq dopri8", float((ours - second).abs().max()), m
-            )
-        )
-        rows.append(
-            ErrorRow(name, "x_s (1 -> 0)", "rtol 1e-13", float((ours - tight).abs().max()), m)
-        )
-    teacher = preset("ring8")
-    fm = ExactFlowMap(teacher)
-    x = _points(n, 2, 2)
-    sol = fm.solve(x, 0.6, 0.1, derivatives=True)
-    target = teacher.velocity(x, 0.6) - 0.5 * sol.total_derivative
-    rows.append(
-        ErrorRow(
-            "ring8",
-            "F* = v - (t-s) D_t F*",
-            "MeanFlow identity",
-            float((target - sol.average_velocity).abs().max()),
-            n,
-        )
-    )
-    if not quick:
-        try:
-            from ..reference_models.jax_backend import HAS_JAX, JaxFlowMap
 
-            if HAS_JAX:
-                j = JaxFlowMap(teacher).solve(x.numpy(), 0.6, 0.1, derivatives=True)
-                for f, label in (("x_s", "x_s"), ("total_derivative", "D_t F*")):
-                    jax_value = torch.from_numpy(np.array(getattr(j, f)))  # a writable copy
-                    err = float((jax_value - getattr(sol, f)).abs().max())
-                    rows.append(ErrorRow("ring8", label, "JAX backend (diffrax)", err, n))
-        except ImportError:  # pragma: no cover
-            pass
-    return rows
+    error_rows: tuple[ErrorRow, ...]
+    error_seconds: float
+    quick: bool
+    presets: tuple[PresetSummary, ...]
+    trajectories: Trajectories
+    benchmarks: tuple[BenchmarkRecord, ...] | None
+    benchmarks_dir: str | None = None
 
 
-def _benchmark_tables() -> list[tuple[str, list[list[str]]]]:
-    """One (caption, rows) per committed ``benchmarks/teachers*.json``: runs as columns."""
+def _benchmark_tables(
+    records: tuple[BenchmarkRecord, ...],
+) -> list[tuple[str, list[list[str]]]]:
+    """One (caption, rows) per benchmark record: runs as columns."""
     tables = []
-    for path in sorted(BENCHMARK_DIR.glob("teachers*.json")):
-        r = json.loads(path.read_text())
+    for bench in records:
+        r = bench.record
         env = r.get("environment", {})
         # records.environment keeps versions in "versions"; files written before it, at the top
         torch_version = env.get("versions", env).get("torch", "?")
@@ -139,7 +85,7 @@ def _benchmark_tables() -> list[tuple[str, list[list[str]]]]:
             matched,
         ]
 
-        def cell(run: dict, key: str, fmt: str) -> str:
+        def cell(run: Mapping[str, Any], key: str, fmt: str) -> str:
             return format(run[key], fmt) if key in run else "-"
 
         rows = [
@@ -168,7 +114,7 @@ def _benchmark_tables() -> list[tuple[str, list[list[str]]]]:
             ],
         ]
         caption = (
-            f"{path.name}: n = {r['n']:g}, {r['device']}, {env.get('torch_threads', '?')} "
+            f"{bench.name}: n = {r['n']:g}, {r['device']}, {env.get('torch_threads', '?')} "
             f"thread(s), torch {torch_version}. Speed-up over the plain baseline: "
             f"{r['speedup']:.1f}x wall ({r.get('speedup_cpu_time', float('nan')):.1f}x CPU) at the "
             f"same rtol, {matched['speedup']:.1f}x at matched error; over dopri5 on the same "
@@ -178,26 +124,31 @@ def _benchmark_tables() -> list[tuple[str, list[list[str]]]]:
     return tables
 
 
-def add_teachers_section(doc: ReportDocument, *, quick: bool = False) -> None:
+def _no_benchmarks_sentence(results: TeachersSectionInputs) -> str:
+    where = results.benchmarks_dir
+    if results.benchmarks is None:
+        if where is None:
+            return (
+                "No benchmark directory was given (flowmap-oracle report --benchmarks DIR; "
+                "default: ./benchmarks when it exists), so no committed benchmark results are "
+                "shown."
+            )
+        return (
+            f"The benchmark directory {where} does not exist, so no committed benchmark results "
+            "are shown."
+        )
+    return (
+        f"No benchmark results found under {where}; run 'flowmap-oracle bench teachers "
+        f"--n 100000 --json {where}/teachers_cpu.json'."
+    )
+
+
+def add_teachers_section(doc: ReportDocument, results: TeachersSectionInputs) -> None:
     """Teachers, measured flow-map error bounds, benchmark numbers and a trajectory figure."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small solves: one thread avoids oversubscribing shared CPUs
-    try:
-        start = time.perf_counter()
-        rows = measure_flow_map_errors(quick=quick)
-        seconds = time.perf_counter() - start
-        teacher = preset("ring8")
-        fm = ExactFlowMap(teacher)
-        times = torch.linspace(1.0, 0.0, 9 if quick else 41, dtype=torch.float64)
-        x1 = _points(32 if quick else 200, 2, 3)
-        traj = fm.trajectory(x1, 1.0, times[1:])
-    finally:
-        torch.set_num_threads(threads)
 
     doc.heading("Analytic teachers and their exact flow maps")
     doc.paragraph(
@@ -226,24 +177,24 @@ def add_teachers_section(doc: ReportDocument, *, quick: bool = False) -> None:
         "differences. The presets:"
     )
     doc.table(
-        [
-            [name, str(m.dim), str(m.n_components), m.covariance_type]
-            for name, m in ((name, preset(name).mixture) for name in PRESETS)
-        ],
+        [[p.name, str(p.dim), str(p.n_components), p.covariance_type] for p in results.presets],
         header=["preset", "d", "K", "covariances"],
     )
     doc.heading("Measured flow-map errors (default rtol = atol = 1e-12)", level=2)
     doc.table(
-        [[r.teacher, r.quantity, r.against, f"{r.max_error:.1e}", str(r.points)] for r in rows],
+        [
+            [r.teacher, r.quantity, r.against, f"{r.max_error:.1e}", str(r.points)]
+            for r in results.error_rows
+        ],
         header=["teacher", "quantity", "compared with", "max abs error", "points"],
     )
     doc.paragraph(
-        f"Measured while building this report ({seconds:.1f} s, {'quick' if quick else 'full'} "
-        "mode). The tests assert these differences below 1e-10 for the ODE solve, and torch "
-        "against JAX below 1e-9."
+        f"Measured while building this report ({results.error_seconds:.1f} s, "
+        f"{'quick' if results.quick else 'full'} mode). The tests assert these differences below "
+        "1e-10 for the ODE solve, and torch against JAX below 1e-9."
     )
     doc.heading("Speed: exact flow map against a plain torchdiffeq baseline", level=2)
-    tables = _benchmark_tables()
+    tables = _benchmark_tables(results.benchmarks or ())
     if tables:
         doc.paragraph(
             "t = 1 -> 0 for n noise points of ring8 at rtol = atol = 1e-9 (float64). Ours: the "
@@ -258,18 +209,15 @@ def add_teachers_section(doc: ReportDocument, *, quick: bool = False) -> None:
             doc.table(rows, header=["", "ours", "baseline", "same v", "matched error"])
             doc.paragraph(caption, style="Italic")
     else:
-        doc.paragraph(
-            "No benchmark results found under benchmarks/; run 'flowmap-oracle bench teachers "
-            "--n 100000 --json benchmarks/teachers_cpu.json'."
-        )
+        doc.paragraph(_no_benchmarks_sentence(results))
+    traj = results.trajectories
     fig, ax = plt.subplots(figsize=(4.2, 4.2))
-    paths = torch.cat([x1[None], traj]).numpy()
+    paths = traj.points
     for i in range(paths.shape[1]):
         ax.plot(paths[:, i, 0], paths[:, i, 1], lw=0.5, c="tab:blue", alpha=0.6)
     ax.scatter(paths[-1, :, 0], paths[-1, :, 1], s=4, c="k", zorder=3)
-    means = teacher.mixture.means.numpy()
-    ax.scatter(means[:, 0], means[:, 1], marker="x", c="tab:red", zorder=4)
-    ax.set(aspect="equal", title="ring8: exact trajectories t = 1 -> 0")
+    ax.scatter(traj.means[:, 0], traj.means[:, 1], marker="x", c="tab:red", zorder=4)
+    ax.set(aspect="equal", title=f"{traj.teacher}: exact trajectories t = 1 -> 0")
     fig.tight_layout()
     doc.figure(fig, caption="Exact flow-map trajectories of the ring teacher (x: component means).")
     plt.close(fig)

@@ -1,24 +1,42 @@
-"""Report section: MeanFlow trained against the exact flow map of the ring teacher."""
+"""Report section: MeanFlow trained against the exact flow map of the ring teacher.
+
+Layout only: the runs come from
+:func:`flowmap_oracle.experiments.meanflow_one_step.meanflow_one_step_experiment`.
+"""
 
 from __future__ import annotations
 
-from ..experiments.meanflow_one_step import meanflow_one_step_experiment
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 from .document import ReportDocument
 
-__all__ = ["add_training_section"]
+if TYPE_CHECKING:
+    from ..experiments.meanflow_one_step import OneStepExperiment
+
+__all__ = ["TrainingSectionInputs", "add_training_section"]
 
 
-def add_training_section(doc: ReportDocument, *, quick: bool = False) -> None:
-    """Train MeanFlow on the 2-D ring of 8 Gaussians and show its one-step error."""
+@dataclass(frozen=True)
+class TrainingSectionInputs:
+    """What the training section lays out: the two MeanFlow runs on the ring teacher, with the
+    teacher's marginal velocity and with the conditional velocity in the target."""
+
+    runs: tuple[OneStepExperiment, OneStepExperiment]
+
+    def __post_init__(self) -> None:
+        if len(self.runs) != 2:
+            raise ValueError(f"the training section lays out 2 runs, got {len(self.runs)}")
+
+
+def add_training_section(doc: ReportDocument, results: TrainingSectionInputs) -> None:
+    """MeanFlow on the 2-D ring of 8 Gaussians: its one-step error, losses and samples."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = 300 if quick else 2000
-    runs = [
-        meanflow_one_step_experiment(steps=steps, velocity=v) for v in ("teacher", "conditional")
-    ]
+    runs = results.runs
     doc.heading("One-step error of MeanFlow against the exact flow map")
     doc.paragraph(
         "An MLP F(x, t, s) is trained with the MeanFlow loss on the 2-D mixture of 8 Gaussians on "
