@@ -62,7 +62,7 @@ class Method(StrEnum):
 
     # Deliberately shadows str.title() (Method is a StrEnum) with a property; public API.
     @property
-    def title(self) -> str:  # type: ignore[override]
+    def paper_name(self) -> str:
         """The method's name as its paper writes it."""
         return _TITLES[self]
 

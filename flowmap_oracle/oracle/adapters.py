@@ -47,10 +47,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from enum import StrEnum
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
+
+from ..conventions import PATH_NAMES
 
 __all__ = [
     "DTYPES",
@@ -62,15 +65,65 @@ __all__ = [
     "ConventionAdapter",
     "ConventionError",
     "Conventions",
+    "DType",
+    "Framework",
+    "Prediction",
+    "Signature",
     "TargetKind",
+    "Time",
 ]
 
-TIMES = ("noise_at_1", "noise_at_0", "edm_sigma", "trigflow_angle")
-SIGNATURES = ("x_t_s", "x_s_t", "x_t_dt", "shortcut_log2")
-PREDICTIONS = ("average_velocity", "x0", "epsilon")
-FRAMEWORKS = ("torch", "jax")
-DTYPES = ("float32", "float64")
+
+class Time(StrEnum):
+    """The user's time variable (see the module docstring)."""
+
+    NOISE_AT_1 = "noise_at_1"
+    NOISE_AT_0 = "noise_at_0"
+    EDM_SIGMA = "edm_sigma"
+    TRIGFLOW_ANGLE = "trigflow_angle"
+
+
+class Signature(StrEnum):
+    """How the user's network takes its two times."""
+
+    X_T_S = "x_t_s"
+    X_S_T = "x_s_t"
+    X_T_DT = "x_t_dt"
+    SHORTCUT_LOG2 = "shortcut_log2"
+
+
+class Prediction(StrEnum):
+    """What the user's network outputs."""
+
+    AVERAGE_VELOCITY = "average_velocity"
+    X0 = "x0"
+    EPSILON = "epsilon"
+
+
+class Framework(StrEnum):
+    TORCH = "torch"
+    JAX = "jax"
+
+
+class DType(StrEnum):
+    FLOAT32 = "float32"
+    FLOAT64 = "float64"
+
+
+TIMES = tuple(m.value for m in Time)
+SIGNATURES = tuple(m.value for m in Signature)
+PREDICTIONS = tuple(m.value for m in Prediction)
+FRAMEWORKS = tuple(m.value for m in Framework)
+DTYPES = tuple(m.value for m in DType)
 TARGET_KINDS = ("value", "time_derivative")
+
+_VOCABULARY: dict[str, type[StrEnum]] = {
+    "time": Time,
+    "signature": Signature,
+    "prediction": Prediction,
+    "framework": Framework,
+    "dtype": DType,
+}
 
 TargetKind = Literal["value", "time_derivative"]
 """``"value"``: the target is a value the network output should equal (FM, split, Shortcut,
@@ -99,28 +152,47 @@ class Conventions:
         dtype: ``"float32"`` | ``"float64"``.
         shortcut_levels: the finest level ``L`` (step ``2^-L``) of ``"shortcut_log2"``; required
             with that signature and forbidden otherwise.
+        path: the probability path the implementation interpolates on, ``"linear"`` (``(1 - t)
+            x0 + t x1``, default), ``"trig"`` (``cos(pi t / 2) x0 + sin(pi t / 2) x1``) or
+            ``"lipman"``; the oracle's teacher lives on the same path. The EDM and TrigFlow time
+            variables and the ``x0`` / ``epsilon`` predictions are written for the linear path,
+            so they require it.
+
+    Values are stored as the enums :class:`Time`, :class:`Signature`, :class:`Prediction`,
+    :class:`Framework` and :class:`DType` (string subclasses: ``conventions.time == "noise_at_1"``
+    holds).
     """
 
-    time: str = "noise_at_1"
-    signature: str = "x_t_s"
-    prediction: str = "average_velocity"
-    framework: str = "torch"
-    dtype: str = "float64"
+    time: Time = Time.NOISE_AT_1
+    signature: Signature = Signature.X_T_S
+    prediction: Prediction = Prediction.AVERAGE_VELOCITY
+    framework: Framework = Framework.TORCH
+    dtype: DType = DType.FLOAT64
     shortcut_levels: int | None = None
+    path: str = "linear"
 
     def __post_init__(self) -> None:
-        for name, allowed in (
-            ("time", TIMES),
-            ("signature", SIGNATURES),
-            ("prediction", PREDICTIONS),
-            ("framework", FRAMEWORKS),
-            ("dtype", DTYPES),
-        ):
+        for name, vocabulary in _VOCABULARY.items():
             value = getattr(self, name)
-            if value not in allowed:
+            try:
+                object.__setattr__(self, name, vocabulary(value))
+            except ValueError:
+                allowed = ", ".join(m.value for m in vocabulary)
                 raise ConventionError(
-                    f"unknown {name} convention {value!r}; choose one of {', '.join(allowed)}"
-                )
+                    f"unknown {name} convention {value!r}; choose one of {allowed}"
+                ) from None
+        if self.path not in PATH_NAMES:
+            raise ConventionError(
+                f"unknown path {self.path!r}; choose one of {', '.join(PATH_NAMES)}"
+            )
+        if self.path != "linear" and (
+            self.time not in (Time.NOISE_AT_1, Time.NOISE_AT_0)
+            or self.prediction != Prediction.AVERAGE_VELOCITY
+        ):
+            raise ConventionError(
+                f"time {self.time.value!r} with prediction {self.prediction.value!r} is defined "
+                f"on the linear path; it cannot be combined with path {self.path!r}"
+            )
         if self.signature == "shortcut_log2":
             if not isinstance(self.shortcut_levels, int) or isinstance(self.shortcut_levels, bool):
                 raise ConventionError(
@@ -134,12 +206,12 @@ class Conventions:
             if self.time not in ("noise_at_1", "noise_at_0"):
                 raise ConventionError(
                     "signature 'shortcut_log2' encodes dyadic steps of a linear time; it cannot be "
-                    f"combined with time {self.time!r}"
+                    f"combined with time {self.time.value!r}"
                 )
         elif self.shortcut_levels is not None:
             raise ConventionError(
                 f"shortcut_levels is only meaningful with signature 'shortcut_log2', "
-                f"not {self.signature!r}"
+                f"not {self.signature.value!r}"
             )
 
     @classmethod
@@ -161,10 +233,14 @@ class Conventions:
         return cls(**dict(mapping))
 
     def as_dict(self) -> dict[str, Any]:
-        """The declared values (``shortcut_levels`` only when used)."""
+        """The declared values as plain strings (``shortcut_levels`` only when used, ``path``
+        only when not linear)."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out = {k: v.value if isinstance(v, StrEnum) else v for k, v in out.items()}
         if out["shortcut_levels"] is None:
             del out["shortcut_levels"]
+        if out["path"] == "linear":
+            del out["path"]
         return out
 
     def describe(self) -> str:

@@ -18,7 +18,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..conventions import LINEAR, conditional_velocity, interpolant, path_named
 from ..reference_models import GaussianMixtureTeacher, preset
+from ..reference_models.paths import ProbabilityPath
 from .adapters import ConventionAdapter, ConventionError, TargetKind
 from .cases import CaseSpace, Space, case_space
 from .implementation import Implementation
@@ -75,15 +77,15 @@ class OracleSettings:
 
 
 @functools.cache
-def teacher(name: str) -> GaussianMixtureTeacher:
-    """The named preset teacher (cached for the process)."""
-    return preset(name)
+def teacher(name: str, path: str = "linear") -> GaussianMixtureTeacher:
+    """The named preset teacher on the named path (cached for the process)."""
+    return preset(name, path=path_named(path))
 
 
 @functools.cache
-def exact_network(name: str) -> ExactAverageVelocity:
+def exact_network(name: str, path: str = "linear") -> ExactAverageVelocity:
     """The exact average velocity of the named teacher (cached with its solutions)."""
-    return ExactAverageVelocity(teacher(name))
+    return ExactAverageVelocity(teacher(name, path))
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,8 @@ class Batch:
     Attributes:
         data, noise: ``x0 ~ p_data`` and ``x1 ~ N(0, I)``.
         t, s, r: times (``r`` only for split spaces).
-        x: ``x_t = (1 - t) x0 + t x1``.
+        x: ``x_t = alpha(t) x0 + beta(t) x1`` on ``path``.
+        path: the probability path (the declared one; the teacher lives on it).
     """
 
     data: Tensor
@@ -102,11 +105,21 @@ class Batch:
     s: Tensor
     r: Tensor | None
     x: Tensor
+    path: ProbabilityPath = LINEAR
 
     @classmethod
-    def build(cls, data: Tensor, noise: Tensor, t: Tensor, s: Tensor, r: Tensor | None) -> Batch:
-        """The batch with ``x_t = (1 - t) x0 + t x1``."""
-        return cls(data, noise, t, s, r, (1 - t)[:, None] * data + t[:, None] * noise)
+    def build(
+        cls,
+        data: Tensor,
+        noise: Tensor,
+        t: Tensor,
+        s: Tensor,
+        r: Tensor | None,
+        *,
+        path: ProbabilityPath = LINEAR,
+    ) -> Batch:
+        """The batch with ``x_t = alpha(t) x0 + beta(t) x1`` on ``path``."""
+        return cls(data, noise, t, s, r, interpolant(path, data, noise, t), path)
 
     def replace(self, **changes: Tensor | None) -> Batch:
         """A copy with some of ``data, noise, t, s, r`` changed and ``x_t`` recomputed."""
@@ -114,11 +127,12 @@ class Batch:
         unknown = set(changes) - set(fields)
         if unknown:
             raise TypeError(f"Batch.replace: unknown fields {sorted(unknown)}")
-        return Batch.build(**{**fields, **changes})
+        return Batch.build(**{**fields, **changes}, path=self.path)  # type: ignore[arg-type]
 
     @property
     def conditional_velocity(self) -> Tensor:
-        return self.noise - self.data
+        """``alpha'(t) x0 + beta'(t) x1`` (``x1 - x0`` on the linear path)."""
+        return conditional_velocity(self.path, self.data, self.noise, self.t)
 
     def inputs(self) -> dict[str, Tensor]:
         out = {"t": self.t, "s": self.s}
@@ -153,7 +167,7 @@ class CheckContext:
     def require_linear_time(self, why: str) -> None:
         if self.conventions.time not in ("noise_at_1", "noise_at_0"):
             raise CheckSkipped(
-                f"{why}; declared time convention {self.conventions.time!r}",
+                f"{why}; declared time convention {self.conventions.time.value!r}",
                 reason=SkipReason.CONVENTION,
             )
 
@@ -161,11 +175,12 @@ class CheckContext:
 
     @property
     def teacher(self) -> GaussianMixtureTeacher:
-        return teacher(self.settings.teacher)
+        """The settings' teacher on the declared path."""
+        return teacher(self.settings.teacher, self.conventions.path)
 
     @property
     def exact(self) -> ExactAverageVelocity:
-        return exact_network(self.settings.teacher)
+        return exact_network(self.settings.teacher, self.conventions.path)
 
     def space(self, space: Space) -> CaseSpace:
         if not self.adapter.continuous_steps and space in ("to_zero", "split", "strict"):
@@ -186,7 +201,7 @@ class CheckContext:
         g = torch.Generator().manual_seed(case.seed)
         data = self.teacher.mixture.sample(n, generator=g)
         noise = torch.randn(data.shape, generator=g, dtype=data.dtype)
-        return Batch.build(data, noise, t, s, r)
+        return Batch.build(data, noise, t, s, r, path=self.teacher.path)
 
     def random_network(self, seed: int) -> RandomNetwork:
         return RandomNetwork(self.teacher.dim, seed=seed)

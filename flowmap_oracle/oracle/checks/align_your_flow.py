@@ -51,7 +51,7 @@ def _compare_ayf_gradient(
     sign = torch.sign(b.s - b.t if at_end else b.t - b.s)[:, None]
 
     def build(model):
-        residual = loss(model, b.data, b.noise, b.t, b.s, velocity=v).residual
+        residual = loss(model, b.data, b.noise, b.t, b.s, velocity=v, path=b.path).residual
         f = flow_of(model)(b.x, b.t, b.s)
         return surrogate_in_user_units(ctx, a_s * f, sign * a_s * residual / tau_dot)
 

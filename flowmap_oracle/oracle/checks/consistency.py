@@ -54,7 +54,9 @@ def cm_loss(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
     d = b.x.shape[1]
 
     def build(model):
-        out = consistency_loss(model, b.data, b.noise, b.t, delta_t=b.t - b.s, solver=None)
+        out = consistency_loss(
+            model, b.data, b.noise, b.t, delta_t=b.t - b.s, solver=None, path=b.path
+        )
         return _per_entry(ctx, out.loss, d)
 
     args = loss_inputs(ctx, b, b.t, b.s)
@@ -186,7 +188,9 @@ def ctm_loss_check(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
     d = b.x.shape[1]
 
     def build(model):
-        out = ctm_loss(model, b.data, b.noise, b.t, b.r, b.s, solver=solver, compare="data")
+        out = ctm_loss(
+            model, b.data, b.noise, b.t, b.r, b.s, solver=solver, compare="data", path=b.path
+        )
         return _per_entry(ctx, out.loss, d)
 
     args = [*loss_inputs(ctx, b, b.t, b.r, b.s), ctx.user_field(solver, "solver")]

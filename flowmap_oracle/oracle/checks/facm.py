@@ -80,7 +80,7 @@ def loss_value_and_gradient(ctx: CheckContext, case: Case, space: CaseSpace) -> 
         ctx,
         OBJECTIVE,
         net,
-        lambda m: facm_loss(m, b.data, b.noise, b.t).loss,
+        lambda m: facm_loss(m, b.data, b.noise, b.t, path=b.path).loss,
         loss_inputs(ctx, b, b.t),
         what="FACM loss",
     )

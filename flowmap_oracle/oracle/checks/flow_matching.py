@@ -51,7 +51,7 @@ def _require_both_ends(ctx: CheckContext) -> None:
     if (lo, hi) != (0.0, 1.0):
         raise CheckSkipped(
             f"ReFlow couples noise at t = 1 with data at t = 0; time convention "
-            f"{ctx.conventions.time!r} is finite only on [{lo}, {hi}]",
+            f"{ctx.conventions.time.value!r} is finite only on [{lo}, {hi}]",
             reason=SkipReason.CONVENTION,
         )
 

@@ -45,7 +45,15 @@ def imm_loss_check(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
 
     def build(model):
         return imm_loss(
-            model, b.data, b.noise, b.t, b.r, b.s, group_size=GROUP, bandwidth=BANDWIDTH
+            model,
+            b.data,
+            b.noise,
+            b.t,
+            b.r,
+            b.s,
+            group_size=GROUP,
+            bandwidth=BANDWIDTH,
+            path=b.path,
         ).loss
 
     compare_loss(ctx, "imm", net, build, loss_inputs(ctx, b, b.t, b.r, b.s), what="IMM loss")

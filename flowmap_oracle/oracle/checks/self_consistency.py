@@ -71,7 +71,7 @@ def split_loss(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
     net = ctx.random_network(case.seed + 31)
 
     def build(model):
-        target = split_meanflow_loss(model, b.data, b.noise, b.t, b.r, b.s).target
+        target = split_meanflow_loss(model, b.data, b.noise, b.t, b.r, b.s, path=b.path).target
         F = model(b.x, b.t, b.s)
         return regression_in_user_units(ctx, [Term(F, F - target, b.x, b.t, b.s, "value")])
 

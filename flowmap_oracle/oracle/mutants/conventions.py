@@ -41,3 +41,39 @@ def t_minus_s_input_held_fixed():
         return (v - (t - s)[:, None] * dN).detach()
 
     return {"targets": {"meanflow": target}, "conventions": {"signature": "x_t_dt"}}
+
+
+@mutant(
+    "conventions.linear_interpolant_on_trig_path",
+    objective="flow_matching",
+    description=(
+        "declares the VP (trig) path but builds x_t = (1 - t) x0 + t x1 and regresses onto "
+        "x1 - x0: the linear interpolant paired with a VP teacher (a copied training loop)"
+    ),
+    inherit=False,
+)
+def linear_interpolant_on_trig_path():
+    def loss(net, data, noise, t):
+        x_t = (1 - t)[:, None] * data + t[:, None] * noise
+        return (net(x_t, t, t) - (noise - data)).pow(2).sum(dim=1).mean()
+
+    return {"losses": {"flow_matching": loss}, "conventions": {"path": "trig"}}
+
+
+@mutant(
+    "conventions.linear_velocity_on_trig_path",
+    objective="flow_matching",
+    description=(
+        "declares the VP (trig) path and interpolates on it, but keeps the linear path's "
+        "conditional velocity x1 - x0 as the target (half of a path change)"
+    ),
+    inherit=False,
+)
+def linear_velocity_on_trig_path():
+    def loss(net, data, noise, t):
+        a = torch.cos(torch.pi * t / 2)[:, None]
+        b = torch.sin(torch.pi * t / 2)[:, None]
+        x_t = a * data + b * noise
+        return (net(x_t, t, t) - (noise - data)).pow(2).sum(dim=1).mean()
+
+    return {"losses": {"flow_matching": loss}, "conventions": {"path": "trig"}}
