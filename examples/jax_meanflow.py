@@ -15,7 +15,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from flowmap_oracle.oracle import Implementation
+from flowmap_oracle import Implementation
 
 
 def u_of(net):

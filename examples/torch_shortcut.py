@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from flowmap_oracle.oracle import Implementation
+from flowmap_oracle import Implementation
 
 LEVELS = 7  # 128 steps at the finest level
 

@@ -154,3 +154,21 @@ def test_functions_that_cannot_take_their_protocols_arguments_are_refused_up_fro
     # Extra optional parameters, *args and partials are fine.
     Implementation("ok", targets={"meanflow": lambda net, x, t, s, v, scale=1.0: x})
     Implementation("ok", flow_map=lambda *args: args[1])
+
+
+def test_the_public_surface_is_flat_and_lazy():
+    import subprocess
+    import sys
+
+    import flowmap_oracle
+
+    assert sorted(flowmap_oracle.__all__) == sorted(flowmap_oracle._EXPORTS)
+    for name in flowmap_oracle.__all__:
+        assert getattr(flowmap_oracle, name).__name__ == name
+    assert flowmap_oracle.Implementation is Implementation
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        flowmap_oracle.nope  # noqa: B018
+    # the symbolic layer alone does not pull in torch
+    code = "import sys, flowmap_oracle.identities; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -50,7 +50,7 @@ def test_check_fails_a_mutant_with_the_failure_in_json_and_pdf(tmp_path):
     failed = [r for r in rows if r["status"] == "fail"]
     assert failed and all(r["objective"] == "meanflow" for r in rows)
     assert "differs from the reference" in failed[0]["message"]
-    assert failed[0]["reproduce"].startswith("from flowmap_oracle.oracle import reproduce")
+    assert failed[0]["reproduce"].startswith("from flowmap_oracle import reproduce")
     text = _pdf_text(out_pdf)
     assert "Failure: meanflow.target" in text and "Reproduce with" in text
     leftovers = sorted(p.name for p in tmp_path.iterdir())

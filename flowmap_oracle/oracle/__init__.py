@@ -14,8 +14,9 @@ from .implementation import (
     ImplementationError,
     load_implementation,
 )
-from .registry import CHECKS, Check, checks_for, reproduce, run_check, run_checks
+from .registry import CHECKS, Check
 from .results import Case, CheckFailure, CheckResult, Mismatch, SkipReason
+from .runner import checks_for, reproduce, run_check, run_checks
 
 __all__ = [
     "CHECKS",

@@ -11,7 +11,7 @@ from typing import Any
 from ..context import OracleSettings
 from ..implementation import Implementation
 from ..reference import implementation as reference_implementation
-from ..registry import checks_for, run_checks
+from ..runner import checks_for, run_checks
 
 __all__ = ["MODULES", "MUTANTS", "Mutant", "MutantResult", "mutant", "run_mutant", "run_mutants"]
 
