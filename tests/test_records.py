@@ -34,3 +34,31 @@ def test_command_line_prefixes_the_program_name():
     assert (
         command_line(["bench", "teachers", "--n", "10"]) == "flowmap-oracle bench teachers --n 10"
     )
+
+
+def test_written_files_get_the_users_normal_permissions(tmp_path):
+    import os
+
+    from flowmap_oracle.experiments.records import write_json
+
+    old = os.umask(0o022)
+    try:
+        path = write_json(tmp_path / "r.json", {"a": 1})
+        assert path.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0o600
+        os.umask(0o077)
+        path = write_json(tmp_path / "private.json", {"a": 1})
+        assert path.stat().st_mode & 0o777 == 0o600  # a stricter umask is respected
+    finally:
+        os.umask(old)
+
+
+def test_an_interrupted_atomic_write_leaves_nothing(tmp_path):
+    import pytest
+
+    from flowmap_oracle.experiments.records import atomic_file
+
+    target = tmp_path / "out.pdf"
+    with pytest.raises(KeyboardInterrupt), atomic_file(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []

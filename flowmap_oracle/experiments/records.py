@@ -7,19 +7,22 @@ gathers that metadata and writes such files.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import platform
 import sys
 import tempfile
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["command_line", "environment", "write_json"]
+__all__ = [
+    "atomic_file","command_line", "environment", "write_json"]
 
 _PACKAGES = ("flowmap-oracle", "torch", "torchdiffeq", "numpy", "scipy", "sympy", "jax", "diffrax")
 
@@ -64,25 +67,49 @@ def environment(device: torch.device | str = "cpu") -> dict[str, Any]:
     return env
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Write a file atomically: yield a temporary path in the same folder, then rename it.
+
+    An interrupted or failed write never leaves a truncated file at ``path`` (the temporary file
+    is removed). The finished file gets the permissions a plain ``open(path, "w")`` would give it
+    (``0o666`` less the process umask), not ``mkstemp``'s private ``0o600``, so that CI uploaders
+    and other users can read it.
+
+    Yields:
+        The temporary path to write to.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON atomically (a temporary file in the same folder, then a
-    rename), so that an interrupted run never leaves a truncated file. Non-finite floats are
-    written as the strings ``"nan"``, ``"inf"``, ``"-inf"`` (JSON has no literal for them).
+    """Write ``obj`` as indented JSON atomically (:func:`atomic_file`), so that an interrupted
+    run never leaves a truncated file. Non-finite floats are written as the strings ``"nan"``,
+    ``"inf"``, ``"-inf"`` (JSON has no literal for them).
 
     Returns:
         The path written.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(_finite(obj), fh, indent=2, allow_nan=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp, open(tmp, "w") as fh:
+        json.dump(_finite(obj), fh, indent=2, allow_nan=False)
+        fh.write("\n")
     return path
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape
+
+from ..experiments.records import atomic_file
 
 __all__ = ["ReportDocument", "render_formula_png"]
 
@@ -174,17 +175,15 @@ class ReportDocument:
         return A4[0] - 2 * 56
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the PDF atomically (a temporary file in the same folder, then a rename)."""
+        """Write the PDF atomically with the user's normal permissions
+        (:func:`~flowmap_oracle.experiments.records.atomic_file`)."""
         from reportlab.lib.pagesizes import A4
         from reportlab.platypus import SimpleDocTemplate
 
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".pdf.tmp")
-        os.close(fd)
-        try:
+        with atomic_file(path) as tmp:
             doc = SimpleDocTemplate(
-                tmp,
+                str(tmp),
                 pagesize=A4,
                 title=self.title,
                 leftMargin=56,
@@ -193,8 +192,4 @@ class ReportDocument:
                 bottomMargin=56,
             )
             doc.build(list(self._story))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         return path
