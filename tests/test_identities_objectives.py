@@ -4,7 +4,7 @@ statement passes the symbolic and the numeric check, and each wrong twin is reje
 from __future__ import annotations
 
 import pytest
-from test_identities_support import (
+from helpers import (
     assert_every_twin_rejected,
     assert_statement_passes,
     check_all,

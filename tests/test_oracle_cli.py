@@ -7,21 +7,16 @@ import json
 from importlib import metadata
 
 import pytest
+from helpers import pdf_text
 
 from flowmap_oracle.cli import main
 from flowmap_oracle.oracle import load_implementation, run_check
 from flowmap_oracle.oracle.mutants import run_mutant
 
-pypdf = pytest.importorskip("pypdf")
+pytest.importorskip("pypdf")  # pdf_text reads the PDFs
 
 GOOD = "examples.torch_edm_consistency:implementation"
 BAD = "flowmap_oracle.oracle.mutants.meanflow:sign_of_t_minus_s"
-
-
-def _pdf_text(path) -> str:
-    """The PDF's text with line breaks (wrapping) folded into single spaces."""
-    text = " ".join(page.extract_text() for page in pypdf.PdfReader(str(path)).pages)
-    return " ".join(text.split())
 
 
 def test_check_passes_an_example_and_writes_json_and_pdf(tmp_path, capsys):
@@ -31,7 +26,7 @@ def test_check_passes_an_example_and_writes_json_and_pdf(tmp_path, capsys):
     assert rows and all({"check", "status", "message"} <= set(r) for r in rows)
     assert {r["status"] for r in rows} <= {"pass", "skip"}
     assert any(r["status"] == "pass" for r in rows)
-    text = _pdf_text(out_pdf)
+    text = pdf_text(out_pdf)
     assert "flowmap-oracle check: example: torch consistency model" in text
     assert "edm_sigma" in text and "x0" in text  # the declared conventions
     assert "profile=ci" in text  # the settings
@@ -51,7 +46,7 @@ def test_check_fails_a_mutant_with_the_failure_in_json_and_pdf(tmp_path):
     assert failed and all(r["objective"] == "meanflow" for r in rows)
     assert "differs from the reference" in failed[0]["message"]
     assert failed[0]["reproduce"].startswith("from flowmap_oracle import reproduce")
-    text = _pdf_text(out_pdf)
+    text = pdf_text(out_pdf)
     assert "Failure: meanflow.target" in text and "Reproduce with" in text
     leftovers = sorted(p.name for p in tmp_path.iterdir())
     assert leftovers == ["r.json", "r.pdf"]  # atomic writes leave no temporary files
@@ -76,7 +71,7 @@ def test_oracle_report_section_renders_the_reference_run_and_the_kill_table(tmp_
     )
     doc = ReportDocument("oracle section")
     oracle_section.add_oracle_section(doc, inputs)
-    text = _pdf_text(doc.save(tmp_path / "s.pdf"))
+    text = pdf_text(doc.save(tmp_path / "s.pdf"))
     assert "The oracle: conformance checks of other implementations" in text
     assert "Proof by mutants: the kill table" in text
     assert "model.c_out_t_minus_s" in text and "kill rate 100 %" in text

@@ -9,7 +9,7 @@ import scipy.integrate
 import scipy.linalg
 import torch
 import torchdiffeq
-from test_reference_models_support import PATHS, general_path
+from helpers import PATHS, general_path
 
 from flowmap_oracle.reference_models import (
     ExactFlowMap,

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from test_reference_models_support import PATHS
+from helpers import PATHS
 
 from flowmap_oracle.reference_models import (
     PRESETS,

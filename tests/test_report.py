@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import pdf_text
 
 import flowmap_oracle.reports
 from flowmap_oracle import report_job
