@@ -44,8 +44,10 @@ def _cmd_objectives(args: argparse.Namespace) -> int:
         from .experiments.smoke_training import smoke_train_all, write_smoke_json
 
         runs = smoke_train_all()
-        for r in runs:
-            print(f"{r.name:26s} {r.metric:13s} {r.error_before:.3f} -> {r.error_after:.3f}")
+        for run in runs:
+            print(
+                f"{run.name:26s} {run.metric:13s} {run.error_before:.3f} -> {run.error_after:.3f}"
+            )
         command = command_line(args.argv)
         print(f"wrote {write_smoke_json(runs, args.smoke_json, command=command)}")
         return 0

@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -23,6 +23,9 @@ from .reports.oracle_section import EXAMPLES, ExampleRun, OracleSectionInputs
 from .reports.report import SECTIONS, check_sections, write_report
 from .reports.teachers_section import BenchmarkRecord, PresetSummary, TeachersSectionInputs
 from .reports.training_section import TrainingSectionInputs
+
+if TYPE_CHECKING:
+    from .reference_models import GaussianMixture
 
 __all__ = [
     "OBJECTIVES_QUICK_SKIPS",
@@ -92,10 +95,7 @@ def teachers_inputs(
         trajectories = exact_trajectories("ring8", n=32 if quick else 200, steps=8 if quick else 40)
     finally:
         torch.set_num_threads(threads)
-    presets = tuple(
-        PresetSummary(name, m.dim, m.n_components, m.covariance_type)
-        for name, m in ((name, preset(name).mixture) for name in PRESETS)
-    )
+    presets = tuple(_preset_summary(name, preset(name).mixture) for name in PRESETS)
     return TeachersSectionInputs(
         error_rows=tuple(rows),
         error_seconds=seconds,
@@ -105,6 +105,13 @@ def teachers_inputs(
         benchmarks=load_benchmarks(benchmarks_dir),
         benchmarks_dir=None if benchmarks_dir is None else os.fspath(benchmarks_dir),
     )
+
+
+def _preset_summary(name: str, mixture: GaussianMixture) -> PresetSummary:
+    kind = mixture.covariance_type
+    if kind is None:  # GaussianMixture.__post_init__ resolves it
+        raise RuntimeError(f"preset {name!r}: the mixture's covariance_type was not resolved")
+    return PresetSummary(name, mixture.dim, mixture.n_components, kind)
 
 
 def training_inputs(*, quick: bool = False) -> TrainingSectionInputs:
@@ -146,17 +153,17 @@ def oracle_inputs(*, quick: bool = False) -> OracleSectionInputs:
     reference = load_implementation("flowmap_oracle.oracle.reference:implementation")
     reference_results = tuple(run_checks(reference, settings))
     mutant_results = tuple(run_mutants(settings))
-    examples = None
+    examples: tuple[ExampleRun, ...] | None = None
     if not quick:
-        examples = []
+        runs = []
         for spec in EXAMPLES:
             impl = load_implementation(spec)
-            examples.append(
+            runs.append(
                 ExampleRun(
                     impl.name, impl.conventions.describe(), tuple(run_checks(impl, settings))
                 )
             )
-        examples = tuple(examples)
+        examples = tuple(runs)
     return OracleSectionInputs(
         settings=settings,
         n_checks=len(checks_for()),

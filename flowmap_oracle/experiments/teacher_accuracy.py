@@ -112,6 +112,8 @@ def measure_flow_map_errors(*, quick: bool) -> list[ErrorRow]:
     fm = ExactFlowMap(teacher)
     x = _points(n, 2, 2)
     sol = fm.solve(x, 0.6, 0.1, derivatives=True)
+    if sol.total_derivative is None:
+        raise RuntimeError("ExactFlowMap.solve(derivatives=True) returned no total derivative")
     target = teacher.velocity(x, 0.6) - 0.5 * sol.total_derivative
     rows.append(
         ErrorRow(

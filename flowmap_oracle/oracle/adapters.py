@@ -45,6 +45,7 @@ points to an implementation; ``user -> ours`` to read what it returns) and both 
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from enum import StrEnum
@@ -254,6 +255,9 @@ class Conventions:
 
 class _Ops:
     """The few array operations the conversions use, for one framework."""
+
+    xp: types.ModuleType  # torch or jax.numpy
+    atan2: Callable[..., Any]
 
     def __init__(self, framework: str) -> None:
         self.framework = framework
@@ -492,6 +496,17 @@ class ConventionAdapter:
     def step_levels(self) -> int | None:
         return self.conventions.shortcut_levels
 
+    @property
+    def _shortcut_levels(self) -> int:
+        """``shortcut_levels`` under ``shortcut_log2`` (:class:`Conventions` requires it there)."""
+        levels = self.conventions.shortcut_levels
+        if levels is None:
+            raise RuntimeError(
+                f"shortcut_levels is unset for conventions {self.conventions.describe()}; "
+                "only signature 'shortcut_log2' encodes steps as levels"
+            )
+        return levels
+
     # -- arrays ---------------------------------------------------------------------------
 
     @property
@@ -511,7 +526,7 @@ class ConventionAdapter:
         import jax
         import jax.numpy as jnp
 
-        if c.dtype == "float64" and not jax.config.jax_enable_x64:
+        if c.dtype == "float64" and not jax.config.read("jax_enable_x64"):
             raise ConventionError(
                 "dtype 'float64' was declared for a JAX implementation, but JAX runs in float32 "
                 "unless jax_enable_x64 is set: call jax.config.update('jax_enable_x64', True) "
@@ -599,7 +614,7 @@ class ConventionAdapter:
             return a2, a1
         if sig == "x_t_dt":
             return a1, a1 - a2
-        levels = self.conventions.shortcut_levels
+        levels = self._shortcut_levels
         k = a2
         if o.framework == "torch":
             kf = torch.as_tensor(k).to(a1.dtype)
@@ -622,7 +637,7 @@ class ConventionAdapter:
     def _level_of_step(self, o: _Ops, tau, rho):
         import numpy as np
 
-        levels = self.conventions.shortcut_levels
+        levels = self._shortcut_levels
         direction = 1.0 if self.conventions.time == "noise_at_1" else -1.0
         step = np.asarray(_to_numpy(direction * (tau - rho)), dtype=np.float64)
         if (step < 0).any():

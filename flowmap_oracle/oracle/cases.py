@@ -57,7 +57,13 @@ class CaseSpace:
 
     @property
     def _top(self) -> int:
-        return self.levels - 1 if self.max_level is None else self.max_level
+        if self.max_level is not None:
+            return self.max_level
+        if self.levels is None:
+            raise RuntimeError(
+                f"the {self.space!r} case space has no step levels (steps are not dyadic)"
+            )
+        return self.levels - 1
 
     # -- explicit cases ---------------------------------------------------------------------
 
@@ -81,10 +87,11 @@ class CaseSpace:
         return [self._clip(c) for c in cases]
 
     def _clip(self, c: Case) -> Case:
-        if c.t is None:
+        shared = _shared_times(c)
+        if shared is None:
             return c
-        t = min(max(c.t, self.t_lo), self.t_hi)
-        s = min(max(c.s, self.s_lo), self.s_hi)
+        t = min(max(shared[0], self.t_lo), self.t_hi)
+        s = min(max(shared[1], self.s_lo), self.s_hi)
         if self.space in ("forward", "split"):
             s = min(s, t)
         if self.space == "strict":
@@ -147,9 +154,10 @@ class CaseSpace:
         def uniform(lo: float | Tensor, hi: float | Tensor) -> Tensor:
             return lo + (hi - lo) * torch.rand(n, generator=g, dtype=torch.float64)
 
-        if case.t is not None:
-            t = torch.full((n,), float(case.t), dtype=torch.float64)
-            s = torch.full((n,), float(case.s), dtype=torch.float64)
+        shared = _shared_times(case)
+        if shared is not None:
+            t = torch.full((n,), float(shared[0]), dtype=torch.float64)
+            s = torch.full((n,), float(shared[1]), dtype=torch.float64)
         elif self.space == "diagonal":
             t = uniform(max(self.t_lo, self.s_lo), min(self.t_hi, self.s_hi))
             s = t.clone()
@@ -178,6 +186,15 @@ class CaseSpace:
             frac = uniform(0.0, 1.0) if case.r is None else torch.full((n,), float(case.r))
             r = s + frac.to(torch.float64) * (t - s)
         return t, s, r
+
+
+def _shared_times(case: Case) -> tuple[float, float] | None:
+    """``(t, s)`` of a case with times shared by the batch; ``None`` for per-sample times."""
+    if case.t is None:
+        return None
+    if case.s is None:
+        raise ValueError(f"case {case.describe()}: a shared start time t needs a shared end time s")
+    return case.t, case.s
 
 
 def case_space(space: Space, adapter: ConventionAdapter) -> CaseSpace:

@@ -28,7 +28,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..conventions import Method
 from .adapters import ConventionAdapter, Conventions
@@ -69,16 +69,36 @@ class Implementation:
         loss_reduction: ``"sum_mean"`` or ``"mean"`` (how losses average over entries).
         description: free text for reports.
         spec: ``package.module:factory`` when loaded by :func:`load_implementation`.
+
+    After construction ``conventions`` is always a :class:`~.adapters.Conventions` (a mapping is
+    converted), and it is typed so. ``dataclasses.replace`` runs the same conversion, but a type
+    checker expects a :class:`~.adapters.Conventions` there: pass
+    ``Conventions.from_mapping({...})`` to it.
     """
 
     name: str
-    conventions: Conventions | Mapping[str, Any] = field(default_factory=Conventions)
+    conventions: Conventions = field(default_factory=Conventions)
     targets: Mapping[str, Callable] = field(default_factory=dict)
     losses: Mapping[str, Callable] = field(default_factory=dict)
     flow_map: Callable | None = None
     loss_reduction: str = "sum_mean"
     description: str = ""
     spec: str | None = None
+
+    if TYPE_CHECKING:
+        # The signature type checkers see: the generated __init__ (same fields, same order and
+        # defaults) accepts a mapping for ``conventions``, which __post_init__ converts.
+        def __init__(
+            self,
+            name: str,
+            conventions: Conventions | Mapping[str, Any] = ...,
+            targets: Mapping[str, Callable] = ...,
+            losses: Mapping[str, Callable] = ...,
+            flow_map: Callable | None = ...,
+            loss_reduction: str = ...,
+            description: str = ...,
+            spec: str | None = ...,
+        ) -> None: ...
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:

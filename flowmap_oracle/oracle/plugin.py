@@ -126,7 +126,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if any(item.get_closest_marker("flowmap_oracle") for item in items):
         return
     parent = OracleCollector.from_parent(session, name="flowmap-oracle", path=Path(__file__))
-    new = [OracleItem.from_parent(parent, name=chk.name, check=chk) for chk in checks_for()]
+    new: list[pytest.Item | pytest.Collector] = [
+        OracleItem.from_parent(parent, name=chk.name, check=chk) for chk in checks_for()
+    ]
     items.extend(new)
     # Report them as collected, so the terminal's counts include them.
     config.hook.pytest_collectreport(

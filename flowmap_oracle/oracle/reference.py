@@ -45,6 +45,8 @@ def _ctm(path: ProbabilityPath):
 
     def loss(net, net_sg, data, noise, t, r, s, solver) -> Tensor:
         b = ctm_loss(net_sg, data, noise, t, r, s, solver=solver, compare="s", path=path).target
+        if b is None:
+            raise RuntimeError("ctm_loss returned no target")
         x_t = interpolant(path, data, noise, t)
         a = flow_step(x_t, net(x_t, t, s), t, s)
         zeros = torch.zeros_like(s)

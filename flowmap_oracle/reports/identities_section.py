@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 from xml.sax.saxutils import escape
 
 import sympy as sp
@@ -158,13 +158,14 @@ def _register_font() -> bool:
     try:
         from matplotlib import font_manager
 
-        faces = {}
-        for key, (weight, style) in {
+        variants: dict[str, tuple[str, Literal["normal", "italic"]]] = {
             "": ("normal", "normal"),
             "-Bold": ("bold", "normal"),
             "-Oblique": ("normal", "italic"),
             "-BoldOblique": ("bold", "italic"),
-        }.items():
+        }
+        faces = {}
+        for key, (weight, style) in variants.items():
             path = font_manager.findfont(
                 font_manager.FontProperties(family="DejaVu Sans", weight=weight, style=style),
                 fallback_to_default=False,

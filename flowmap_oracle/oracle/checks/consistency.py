@@ -28,6 +28,7 @@ from ._common import (
     surrogate_in_user_units,
     target_inputs,
 )
+from ._inputs import split_time
 
 NEEDS_T = "the continuous consistency tangent differentiates f_{t->0} in t"
 
@@ -183,15 +184,16 @@ def scm_loss(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
 )
 def ctm_loss_check(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
     b = ctx.batch(case, space)
+    r = split_time(b)
     net = ctx.random_network(case.seed + 70)
     solver = HeunSolver(ctx.teacher.velocity, n_steps=1)
     d = b.x.shape[1]
 
     def build(model):
         out = ctm_loss(
-            model, b.data, b.noise, b.t, b.r, b.s, solver=solver, compare="data", path=b.path
+            model, b.data, b.noise, b.t, r, b.s, solver=solver, compare="data", path=b.path
         )
         return _per_entry(ctx, out.loss, d)
 
-    args = [*loss_inputs(ctx, b, b.t, b.r, b.s), ctx.user_field(solver, "solver")]
+    args = [*loss_inputs(ctx, b, b.t, r, b.s), ctx.user_field(solver, "solver")]
     compare_loss(ctx, "ctm", net, build, args, what="CTM loss", frozen_copy=True)

@@ -16,14 +16,16 @@ from torch import Tensor
 
 from ...objectives.facm import facm_loss
 from ...objectives.meanflow import meanflow_target
+from ..adapters import TargetKind
 from ..cases import CaseSpace
 from ..context import Batch, CheckContext
 from ..registry import check
 from ..results import Case, CheckSkipped
 from ._common import compare_loss, loss_inputs, register_target_checks, user_target
+from ._inputs import given_velocity
 
 OBJECTIVE = "facm"
-KIND = "time_derivative"
+KIND: TargetKind = "time_derivative"
 NEEDS_T = "FACM's target differentiates F in t at s = 0"
 
 
@@ -32,13 +34,13 @@ def _needs_t(ctx: CheckContext, space: CaseSpace) -> CaseSpace:
     return space
 
 
-def _target(ctx: CheckContext, net, b: Batch, v: Tensor) -> Tensor:
+def _target(ctx: CheckContext, net, b: Batch, v: Tensor | None) -> Tensor:
     zeros = torch.zeros_like(b.t)
     return user_target(ctx, OBJECTIVE, KIND, net, b.x, b.t, zeros, v=v, with_end=False)
 
 
-def _reference(ctx: CheckContext, net, b: Batch, v: Tensor) -> Tensor:
-    return meanflow_target(net, b.x, b.t, torch.zeros_like(b.t), v)[1]
+def _reference(ctx: CheckContext, net, b: Batch, v: Tensor | None) -> Tensor:
+    return meanflow_target(net, b.x, b.t, torch.zeros_like(b.t), given_velocity(v))[1]
 
 
 register_target_checks(

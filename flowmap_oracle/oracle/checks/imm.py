@@ -16,6 +16,7 @@ from ..context import CheckContext
 from ..registry import check
 from ..results import Case
 from ._common import compare_loss, loss_inputs
+from ._inputs import split_time
 
 GROUP = 4
 BANDWIDTH = 1.0
@@ -40,7 +41,8 @@ def _grouped(a: torch.Tensor) -> torch.Tensor:
 def imm_loss_check(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
     ctx.require_linear_time("the MMD kernel acts on unscaled points at time s")
     b = ctx.batch(case, space)
-    b = b.replace(t=_grouped(b.t), r=_grouped(b.r), s=_grouped(b.s))
+    b = b.replace(t=_grouped(b.t), r=_grouped(split_time(b)), s=_grouped(b.s))
+    r = split_time(b)
     net = ctx.random_network(case.seed + 90)
 
     def build(model):
@@ -49,11 +51,11 @@ def imm_loss_check(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
             b.data,
             b.noise,
             b.t,
-            b.r,
+            r,
             b.s,
             group_size=GROUP,
             bandwidth=BANDWIDTH,
             path=b.path,
         ).loss
 
-    compare_loss(ctx, "imm", net, build, loss_inputs(ctx, b, b.t, b.r, b.s), what="IMM loss")
+    compare_loss(ctx, "imm", net, build, loss_inputs(ctx, b, b.t, r, b.s), what="IMM loss")

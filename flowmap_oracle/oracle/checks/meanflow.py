@@ -13,6 +13,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ...objectives.meanflow import meanflow_target
+from ..adapters import TargetKind
 from ..cases import CaseSpace
 from ..context import Batch, CheckContext
 from ..registry import check
@@ -28,9 +29,10 @@ from ._common import (
     target_inputs,
     user_target,
 )
+from ._inputs import given_velocity
 
 OBJECTIVE = "meanflow"
-KIND = "time_derivative"
+KIND: TargetKind = "time_derivative"
 NEEDS_T = "the MeanFlow target differentiates F in t with s held fixed"
 
 
@@ -39,12 +41,12 @@ def _needs_t(ctx: CheckContext, space: CaseSpace) -> CaseSpace:
     return space
 
 
-def _target(ctx: CheckContext, net, b: Batch, v: Tensor) -> Tensor:
+def _target(ctx: CheckContext, net, b: Batch, v: Tensor | None) -> Tensor:
     return user_target(ctx, OBJECTIVE, KIND, net, b.x, b.t, b.s, v=v)
 
 
-def _reference(ctx: CheckContext, net, b: Batch, v: Tensor) -> Tensor:
-    return meanflow_target(net, b.x, b.t, b.s, v)[1]
+def _reference(ctx: CheckContext, net, b: Batch, v: Tensor | None) -> Tensor:
+    return meanflow_target(net, b.x, b.t, b.s, given_velocity(v))[1]
 
 
 register_target_checks(

@@ -31,6 +31,7 @@ from ._common import (
     regression_in_user_units,
     user_target,
 )
+from ._inputs import split_time
 
 # ---------------------------------------------------------------------------------------------
 # SplitMeanFlow
@@ -44,9 +45,9 @@ register_target_checks(
         "at the model's own point x_r = x_t - (t - r) F(x_t, t, r),"
     ),
     user=lambda ctx, net, b, v: user_target(
-        ctx, "split_meanflow", "value", net, b.x, b.t, b.s, extra_times=(b.r,)
+        ctx, "split_meanflow", "value", net, b.x, b.t, b.s, extra_times=(split_time(b),)
     ),
-    reference=lambda ctx, net, b, v: split_target(net, b.x, b.t, b.r, b.s)[1],
+    reference=lambda ctx, net, b, v: split_target(net, b.x, b.t, split_time(b), b.s)[1],
     seed=30,
     constant_network=True,
 )
@@ -67,15 +68,16 @@ def split_loss(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
     b = ctx.batch(case, space)
     # A quarter of the batch on the boundary s = t (flow matching), as SplitMeanFlow trains.
     boundary = torch.arange(b.t.shape[0]) % 4 == 0
-    b = b.replace(s=torch.where(boundary, b.t, b.s), r=torch.where(boundary, b.t, b.r))
+    b = b.replace(s=torch.where(boundary, b.t, b.s), r=torch.where(boundary, b.t, split_time(b)))
+    r = split_time(b)
     net = ctx.random_network(case.seed + 31)
 
     def build(model):
-        target = split_meanflow_loss(model, b.data, b.noise, b.t, b.r, b.s, path=b.path).target
+        target = split_meanflow_loss(model, b.data, b.noise, b.t, r, b.s, path=b.path).target
         F = model(b.x, b.t, b.s)
         return regression_in_user_units(ctx, [Term(F, F - target, b.x, b.t, b.s, "value")])
 
-    args = loss_inputs(ctx, b, b.t, b.r, b.s)
+    args = loss_inputs(ctx, b, b.t, r, b.s)
     compare_loss(ctx, "split_meanflow", net, build, args, what="SplitMeanFlow loss")
 
 
