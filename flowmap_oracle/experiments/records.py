@@ -21,8 +21,7 @@ from typing import Any
 
 import torch
 
-__all__ = [
-    "atomic_file","command_line", "environment", "write_json"]
+__all__ = ["atomic_file", "command_line", "environment", "write_json"]
 
 _PACKAGES = ("flowmap-oracle", "torch", "torchdiffeq", "numpy", "scipy", "sympy", "jax", "diffrax")
 
