@@ -19,6 +19,7 @@ import math
 
 import pytest
 import torch
+from helpers import teacher_batch
 from torch.func import functional_call
 
 from flowmap_oracle.conventions import LINEAR, interpolant
@@ -57,13 +58,7 @@ FD_TOL = dict(rtol=0, atol=1e-7)
 
 
 def _batch(seed: int = 0, n: int = N):
-    gen = torch.Generator().manual_seed(seed)
-    x0 = TEACHER.mixture.sample(n, generator=gen)
-    x1 = torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
-    t = 0.05 + 0.9 * torch.rand(n, generator=gen, dtype=x0.dtype)
-    s = t * torch.rand(n, generator=gen, dtype=x0.dtype)
-    r = s + (t - s) * torch.rand(n, generator=gen, dtype=x0.dtype)
-    return x0, x1, t, r, s
+    return teacher_batch(TEACHER, n, seed)  # t in [0.05, 0.95]
 
 
 def _model(seed: int = 0, *, gain: float = 1.0) -> MLPFlowMap:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import teacher_batch
 
 from flowmap_oracle.conventions import LINEAR, PATH_NAMES, conditional_velocity, path_named
 from flowmap_oracle.experiments.fixed_points import measure_fixed_points
@@ -54,10 +55,7 @@ def _stationarity_z(loss_path: ProbabilityPath, teacher_path: ProbabilityPath, *
     ``phi`` (a fixed smooth field). Zero in expectation exactly when ``x_t`` and ``v_c`` come from
     the teacher's own path."""
     teacher = preset("ring8", path=teacher_path)
-    g = torch.Generator().manual_seed(1)
-    x0 = teacher.mixture.sample(n, generator=g)
-    x1 = torch.randn(x0.shape, generator=g, dtype=x0.dtype)
-    t = 0.05 + 0.9 * torch.rand(n, generator=g, dtype=x0.dtype)
+    x0, x1, t, _, _ = teacher_batch(teacher, n, seed=1)  # t in [0.05, 0.95]
 
     def exact(x, t, s):  # the exact map's diagonal is the teacher's velocity
         return teacher.velocity(x, t)

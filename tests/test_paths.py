@@ -8,18 +8,13 @@ import math
 import pytest
 import sympy
 import torch
+from helpers import general_path
 
 from flowmap_oracle.reference_models import GeneralPath, LinearPath, LipmanPath, TrigPath
 
 F64 = torch.float64
 # float64 tolerances: closed forms ~1e-15; autodiff of the same formulas likewise.
 TOL = {F64: 1e-13}
-
-
-def _sympy_path() -> GeneralPath:
-    t = sympy.Symbol("t")
-    # alpha = cos^2(pi t/2), beta = sin(pi t/2): curved, alpha(1)=0, beta(1)=1
-    return GeneralPath.from_sympy(sympy.cos(sympy.pi * t / 2) ** 2, sympy.sin(sympy.pi * t / 2), t)
 
 
 def _callable_path() -> GeneralPath:
@@ -37,7 +32,7 @@ PATHS = {
     "linear": LinearPath,
     "trig": TrigPath,
     "lipman": lambda: LipmanPath(sigma_min=0.05),
-    "sympy": _sympy_path,
+    "sympy": general_path,  # alpha = cos^2(pi t/2), beta = sin(pi t/2)
     "callable": _callable_path,
 }
 
