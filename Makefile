@@ -20,7 +20,7 @@ else
 TORCH_INSTALL := torch==$(TORCH_VERSION) --extra-index-url $(TORCH_CPU_INDEX) --retries 0
 endif
 
-.PHONY: install report test test-all lint format clean
+.PHONY: install report test lint format clean
 
 install: $(STAMP)
 
@@ -35,9 +35,6 @@ report: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
-
-test-all: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadfile -m "" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -6,9 +6,10 @@ Opt in from any repository with ``pytest -p flowmap_oracle.oracle.plugin --impl=
 with ``-m flowmap_oracle``). Each passes, skips with the reason (the implementation does not
 provide what the check needs) or fails with what differs, where, and a reproduction snippet.
 
-In this repository ``tests/oracle/`` holds the same checks as ordinary test modules using the
-fixture ``oracle_check``; they run against the reference implementation unless ``--impl`` (or the
-environment variable) names another, and the plugin then adds no items of its own.
+In this repository ``tests/oracle/test_oracle_checks.py`` runs the same checks as one parametrised
+test using the fixture ``oracle_check``; it runs against the reference implementation unless
+``--impl`` (or the environment variable) names another, and the plugin then adds no items of its
+own.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ class OracleCollector(pytest.Collector):
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items) -> None:
     """Add one item per check when an implementation is named and the session does not already
-    hold the oracle's test modules (this repository's ``tests/oracle``)."""
+    hold the oracle's test module (this repository's ``tests/oracle``)."""
     if not _spec(config):
         return
     if any(item.get_closest_marker("flowmap_oracle") for item in items):
