@@ -14,9 +14,8 @@ import torch
 
 from flowmap_oracle.oracle import OracleSettings, load_implementation
 from flowmap_oracle.oracle.context import CheckContext
-from flowmap_oracle.oracle.networks import ExactAverageVelocity
 from flowmap_oracle.oracle.tolerances import EXACT_MAP
-from flowmap_oracle.reference_models import ExactFlowMap
+from flowmap_oracle.reference_models import ExactAverageVelocity, ExactFlowMap, preset
 
 # The derivative error may use a tenth of the float64 tolerance of the fixed-point checks.
 DERIVATIVE_TOL = EXACT_MAP["float64"].atol / 10
@@ -78,3 +77,48 @@ def test_reverse_mode_is_the_transpose_of_forward_mode(ctx):
     jac_x = exact.jacobian(b.x, b.t, b.s)[0]
     twin = ((jac_x @ g[:, :, None])[:, :, 0] * dx).sum(1) + gt * dt + gs * ds
     assert float((twin - forward).abs().max()) > 1e-2
+
+
+def test_values_are_memoised_per_row_in_a_bounded_store():
+    """Only rows not seen before are solved (once each, in one batch); the store holds at most
+    ``cache_rows`` rows and drops the least recently used; ``cache=False`` solves every call."""
+    teacher = preset("anisotropic_gaussian")  # closed form: fast
+    exact = ExactAverageVelocity(ExactFlowMap(teacher), cache_rows=6)
+    solved = []
+    inner = exact._solve
+
+    def spy(x, t, s):
+        solved.append(x.shape[0])
+        return inner(x, t, s)
+
+    exact._solve = spy
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 3, generator=gen, dtype=torch.float64)
+    t = 0.2 + 0.7 * torch.rand(8, generator=gen, dtype=torch.float64)
+    s = t * torch.rand(8, generator=gen, dtype=torch.float64)
+    first = exact.value(x[:4], t[:4], s[:4])
+    idx = torch.tensor([1, 4, 3, 4, 5])  # two rows seen, one new row twice, one more new row
+    again = exact.value(x[idx], t[idx], s[idx])
+    assert solved == [4, 2]
+    assert torch.equal(again[[0, 2]], first[[1, 3]]) and torch.equal(again[1], again[3])
+    exact.value(x[6:], t[6:], s[6:])  # two more rows: rows 0 and 2 (least recently used) go
+    assert solved == [4, 2, 2] and len(exact._rows) == 6
+    exact.value(x[[1]], t[[1]], s[[1]])
+    assert solved == [4, 2, 2]
+    exact.value(x[[0]], t[[0]], s[[0]])
+    assert solved == [4, 2, 2, 1]
+
+    off = ExactAverageVelocity(teacher, cache=False)
+    direct = ExactFlowMap(teacher).average_velocity(x, t, s)
+    assert torch.equal(off.value(x, t, s), direct) and torch.equal(off.value(x, t, s), direct)
+    assert off.n_solves == 2 and not off._rows
+
+
+def test_exact_network_refuses_tolerances_beside_a_flow_map_and_bad_cache_sizes():
+    teacher = preset("anisotropic_gaussian")
+    with pytest.raises(ValueError, match="rtol and atol belong to the ExactFlowMap"):
+        ExactAverageVelocity(ExactFlowMap(teacher), rtol=1e-8)
+    with pytest.raises(ValueError, match="cache_rows must be a positive int"):
+        ExactAverageVelocity(teacher, cache_rows=0)
+    with pytest.raises(TypeError, match="GaussianMixtureTeacher or an ExactFlowMap"):
+        ExactAverageVelocity("ring8")  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ from typing import cast
 import torch
 from torch import Tensor, nn
 
-from ..reference_models import ExactFlowMap, GaussianMixtureTeacher
+from ..reference_models import ExactAverageVelocity, ExactFlowMap, GaussianMixtureTeacher
 
 __all__ = [
     "FACM",
@@ -132,38 +132,33 @@ class MLPFlowMap(FlowMapModel):
 class TeacherFlowMap(FlowMapModel):
     """The exact teacher flow map behind the model interface (no parameters).
 
-    ``forward`` returns the exact average velocity ``F*(x, t, s)``, so that ``flow`` is
-    ``Phi_{t->s}``. It is not differentiable by autograd (an adaptive ODE solve): objectives
-    evaluated on it take ``derivative=FiniteDifference(...)``; the exact derivatives are
+    A thin adapter: ``forward`` calls an
+    :class:`~flowmap_oracle.reference_models.ExactAverageVelocity` (the one implementation of the
+    exact network, shared with the oracle), so ``forward`` is the exact average velocity
+    ``F*(x, t, s)`` and ``flow`` is ``Phi_{t->s}``. ``torch.func.jvp`` and ``backward`` through it
+    see fourth-order central differences of the ODE solution (see that class); objectives
+    evaluated on it take ``derivative=FiniteDifference(...)``, and the exact derivatives are
     ``flow_map.directional_derivative`` / ``flow_map.total_derivative`` (variational equation).
 
     Arguments:
-        flow_map: the exact flow map.
-        cache: memoise ``F*`` per sample row ``(x_i, t_i, s_i)`` (exact bit patterns), so that
-            repeated evaluations at the same points -- several objectives checked on one batch --
-            cost one ODE solve. Only rows not seen before are solved, in one batch.
+        flow_map: the exact flow map (its tolerances and solver are used as given).
+        cache: memoise ``F*`` per sample row ``(x_i, t_i, s_i)`` (exact bit patterns, a bounded
+            least-recently-used store), so that repeated evaluations at the same points --
+            several objectives checked on one batch -- cost one ODE solve. Only rows not seen
+            before are solved, in one batch.
     """
 
     def __init__(self, flow_map: ExactFlowMap, *, cache: bool = False) -> None:
         super().__init__()
-        self.flow_map = flow_map
-        self._cache: dict[bytes, Tensor] | None = {} if cache else None
+        self.exact = ExactAverageVelocity(flow_map, cache=cache)
+
+    @property
+    def flow_map(self) -> ExactFlowMap:
+        """The exact flow map whose average velocity ``forward`` returns."""
+        return self.exact.flow_map
 
     def forward(self, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
-        if self._cache is None:
-            return self.flow_map.average_velocity(x, t, s)
-        rows = torch.cat([x, t[:, None], s[:, None]], dim=1).detach().cpu().numpy()
-        keys = [r.tobytes() for r in rows]
-        first: dict[bytes, int] = {}
-        for i, k in enumerate(keys):
-            first.setdefault(k, i)
-        todo = [i for k, i in first.items() if k not in self._cache]
-        if todo:
-            idx = torch.tensor(todo, dtype=torch.long)
-            solved = self.flow_map.average_velocity(x[idx], t[idx], s[idx])
-            for j, i in enumerate(todo):
-                self._cache[keys[i]] = solved[j]
-        return torch.stack([self._cache[k] for k in keys])
+        return self.exact(x, t, s)
 
 
 class ExpandedTimeFlowMap(FlowMapModel):

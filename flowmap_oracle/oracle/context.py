@@ -19,12 +19,12 @@ import torch
 from torch import Tensor
 
 from ..conventions import LINEAR, conditional_velocity, interpolant, path_named
-from ..reference_models import GaussianMixtureTeacher, preset
+from ..reference_models import ExactAverageVelocity, GaussianMixtureTeacher, preset
 from ..reference_models.paths import ProbabilityPath
 from .adapters import ConventionAdapter, ConventionError, TargetKind
 from .cases import CaseSpace, Space, case_space
 from .implementation import Implementation
-from .networks import ExactAverageVelocity, RandomNetwork
+from .networks import RandomNetwork
 from .results import Case, CheckFailure, CheckSkipped, SkipReason
 from .tolerances import Tolerance, tolerance
 

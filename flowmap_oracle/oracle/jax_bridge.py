@@ -3,9 +3,9 @@
 Only the random networks have a native JAX twin (:meth:`RandomNetwork.jax_apply`). Everything
 backed by the float64 ODE teacher is reached through ``jax.pure_callback``: the exact average
 velocity as a ``jax.custom_jvp`` function whose tangent is
-:meth:`~.networks.ExactAverageVelocity.directional`, and velocity fields and solvers as plain
-callbacks (they are data for the student: differentiating through them is an error, as it
-should be without a stop-gradient).
+:meth:`~flowmap_oracle.reference_models.ExactAverageVelocity.directional`, and velocity fields
+and solvers as plain callbacks (they are data for the student: differentiating through them is
+an error, as it should be without a stop-gradient).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .networks import ExactAverageVelocity
+from ..reference_models import ExactAverageVelocity
 
 __all__ = ["exact_network_jax", "torch_function_jax"]
 

@@ -4,6 +4,7 @@ Imports only numpy, scipy, torch, torchdiffeq (and jax with diffrax, optionally,
 :mod:`.jax_backend`); knows nothing of the layers built on it.
 """
 
+from .exact_network import ExactAverageVelocity
 from .flow_map import ExactFlowMap, FlowMapSolution, NoiseDataCoupling
 from .gmm import COVARIANCE_TYPES, GaussianMixture, GaussianMixtureTeacher, VelocityJVP
 from .paths import (
@@ -21,6 +22,7 @@ __all__ = [
     "COVARIANCE_TYPES",
     "PRESETS",
     "DividedDifferences",
+    "ExactAverageVelocity",
     "ExactFlowMap",
     "FlowMapSolution",
     "GaussianMixture",

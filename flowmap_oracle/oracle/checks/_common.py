@@ -19,10 +19,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ...reference_models import ExactAverageVelocity
 from ..adapters import TargetKind
 from ..cases import CaseSpace, Space
 from ..context import Batch, CheckContext
-from ..networks import ExactAverageVelocity, RandomNetwork
+from ..networks import RandomNetwork
 from ..registry import check
 from ..results import Case, CheckFailure, compare
 from ..tolerances import EXACT_MAP, GRADIENT, STANDARD

@@ -1,0 +1,333 @@
+"""The exact average velocity of a teacher, wrapped as a network ``F*(x, t, s)``.
+
+:class:`ExactAverageVelocity` is the teacher's exact average velocity
+``F*(x, t, s) = (x - Phi_{t->s}(x)) / (t - s)`` (``v(x, t)`` at ``s = t``) as a torch function
+that supports ``torch.func.jvp`` and reverse mode, with derivatives by fourth-order central
+differences of the float64 ODE solution. Its values are memoised per sample row (exact bit
+patterns of ``(x_i, t_i, s_i)``; only rows not seen before are solved, in one batch), so repeated
+evaluations at the same points -- several checks or objectives on one batch -- cost one solve.
+It is the one home of this network: the oracle hands it to implementations, and the experiments'
+``TeacherFlowMap`` is a thin model adapter around it.
+
+Why finite differences and not :meth:`ExactFlowMap.directional_derivative` (the variational
+equation, exact up to the solver tolerance): at the oracle checks' batch of 16 points on the ring
+it costs 0.5 to 0.9 s per derivative against 90 to 120 ms here (measured on 2 shared CPU cores,
+after its right-hand side moved from ``torch.func.jvp`` to the closed-form
+:meth:`GaussianMixtureTeacher.velocity_jvp`, which made it 3 to 5 times faster; it was 2.7 to 5 s
+and the reference run of all checks went from 5.8 s to 26.5 s). The differences need 8 solves of
+the plain average velocity, batched into one solve with the fastest velocity kernel; the exact
+route carries four states through a solve whose every stage also evaluates the acceleration.
+Along trajectories, the only direction a correct implementation differentiates in, the
+differences are accurate (see :class:`ExactAverageVelocity`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .flow_map import ExactFlowMap
+from .gmm import GaussianMixtureTeacher
+
+__all__ = ["ExactAverageVelocity"]
+
+
+class ExactAverageVelocity:
+    """The exact average velocity ``F*`` of a teacher, differentiable by forward and reverse mode.
+
+    Values come from :class:`~flowmap_oracle.reference_models.ExactFlowMap` (float64, adaptive
+    solve of the teacher's closed-form velocity, or the closed form for one Gaussian; the average
+    velocity is integrated directly, so it is exact on and near the diagonal ``s = t``). A
+    directional derivative along ``u = (dx, dt, ds)`` is the fourth-order central difference
+    ``[8 (F(p + h u) - F(p - h u)) - (F(p + 2h u) - F(p - 2h u))] / (12 h)`` along the per-sample
+    normalised direction (one-sided fourth-order stencils where a time would leave ``[0, 1]``):
+    truncation error ``O(h^4)``, rounding ``O(eps_ode / h)``, with ``h = 1e-3`` and an ODE solved
+    to 1e-12. All evaluations of one derivative run as one batched solve.
+
+    Measured against the variational equation on the ring teacher
+    (``tests/test_oracle_networks.py`` at the checks' inputs, and 512 random points at each of
+    ``(t, s) = (1, 0), (0.7, 0.2), (0.5, 0), (0.99, 0)``): along trajectories, tangents
+    ``(v, 1, 0)``, the error is at most 7e-10 at the checks' inputs and 1.4e-9 on the random
+    points; ``d_s F*`` (tangent ``(0, 0, 1)``) 1.5e-8 and 2.3e-8. Along *general* directions
+    ``F*`` bends sharply where the flow contracts onto the narrow modes (``s`` near 0) or where
+    trajectories part towards different modes (``x`` near 0 at ``t = 1``), and the differences
+    lose accuracy: forward and reverse mode differ by 2e-7 at ``(0.7, 0.2)`` and 1.2e-4 at
+    ``s = 0``, and ``J_x F* dx`` was 1.4e-2 off at ``x = (0.05, 0.01)``, ``(t, s) = (1, 0)``. A
+    correct implementation differentiates only along trajectories (in any of the conventions the
+    adapters map), so the fixed-point checks see the accurate case.
+
+    Caches. Values are memoised per sample row, keyed by the exact bit patterns of
+    ``(x_i, t_i, s_i)``: a call solves only the rows it has not seen (each once, in one batch) and
+    reads the others back, a least-recently-used store of at most ``cache_rows`` rows. The flow
+    map's solver is per sample (the per-sample DOP853, or the closed form), so a row's value does
+    not depend on the batch it was solved in, and the memo returns the same bits as a fresh
+    solve. Directional derivatives are memoised per batch (keyed by all six inputs' bytes and
+    shapes), at most ``cache_batches`` of them. ``cache=False`` turns both off: every call solves.
+
+    Arguments:
+        teacher: a Gaussian-mixture teacher, or an :class:`ExactFlowMap` of one (to choose its
+            tolerances or solver; ``rtol`` and ``atol`` must then be left unset).
+        rtol, atol: tolerances of the ODE solve when ``teacher`` is a teacher (default 1e-12).
+        step: the finite-difference step ``h``.
+        cache: memoise values per row and directional derivatives per batch.
+        cache_rows: rows of values kept (least recently used dropped first).
+        cache_batches: directional derivatives kept, one per batch of inputs.
+
+    Calling it with ``(x, t, s)`` of the teacher's dtype (float64 for every ODE teacher; shapes
+    ``(N, d)``, ``(N,)``, ``(N,)``) returns ``F*``; ``torch.func.jvp`` and ``backward`` see its
+    derivatives. Second derivatives are not available (no check needs them).
+    """
+
+    def __init__(
+        self,
+        teacher: GaussianMixtureTeacher | ExactFlowMap,
+        *,
+        rtol: float | None = None,
+        atol: float | None = None,
+        step: float = 1e-3,
+        cache: bool = True,
+        cache_rows: int = 1 << 16,
+        cache_batches: int = 512,
+    ) -> None:
+        if isinstance(teacher, ExactFlowMap):
+            if rtol is not None or atol is not None:
+                raise ValueError(
+                    "rtol and atol belong to the ExactFlowMap passed in; set them there"
+                )
+            self.flow_map = teacher
+        elif isinstance(teacher, GaussianMixtureTeacher):
+            self.flow_map = ExactFlowMap(
+                teacher,
+                rtol=1e-12 if rtol is None else rtol,
+                atol=1e-12 if atol is None else atol,
+            )
+        else:
+            raise TypeError(
+                "teacher must be a GaussianMixtureTeacher or an ExactFlowMap, got "
+                f"{type(teacher).__name__}"
+            )
+        for name, size in (("cache_rows", cache_rows), ("cache_batches", cache_batches)):
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise ValueError(f"{name} must be a positive int, got {size!r}")
+        if not step > 0:
+            raise ValueError(f"step must be positive, got {step!r}")
+        self.teacher: GaussianMixtureTeacher = self.flow_map.teacher
+        self.step = step
+        self.cache = bool(cache)
+        self.cache_rows = cache_rows
+        self.cache_batches = cache_batches
+        self._rows: OrderedDict[bytes, Tensor] = OrderedDict()
+        self._batches: OrderedDict[bytes, Tensor] = OrderedDict()
+        self.n_solves = 0
+
+    def __call__(self, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
+        return _ExactFunction.apply(x, t, s, self)
+
+    def __repr__(self) -> str:
+        return (
+            f"ExactAverageVelocity({self.flow_map!r}, step={self.step!r}, cache={self.cache}, "
+            f"cache_rows={self.cache_rows}, cache_batches={self.cache_batches})"
+        )
+
+    def velocity(self, x: Tensor, t: Tensor) -> Tensor:
+        """The teacher's marginal velocity ``v(x, t)``."""
+        return self.teacher.velocity(x, t)
+
+    def clear_cache(self) -> None:
+        """Forget every memoised value and derivative."""
+        self._rows.clear()
+        self._batches.clear()
+
+    def _validate(self, x: Tensor, t: Tensor, s: Tensor) -> None:
+        dtype = self.teacher.mixture.dtype
+        for name, a in (("x", x), ("t", t), ("s", s)):
+            if a.dtype != dtype:
+                raise TypeError(
+                    f"the exact teacher map runs in {str(dtype).removeprefix('torch.')}; "
+                    f"{name} is {a.dtype}"
+                )
+            if not torch.isfinite(a).all():
+                raise ValueError(f"{name} contains non-finite values")
+        n = x.shape[0]
+        if x.ndim != 2 or t.shape != (n,) or s.shape != (n,):
+            raise ValueError(
+                f"expected x (N, d), t (N,), s (N,); got {tuple(x.shape)}, {tuple(t.shape)}, "
+                f"{tuple(s.shape)}"
+            )
+
+    def value(self, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
+        """``F*(x, t, s)`` (memoised per row)."""
+        with _outside_transforms():
+            x, t, s = (_plain(a) for a in (x, t, s))
+            self._validate(x, t, s)
+            if not self.cache:
+                return self._solve(x, t, s)
+            return self._memoised_rows(x, t, s)
+
+    def _memoised_rows(self, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
+        rows = torch.cat([x, t[:, None], s[:, None]], dim=1).contiguous().cpu().numpy()
+        keys = [r.tobytes() for r in rows]
+        store = self._rows
+        values: dict[bytes, Tensor] = {}
+        todo: dict[bytes, int] = {}  # first index of each key not in the store, in order
+        for i, key in enumerate(keys):
+            if key in values or key in todo:
+                continue
+            hit = store.get(key)
+            if hit is None:
+                todo[key] = i
+            else:
+                store.move_to_end(key)
+                values[key] = hit
+        if todo:
+            idx = torch.tensor(list(todo.values()), dtype=torch.long, device=x.device)
+            solved = self._solve(x[idx], t[idx], s[idx])
+            for key, row in zip(todo, solved.unbind(0), strict=True):
+                # a copy, so that a kept row does not hold its whole batch in memory
+                values[key] = store[key] = row.clone()
+            while len(store) > self.cache_rows:
+                store.popitem(last=False)
+        return torch.stack([values[key] for key in keys])
+
+    def directional(
+        self, x: Tensor, t: Tensor, s: Tensor, dx: Tensor, dt: Tensor, ds: Tensor
+    ) -> Tensor:
+        """``J_x F* dx + d_t F* dt + d_s F* ds`` per sample (memoised per batch)."""
+        with _outside_transforms():
+            x, t, s, dx, dt, ds = (_plain(a) for a in (x, t, s, dx, dt, ds))
+            self._validate(x, t, s)
+            if not self.cache:
+                return self._fd(x, t, s, dx, dt, ds)
+            parts = (x, t, s, dx, dt, ds)
+            key = b"".join(a.contiguous().cpu().numpy().tobytes() for a in parts)
+            key += repr(tuple(a.shape for a in parts)).encode()
+            hit = self._batches.get(key)
+            if hit is not None:
+                self._batches.move_to_end(key)
+                return hit
+            out = self._fd(x, t, s, dx, dt, ds)
+            self._batches[key] = out
+            if len(self._batches) > self.cache_batches:
+                self._batches.popitem(last=False)
+            return out
+
+    def _solve(self, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
+        self.n_solves += 1
+        return self.flow_map.average_velocity(x, t, s)
+
+    def _fd(self, x: Tensor, t: Tensor, s: Tensor, dx: Tensor, dt: Tensor, ds: Tensor) -> Tensor:
+        # The direction is split into (dx, dt, 0) and (0, 0, ds) so that only one time moves in
+        # each part; near an end of [0, 1] that part uses a one-sided stencil into the interval.
+        zx, zt = torch.zeros_like(x), torch.zeros_like(t)
+        parts = [(dx, dt, zt, dt), (zx, zt, ds, ds)]
+        parts = [
+            p for p in parts if bool((p[0] != 0).any() or (p[1] != 0).any() or (p[2] != 0).any())
+        ]
+        if not parts:
+            return torch.zeros_like(x)
+        h = self.step
+        xs, ts, ss, plans = [], [], [], []
+        for px, pt, ps, moving in parts:
+            scale = torch.stack([px.abs().amax(dim=1), pt.abs(), ps.abs()], dim=1).amax(dim=1)
+            safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+            ux, ut, us, um = px / safe[:, None], pt / safe, ps / safe, moving / safe
+            base = t if moving is dt else s
+            central = (base - 2 * h * um.abs() >= 0) & (base + 2 * h * um.abs() <= 1)
+            forward = (base + 4 * h * um >= 0) & (base + 4 * h * um <= 1)
+            sigma = torch.where(forward, 1.0, -1.0).to(x.dtype)
+            offsets = torch.where(
+                central[:, None],
+                torch.tensor([h, -h, 2 * h, -2 * h], dtype=x.dtype),
+                sigma[:, None] * torch.tensor([h, 2 * h, 3 * h, 4 * h], dtype=x.dtype),
+            )  # (N, 4)
+            for j in range(4):
+                o = offsets[:, j]
+                xs.append(x + o[:, None] * ux)
+                ts.append(t + o * ut)
+                ss.append(s + o * us)
+            w_c = torch.tensor([8.0, -8.0, -1.0, 1.0], dtype=x.dtype) / 12
+            w_o = torch.tensor([48.0, -36.0, 16.0, -3.0], dtype=x.dtype) / 12
+            weights = torch.where(central[:, None], w_c, sigma[:, None] * w_o)
+            w0 = torch.where(central, 0.0, -25.0 / 12 * sigma)
+            plans.append((weights, w0, scale))
+        n = x.shape[0]
+        f = self._solve(torch.cat(xs), torch.cat(ts), torch.cat(ss)).split(n)
+        f0 = self.value(x, t, s) if any(bool((p[1] != 0).any()) for p in plans) else None
+        out = torch.zeros_like(x)
+        for i, (weights, w0, scale) in enumerate(plans):
+            acc = sum(weights[:, j, None] * f[4 * i + j] for j in range(4))
+            if f0 is not None:
+                acc = acc + w0[:, None] * f0
+            out = out + acc / h * scale[:, None]
+        return out
+
+    def jacobian(self, x: Tensor, t: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(J_x F*, d_t F*, d_s F*)`` with shapes ``(N, d, d)``, ``(N, d)``, ``(N, d)``."""
+        d = x.shape[1]
+        zx, zt = torch.zeros_like(x), torch.zeros_like(t)
+        cols = []
+        for j in range(d):
+            e = zx.clone()
+            e[:, j] = 1
+            cols.append(self.directional(x, t, s, e, zt, zt))
+        d_t = self.directional(x, t, s, zx, torch.ones_like(t), zt)
+        d_s = self.directional(x, t, s, zx, zt, torch.ones_like(s))
+        return torch.stack(cols, dim=2), d_t, d_s
+
+
+@contextlib.contextmanager
+def _outside_transforms() -> Iterator[None]:
+    """Run plain tensor code (the ODE solve, byte keys) with torch.func's transforms set aside."""
+    try:
+        from torch._functorch.pyfunctorch import temporarily_clear_interpreter_stack
+    except ImportError:  # pragma: no cover - older torch
+        yield
+        return
+    with temporarily_clear_interpreter_stack(), torch.no_grad():
+        yield
+
+
+def _plain(a: Tensor) -> Tensor:
+    """The value of ``a`` without autograd or functorch wrappers."""
+    a = a.detach()
+    try:
+        from torch._C._functorch import get_unwrapped, is_functorch_wrapped_tensor
+
+        while is_functorch_wrapped_tensor(a):
+            a = get_unwrapped(a)
+    except ImportError:  # pragma: no cover - older torch
+        pass
+    return a
+
+
+class _ExactFunction(torch.autograd.Function):
+    """``F*(x, t, s)`` whose JVP and VJP come from :meth:`ExactAverageVelocity.directional`."""
+
+    @staticmethod
+    def forward(x: Tensor, t: Tensor, s: Tensor, exact: ExactAverageVelocity) -> Tensor:
+        return exact.value(x, t, s).clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        x, t, s, exact = inputs
+        ctx.primals = tuple(_plain(a) for a in (x, t, s))
+        ctx.exact = exact
+
+    @staticmethod
+    def jvp(ctx, dx: Tensor, dt: Tensor, ds: Tensor, _exact: Any) -> Tensor:
+        x, t, s = ctx.primals
+        dx = torch.zeros_like(x) if dx is None else dx
+        dt = torch.zeros_like(t) if dt is None else dt
+        ds = torch.zeros_like(s) if ds is None else ds
+        return ctx.exact.directional(x, t, s, dx, dt, ds)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        jac_x, d_t, d_s = ctx.exact.jacobian(*ctx.primals)
+        gx = (jac_x.transpose(1, 2) @ g[:, :, None])[:, :, 0]
+        return gx, (g * d_t).sum(1), (g * d_s).sum(1), None
