@@ -266,8 +266,8 @@ class CheckContext:
         ad, o = self.adapter, self.adapter.torch_ops
 
         def in_torch(x_u: Tensor, *taus: Tensor) -> Tensor:
-            x_u, taus = x_u.detach().double(), [a.detach().double() for a in taus]
-            times = [ad.time_to_ours(a, ops=o) for a in taus]
+            x_u = x_u.detach().double()
+            times = [ad.time_to_ours(a.detach().double(), ops=o) for a in taus]
             x = ad.points_to_ours(x_u, times[0], ops=o)
             with torch.no_grad():
                 out = fn(x, *times)
@@ -320,7 +320,14 @@ class CheckContext:
             raise CheckFailure(f"the implementation's {what} raised {tb}") from None
 
     def function(self, objective: str, role: str) -> Callable:
-        table = {"target": self.impl.targets, "loss": self.impl.losses}.get(role)
+        """The implementation's ``role`` function for ``objective`` (the runner skips a check
+        whose function is not provided, so a missing one here is the oracle's own error)."""
         if role == "flow_map":
-            return self.impl.flow_map
-        return table[objective]
+            fn = self.impl.flow_map
+        elif role in ("target", "loss"):
+            fn = (self.impl.targets if role == "target" else self.impl.losses).get(objective)
+        else:
+            raise ValueError(f"unknown role {role!r}")
+        if fn is None:
+            raise RuntimeError(f"the implementation provides no {objective} {role} function")
+        return fn

@@ -20,9 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..reference_models import ExactAverageVelocity
-
-__all__ = ["ExactAverageVelocity", "RandomNetwork"]
+__all__ = ["RandomModule", "RandomNetwork"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -83,10 +81,10 @@ class RandomNetwork:
     def __call__(self, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
         return self.apply(self.weights, x, t, s)
 
-    def module(self) -> torch.nn.Module:
+    def module(self) -> RandomModule:
         """The network as an ``nn.Module`` whose parameters are fresh copies of the weights (the
         reference objectives freeze modules for ``sg(theta)``, as CTM's ``sg(f_{s->0})``)."""
-        return _RandomModule(self)
+        return RandomModule(self)
 
     def functional(self, params: dict[str, Tensor]) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
         """``F`` bound to ``params`` (for reverse- and forward-mode derivatives in them)."""
@@ -112,7 +110,11 @@ class RandomNetwork:
         return h @ params["w2"] + params["b2"]
 
 
-class _RandomModule(torch.nn.Module):
+class RandomModule(torch.nn.Module):
+    """A :class:`RandomNetwork` as an ``nn.Module`` with its weights in ``params``."""
+
+    params: torch.nn.ParameterDict
+
     def __init__(self, net: RandomNetwork) -> None:
         super().__init__()
         self.params = torch.nn.ParameterDict(

@@ -46,7 +46,7 @@ GRADIENT: dict[str, Tolerance] = {
 EXACT_MAP: dict[str, Tolerance] = {
     # F* comes from a float64 DOP853 solve at rtol = atol = 1e-12 and its derivative along
     # trajectories from fourth-order differences of such solves, within 1.4e-9 of the
-    # variational equation (networks.ExactAverageVelocity). The reference's largest fixed-point
+    # variational equation (reference_models.ExactAverageVelocity). The reference's largest fixed-point
     # residual is 2.6e-10 (MeanFlow, FACM, sCM at (t, s) = (1, 0)); 1e-7 leaves a factor 70 over
     # the derivative error and is far below a wrong target's effect (the sign-flipped MeanFlow
     # target is off by more than 1e-2 there, tests/test_oracle.py).

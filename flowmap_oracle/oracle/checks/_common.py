@@ -113,7 +113,7 @@ class Term:
 
 def regression_in_user_units(ctx: CheckContext, terms: list[Term]) -> Tensor:
     """``reduce(sum_terms ||N - sg(N_tgt)||^2)`` in the implementation's output units."""
-    total = 0
+    total = torch.zeros(())
     for term in terms:
         N = ctx.network_output_in_user_units(term.F, term.x, term.t, term.s)
         N_tgt = N.detach() - ctx.residual_to_user(term.R.detach(), term.t, term.s, term.kind)
