@@ -137,9 +137,14 @@ def write_check_report(
     impl: Implementation,
     results: Sequence[CheckResult],
     settings: OracleSettings,
+    *,
+    incomplete: str | None = None,
 ) -> Path:
-    """Write the standalone PDF report of one ``flowmap-oracle check`` run (atomically)."""
+    """Write the standalone PDF report of one ``flowmap-oracle check`` run (atomically);
+    ``incomplete`` is a sentence saying the run was interrupted (shown at the top)."""
     doc = ReportDocument(f"flowmap-oracle check: {impl.name}")
+    if incomplete:
+        doc.paragraph(f"Incomplete run. {incomplete}")
     doc.heading("Implementation", level=2)
     rows = [
         ["implementation", impl.name],
@@ -162,7 +167,13 @@ def write_check_report(
     doc.heading("Summary", level=2)
     doc.paragraph(
         f"{_counts(results)}. "
-        + ("Every applicable check passes." if not failed else "Failures are listed below.")
+        + (
+            "Failures are listed below."
+            if failed
+            else "Every check that ran passes."
+            if incomplete
+            else "Every applicable check passes."
+        )
     )
     _results_table(doc, results)
     for r in failed:

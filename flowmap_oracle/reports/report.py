@@ -56,13 +56,17 @@ def check_sections(names: list[str] | tuple[str, ...]) -> None:
         raise ValueError(f"unknown report sections {unknown}; known sections: {SECTIONS}")
 
 
-def write_report(path: str | os.PathLike, inputs_by_section: Mapping[str, Any]) -> Path:
+def write_report(
+    path: str | os.PathLike, inputs_by_section: Mapping[str, Any], *, incomplete: str | None = None
+) -> Path:
     """Lay out the given sections, in report order, and write the PDF atomically to ``path``.
 
     Arguments:
         path: where to write the PDF.
         inputs_by_section: section name (from :data:`SECTIONS`) to that section's inputs
             (an instance of its :data:`SECTION_INPUTS` class); sections left out are not shown.
+        incomplete: a sentence saying that the run was interrupted and what is missing, shown
+            at the top (``None`` for a complete report).
 
     Returns:
         The path written.
@@ -79,6 +83,8 @@ def write_report(path: str | os.PathLike, inputs_by_section: Mapping[str, Any]) 
                 f"section {name!r} takes {expected.__name__}, got {type(results).__name__}"
             )
     doc = ReportDocument("flowmap-oracle report")
+    if incomplete:
+        doc.paragraph(f"Incomplete report. {incomplete}")
     doc.paragraph(
         "Verification of diffusion-distillation identities and objectives against analytic "
         "Gaussian-mixture teachers with exact flow maps. Convention: x_t = (1-t) x0 + t x1, data "
