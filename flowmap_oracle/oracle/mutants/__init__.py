@@ -6,6 +6,22 @@ reference (both asserted in ``tests/test_mutants.py``); ``flowmap-oracle mutants
 kill table.
 """
 
-from ._registry import MUTANTS, Mutant, MutantResult, mutant, run_mutant, run_mutants
+from ._registry import (
+    MUTANTS,
+    Mutant,
+    MutantResult,
+    mutant,
+    mutant_names,
+    run_mutant,
+    run_mutants,
+)
 
-__all__ = ["MUTANTS", "Mutant", "MutantResult", "mutant", "run_mutant", "run_mutants"]
+__all__ = [
+    "MUTANTS",
+    "Mutant",
+    "MutantResult",
+    "mutant",
+    "mutant_names",
+    "run_mutant",
+    "run_mutants",
+]

@@ -13,7 +13,16 @@ from ..implementation import Implementation
 from ..reference import implementation as reference_implementation
 from ..runner import checks_for, run_checks
 
-__all__ = ["MODULES", "MUTANTS", "Mutant", "MutantResult", "mutant", "run_mutant", "run_mutants"]
+__all__ = [
+    "MODULES",
+    "MUTANTS",
+    "Mutant",
+    "MutantResult",
+    "mutant",
+    "mutant_names",
+    "run_mutant",
+    "run_mutants",
+]
 
 MODULES = (
     "meanflow",
@@ -160,7 +169,12 @@ def run_mutant(m: Mutant | str, settings: OracleSettings | None = None) -> Mutan
     )
 
 
+def mutant_names() -> list[str]:
+    """Every registered mutant's name, in the kill table's order (name order)."""
+    _load()
+    return sorted(MUTANTS)
+
+
 def run_mutants(settings: OracleSettings | None = None) -> list[MutantResult]:
     """The kill table: every registered mutant, in name order."""
-    _load()
-    return [run_mutant(MUTANTS[name], settings) for name in sorted(MUTANTS)]
+    return [run_mutant(MUTANTS[name], settings) for name in mutant_names()]
