@@ -1,0 +1,826 @@
+"""Losses and samplers *as they ship*: black boxes checked through a network the oracle owns.
+
+Research code does not hand over targets. A training loss draws its own times and noise, weights
+and reduces as its authors chose, and keeps its target in a local variable; a sampler hard-codes
+its times. The oracle therefore checks such code through the one thing it controls, the network:
+
+* :class:`InstrumentedNetwork` is an ``nn.Module`` in the user's declared conventions (time
+  variable, signature, prediction, dtype; data of any shape such as ``(B, C, H, W)``; extra
+  arguments such as class labels or guidance scales pass through). Its output is the teacher's
+  exact average velocity ``F*`` plus ``sum_k theta_k phi_k`` for a few smooth random fields
+  ``phi_k``, with ``theta`` its only parameter (zero: the exact map). It records every call: the
+  times in our convention, whether the output was finite, and whether the loss's gradient reached
+  it.
+* :class:`ShippedLoss` declares a loss ``loss(model, batch)`` (``loss(model, batch, teacher)``
+  for distillation from the teacher's velocity); :class:`ShippedSampler` declares a sampler
+  ``sample(model, noise)``.
+
+The checks hold for every correct weighting, metric, reduction and time distribution:
+
+``<method>.shipped.times``
+    every network call runs in the generative direction (``s <= t`` in our convention, unless
+    the loss declares both directions), at finite times on the path, with finite outputs; the
+    fraction of calls on the diagonal ``s = t`` is reported.
+``<method>.shipped.alignment`` (flow matching and MeanFlow)
+    at each network output the loss trains, the gradient it sends back points along the
+    reference residual ``F - [v - (t - s) dF/dt]`` at the same inputs, with a non-negative
+    weight per sample: pointwise, for every weighting, distance of the residual's norm and
+    time distribution. The conditional velocity of each row is recovered from the data the
+    oracle handed over and the point the loss built. The implied weights are reported.
+``<method>.shipped.stationarity``
+    at the exact map, the loss's gradient in ``theta`` vanishes and the exact map is a minimum
+    along the perturbations. With the teacher's velocity the residual is zero pointwise, so the
+    gradient vanishes for every weighting (to the exact network's finite-difference accuracy);
+    with the conditional velocity only its expectation vanishes, tested over repeated draws with
+    a z-bound, and only for losses whose weights do not depend on the residual. A loss that
+    weights samples by their own residual (adaptive weights, pseudo-Huber, normalised tangents)
+    *and* regresses onto the conditional velocity is biased on a multi-modal teacher (MATH.md
+    section 4): the oracle reports the size of that bias and does not fail the implementation.
+``sampler.<name>.exact_map``
+    the sampler, run as shipped on the exact model, lands on the exact flow map from its first
+    network call's point and time to the data end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from ..conventions import Method
+from ..reference_models import ExactAverageVelocity, ExactFlowMap, GaussianMixtureTeacher
+from ..reference_models.gmm import GaussianMixture
+from ..reference_models.presets import preset
+from .adapters import ConventionAdapter, Conventions
+from .networks import RandomNetwork
+from .results import CheckResult, SkipReason, Status
+
+__all__ = [
+    "CallRecord",
+    "InstrumentedNetwork",
+    "ShippedLoss",
+    "ShippedSampler",
+    "run_shipped_checks",
+    "teacher_for_shape",
+]
+
+Velocity = Literal["conditional", "teacher"]
+
+N_FIELDS = 4
+"""Perturbation fields ``phi_k``: two built from the teacher (:class:`_TeacherField`) and two
+random tanh MLPs in ``(x, t, s)``."""
+CONTROL = 0.05
+"""The control perturbation ``theta_k = CONTROL`` for every k: a map clearly off the exact one."""
+Z_BOUND = 4.5
+"""Two-sided bound on each of the ``N_FIELDS`` z-scores of the mean gradient: with Bonferroni
+over 4 components, a correct loss fails with probability below 3e-5 per run (deterministic seeds
+make each run reproducible)."""
+
+
+@dataclass(frozen=True)
+class ShippedLoss:
+    """A training loss as it ships.
+
+    Arguments:
+        loss: ``loss(model, batch) -> scalar`` (``loss(model, batch, teacher)`` when
+            ``velocity="teacher"``). It draws its own times and noise. It may return a tuple or
+            list whose first element is the loss, or a mapping with a ``"loss"`` entry (logs
+            ride along).
+        velocity: what the loss regresses onto: ``"conditional"`` (``x1 - x0`` on the linear
+            path; training from data) or ``"teacher"`` (a teacher's velocity ``teacher(x, t)`` in
+            the user's conventions, passed as the third argument; distillation).
+        residual_weighting: whether the loss weights each sample by its own residual or uses a
+            non-quadratic distance (MeanFlow's adaptive weight, pseudo-Huber, normalised
+            tangents); ``None``: not declared. Only matters with the conditional velocity, where
+            such a loss is biased (see the module docstring): ``True`` reports the bias,
+            ``False`` makes a non-zero expected gradient a failure, ``None`` reports it as
+            inconclusive (the pointwise alignment check still judges the loss).
+        both_directions: the loss trains maps with ``s > t`` as well (AYF).
+        data_shape: the shape of one data sample, e.g. ``(3, 4, 4)``; default the teacher's
+            ``(d,)`` (then the ring teacher, ``d = 2``). Any other shape gets a Gaussian-mixture
+            teacher of dimension ``prod(data_shape)``.
+        make_batch: builds the loss's ``batch`` from a data tensor ``(B, *data_shape)`` (e.g.
+            ``lambda x: (x, labels)``); default the tensor itself.
+        batch_size: the data samples per call (the statistical test uses at least 256).
+    """
+
+    loss: Callable[..., Any]
+    velocity: Velocity = "conditional"
+    residual_weighting: bool | None = None
+    both_directions: bool = False
+    data_shape: tuple[int, ...] | None = None
+    make_batch: Callable[[Tensor], Any] | None = None
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if not callable(self.loss):
+            raise TypeError("ShippedLoss.loss must be callable")
+        if self.velocity not in ("conditional", "teacher"):
+            raise ValueError(f"velocity must be 'conditional' or 'teacher', got {self.velocity!r}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be at least 2, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class ShippedSampler:
+    """A sampler as it ships: ``sample(model, noise) -> samples`` with its own hard-coded times.
+
+    Arguments:
+        sample: the sampler; ``noise`` is a ``(B, *data_shape)`` tensor of standard normal
+            samples in the user's dtype (scale it inside if the sampler's convention needs it).
+        data_shape: as for :class:`ShippedLoss`.
+        batch_size: noise samples per run.
+    """
+
+    sample: Callable[..., Any]
+    data_shape: tuple[int, ...] | None = None
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if not callable(self.sample):
+            raise TypeError("ShippedSampler.sample must be callable")
+
+
+# ----------------------------------------------------------------------------------------------
+# The instrumented network
+
+
+@dataclass
+class CallRecord:
+    """One call of the instrumented network.
+
+    Attributes:
+        t, s: the map's start and end time in our convention (``(N,)``, float64).
+        x: the input points in our convention, ``(N, d)`` float64 (detached).
+        finite: whether every output entry was finite.
+        transformed: the call ran under ``torch.func`` transforms (e.g. ``jvp``).
+        probe: a zero leaf tensor added to the call's output (outside any transform), so that a
+            backward pass leaves ``d loss / d output`` in its ``grad``, also for outputs computed
+            under ``torch.func.jvp``.
+    """
+
+    t: Tensor
+    s: Tensor
+    x: Tensor
+    finite: bool
+    transformed: bool
+    probe: Tensor
+
+    @property
+    def output_grad(self) -> Tensor | None:
+        """``d loss / d output`` per sample, ``(N, D)`` in the user's output units (``None``
+        when no backward pass reached this call)."""
+        return self.probe.grad
+
+
+def _plain(a: Tensor) -> Tensor:
+    from ..reference_models.exact_network import _plain as unwrap
+
+    return unwrap(a)
+
+
+def _under_transform(a: Tensor) -> bool:
+    try:
+        from torch._C._functorch import is_functorch_wrapped_tensor
+    except ImportError:  # pragma: no cover - older torch
+        return False
+    return bool(is_functorch_wrapped_tensor(a))
+
+
+class InstrumentedNetwork(torch.nn.Module):
+    """The exact map plus ``sum_k theta_k phi_k`` as a network in the user's conventions.
+
+    Arguments:
+        exact: the teacher's exact average velocity ``F*``.
+        adapter: the user's declared conventions.
+        data_shape: the shape of one sample in the user's code.
+        fields: the perturbation fields ``phi_k`` (our convention).
+
+    Calls take ``(x, a1, a2, *extra, **extra_kw)`` in the user's signature; ``extra`` (labels,
+    guidance scales, ...) are accepted and ignored. :attr:`calls` lists the :class:`CallRecord`
+    of every call since the last :meth:`reset`.
+    """
+
+    def __init__(
+        self,
+        exact: ExactAverageVelocity,
+        adapter: ConventionAdapter,
+        data_shape: tuple[int, ...],
+        fields: list[Callable[[Tensor, Tensor, Tensor], Tensor]],
+    ) -> None:
+        super().__init__()
+        self.exact = exact
+        self.adapter = adapter
+        self.data_shape = tuple(data_shape)
+        self.fields = fields
+        self.theta = torch.nn.Parameter(torch.zeros(len(fields), dtype=torch.float64))
+        self.calls: list[CallRecord] = []
+        self._user = adapter.network_to_user(self.ours)
+
+    def ours(self, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
+        """``F_theta(x, t, s)`` in our convention (float64)."""
+        out = self.exact(x, t, s)
+        for k, phi in enumerate(self.fields):
+            out = out + self.theta[k] * phi(x, t, s)
+        return out
+
+    def reset(self) -> None:
+        self.calls = []
+
+    def forward(self, x: Tensor, a1: Any, a2: Any, *extra: Any, **extra_kw: Any) -> Tensor:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"the network takes a torch.Tensor x, got {type(x).__name__}")
+        n = x.shape[0]
+        if tuple(x.shape[1:]) != self.data_shape:
+            raise ValueError(
+                f"the network was called with x of shape {tuple(x.shape)}; the data are "
+                f"(batch, {', '.join(map(str, self.data_shape))})"
+            )
+        a1 = _as_times(a1, n, x)
+        a2 = _as_times(a2, n, x)
+        with torch.no_grad():
+            tau, rho = self.adapter.decode_times(_plain(a1).double(), _plain(a2).double())
+            t = self.adapter._time.t_of(self.adapter.torch_ops, tau)
+            s = self.adapter._time.t_of(self.adapter.torch_ops, rho)
+            x_ours = self.adapter.points_to_ours(
+                _plain(x).reshape(n, -1).double(), t, ops=self.adapter.torch_ops
+            )
+        out = self._user(x.reshape(n, -1), a1, a2)
+        with _outside_transforms_keep_grad():
+            probe = torch.zeros(tuple(out.shape), dtype=out.dtype, requires_grad=True)
+        record = CallRecord(
+            t=t.detach().clone(),
+            s=s.detach().clone(),
+            x=x_ours.clone(),
+            finite=bool(torch.isfinite(_plain(out)).all()),
+            transformed=_under_transform(x) or _under_transform(out),
+            probe=probe,
+        )
+        self.calls.append(record)
+        return (out + probe).reshape(x.shape)
+
+
+def _as_times(a: Any, n: int, like: Tensor) -> Tensor:
+    """A time argument as an ``(N,)`` tensor: scalars and ``(N, 1, ...)`` shapes are common."""
+    a = torch.as_tensor(a, device=like.device) if not isinstance(a, Tensor) else a
+    if a.ndim == 0:
+        return a.expand(n)
+    if a.shape[0] == n and a.numel() == n:
+        return a.reshape(n)
+    raise ValueError(
+        f"a time argument of shape {tuple(a.shape)} cannot be read as one time per sample "
+        f"(batch {n})"
+    )
+
+
+@contextlib.contextmanager
+def _outside_transforms_keep_grad() -> Iterator[None]:
+    """Create tensors at the outermost level, outside ``torch.func`` transforms (autograd on)."""
+    try:
+        from torch._functorch.pyfunctorch import temporarily_clear_interpreter_stack
+    except ImportError:  # pragma: no cover - older torch
+        yield
+        return
+    with temporarily_clear_interpreter_stack():
+        yield
+
+
+class _TeacherField:
+    """A perturbation built from the teacher: ``F*(x, t, s) - v(x, t)`` (``"gap"``; zero on the
+    diagonal, ``-(t - s) dF*/dt`` by the MeanFlow identity) or ``v(x, t)`` (``"velocity"``).
+
+    Bugs in the ``(t - s) dF/dt`` term (its sign, its tangent, the times it uses) move the
+    expected residual along such fields, which gives the statistical test its power."""
+
+    def __init__(self, kind: str, exact: ExactAverageVelocity, teacher: GaussianMixtureTeacher):
+        self.kind, self.exact, self.teacher = kind, exact, teacher
+
+    def __call__(self, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
+        v = self.teacher.velocity(x, t)
+        return v if self.kind == "velocity" else self.exact(x, t, s) - v
+
+
+def _perturbation_fields(
+    exact: ExactAverageVelocity, teacher: GaussianMixtureTeacher
+) -> list[Callable[[Tensor, Tensor, Tensor], Tensor]]:
+    randoms = [RandomNetwork(teacher.dim, seed=1000 + k, gain=1.0) for k in range(2)]
+    return [
+        _TeacherField("gap", exact, teacher),
+        _TeacherField("velocity", exact, teacher),
+        *randoms,
+    ]
+
+
+def teacher_for_shape(
+    data_shape: tuple[int, ...] | None, path: str = "linear"
+) -> GaussianMixtureTeacher:
+    """The teacher the as-shipped checks use for data of ``data_shape``.
+
+    ``None`` or ``(2,)``: the 8-mode ring. Otherwise a mixture of four Gaussians in
+    ``d = prod(data_shape)`` dimensions (means of norm 2, standard deviation 0.3, seeded), curved
+    enough that the ``(t - s) dF/dt`` terms are far from zero.
+    """
+    from ..conventions import path_named
+
+    if data_shape is None or tuple(data_shape) == (2,):
+        return preset("ring8", path=path_named(path))
+    d = math.prod(data_shape)
+    gen = torch.Generator().manual_seed(7 + d)
+    means = torch.randn(4, d, generator=gen, dtype=torch.float64)
+    means = 2.0 * means / means.norm(dim=1, keepdim=True)
+    covs = (0.3**2) * torch.eye(d, dtype=torch.float64).expand(4, d, d).clone()
+    mixture = GaussianMixture(
+        weights=torch.full((4,), 0.25, dtype=torch.float64), means=means, covariances=covs
+    )
+    return GaussianMixtureTeacher(mixture, path_named(path))
+
+
+# ----------------------------------------------------------------------------------------------
+# Running a loss
+
+
+def _scalar(value: Any, name: str) -> Tensor:
+    if isinstance(value, tuple | list) and value:
+        value = value[0]
+    elif isinstance(value, Mapping) and "loss" in value:
+        value = value["loss"]
+    if not isinstance(value, Tensor) or value.numel() != 1:
+        raise TypeError(
+            f"{name} must return a scalar torch.Tensor (or a tuple/dict holding one), got "
+            f"{type(value).__name__}{'' if not isinstance(value, Tensor) else tuple(value.shape)}"
+        )
+    return value.reshape(())
+
+
+@dataclass
+class _Harness:
+    conventions: Conventions
+    teacher: GaussianMixtureTeacher
+    net: InstrumentedNetwork
+    data_shape: tuple[int, ...]
+    user_dtype: torch.dtype
+    generator: torch.Generator = field(default_factory=lambda: torch.Generator().manual_seed(0))
+    last_data: Tensor | None = None
+
+    @classmethod
+    def build(cls, conventions: Conventions, data_shape: tuple[int, ...] | None) -> _Harness:
+        adapter = ConventionAdapter(conventions)
+        teacher = teacher_for_shape(data_shape, conventions.path)
+        shape = (teacher.dim,) if data_shape is None else tuple(data_shape)
+        exact = ExactAverageVelocity(ExactFlowMap(teacher))
+        net = InstrumentedNetwork(exact, adapter, shape, _perturbation_fields(exact, teacher))
+        return cls(conventions, teacher, net, shape, adapter.user_dtype)
+
+    def data(self, n: int) -> Tensor:
+        x = self.teacher.mixture.sample(n, generator=self.generator)
+        return x.reshape(n, *self.data_shape).to(self.user_dtype)
+
+    def teacher_velocity(self) -> Callable[[Tensor, Tensor], Tensor]:
+        adapter = self.net.adapter
+        field_u = adapter.velocity_field_to_user(self.teacher.velocity)
+        shape, dtype = self.data_shape, self.user_dtype
+
+        def teacher(x: Tensor, tau: Any) -> Tensor:
+            n = x.shape[0]
+            tau_t = _as_times(tau, n, x).double()
+            v = field_u(x.reshape(n, -1).double(), tau_t)
+            return v.to(dtype).reshape(n, *shape)
+
+        return teacher
+
+    def gradient(
+        self, shipped: ShippedLoss, theta: Tensor, *, batch_size: int | None = None
+    ) -> tuple[Tensor, float]:
+        """The loss's gradient in ``theta`` at ``theta`` (one call, fresh draws) and its value.
+
+        The data of the call are kept in :attr:`last_data` (for matching network calls to rows).
+        """
+        net = self.net
+        with torch.no_grad():
+            net.theta.copy_(theta)
+        net.zero_grad(set_to_none=True)
+        data = self.data(batch_size or shipped.batch_size)
+        self.last_data = data
+        batch = data if shipped.make_batch is None else shipped.make_batch(data)
+        args: tuple[Any, ...] = (net, batch)
+        if shipped.velocity == "teacher":
+            args += (self.teacher_velocity(),)
+        value = _scalar(shipped.loss(*args), "the loss")
+        if not torch.isfinite(value):
+            raise _UserProblem(f"the loss returned {float(value)} at the exact map")
+        if not value.requires_grad:
+            raise _UserProblem(
+                "the loss does not depend on the network's parameters (no gradient reaches "
+                "them): is the model's output detached or computed under torch.no_grad()?"
+            )
+        value.backward()
+        grad = net.theta.grad
+        g = torch.zeros_like(net.theta) if grad is None else grad.detach().clone()
+        return g, float(value.detach())
+
+
+class _UserProblem(Exception):
+    """The user's loss or sampler did something the checks cannot work with (a failure)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Checks
+
+
+def _result(
+    check: str, method: str, status: Status, message: str, start: float, **kw: Any
+) -> CheckResult:
+    return CheckResult(check, method, status, message, seconds=time.perf_counter() - start, **kw)
+
+
+def check_times(method: str, shipped: ShippedLoss, harness: _Harness) -> CheckResult:
+    """``<method>.shipped.times``: direction, range and finiteness of every network call."""
+    name, start = f"{method}.shipped.times", time.perf_counter()
+    harness.net.reset()
+    try:
+        harness.gradient(shipped, torch.zeros(N_FIELDS, dtype=torch.float64))
+    except _UserProblem as err:
+        return _result(name, method, "fail", str(err), start)
+    calls = harness.net.calls
+    if not calls:
+        return _result(name, method, "fail", "the loss never called the network", start)
+    t = torch.cat([c.t for c in calls])
+    s = torch.cat([c.s for c in calls])
+    problems = []
+    if not (torch.isfinite(t).all() and torch.isfinite(s).all()):
+        problems.append(
+            "the network was called at non-finite times (a division by zero "
+            "at an end of the time range?)"
+        )
+    elif (t < -1e-9).any() or (t > 1 + 1e-9).any() or (s < -1e-9).any() or (s > 1 + 1e-9).any():
+        lo = float(torch.minimum(t.min(), s.min()))
+        hi = float(torch.maximum(t.max(), s.max()))
+        problems.append(
+            f"the network was called at times outside the path: [{lo:.4g}, {hi:.4g}] "
+            "in our convention (data at 0, noise at 1)"
+        )
+    backward = s > t + 1e-9
+    if backward.any() and not shipped.both_directions:
+        frac = float(backward.double().mean())
+        problems.append(
+            f"{frac:.0%} of the network's calls map from t to a later time s > t (towards the "
+            "noise): the pairs are drawn in the wrong direction, or the network's time "
+            "arguments are swapped (declare both_directions=True if the loss trains both)"
+        )
+    if not all(c.finite for c in calls):
+        problems.append("the network returned non-finite values at the times the loss chose")
+    diag = float((s == t).double().mean())
+    summary = (
+        f"{len(calls)} network calls, {t.numel()} evaluations; t in [{float(t.min()):.3g}, "
+        f"{float(t.max()):.3g}], {diag:.0%} on the diagonal s = t"
+    )
+    if problems:
+        return _result(name, method, "fail", "; ".join(problems) + f" ({summary})", start)
+    return _result(name, method, "pass", summary, start)
+
+
+def check_stationarity(
+    method: str, shipped: ShippedLoss, harness: _Harness, *, repeats: int = 24
+) -> CheckResult:
+    """``<method>.shipped.stationarity``: the exact map is a stationary minimum of the loss."""
+    name, start = f"{method}.shipped.stationarity", time.perf_counter()
+    zero = torch.zeros(N_FIELDS, dtype=torch.float64)
+    control = torch.full((N_FIELDS,), CONTROL, dtype=torch.float64)
+    tol = 1e-3 if harness.user_dtype == torch.float32 else 1e-5
+    try:
+        if shipped.velocity == "teacher":
+            g0, l0 = harness.gradient(shipped, zero)
+            gc, lc = harness.gradient(shipped, control)
+            scale = float(gc.norm())
+            if scale == 0.0:
+                return _result(
+                    name,
+                    method,
+                    "fail",
+                    "the loss's gradient does not depend on "
+                    "the network's output at the perturbed map",
+                    start,
+                )
+            ratio = float(g0.norm()) / scale
+            if ratio > tol:
+                return _result(
+                    name,
+                    method,
+                    "fail",
+                    f"at the exact map the loss's gradient is {ratio:.2e} of its size at a "
+                    f"perturbed map (allowed {tol:g}): the exact flow map is not a fixed point "
+                    "of this loss (a sign, tangent, time or target error)",
+                    start,
+                )
+            return _result(
+                name,
+                method,
+                "pass",
+                f"gradient at the exact map {ratio:.1e} of the perturbed map's (teacher "
+                f"velocity, pointwise); loss {l0:.3g} at the exact map, {lc:.3g} perturbed",
+                start,
+            )
+        n = max(shipped.batch_size, 256)
+        g0s = torch.stack(
+            [harness.gradient(shipped, zero, batch_size=n)[0] for _ in range(repeats)]
+        )
+        gcs = torch.stack(
+            [harness.gradient(shipped, control, batch_size=n)[0] for _ in range(repeats)]
+        )
+    except _UserProblem as err:
+        return _result(name, method, "fail", str(err), start)
+    z0, zc = _z(g0s), _z(gcs)
+    worst, power = float(z0.abs().max()), float(zc.abs().max())
+    detail = (
+        f"max |z| of the mean gradient over {repeats} draws: {worst:.2f} at the exact map, "
+        f"{power:.2f} at a perturbed map"
+    )
+    bias = float(g0s.mean(0).norm() / gcs.mean(0).norm().clamp_min(1e-300))
+    if shipped.residual_weighting:
+        return _result(
+            name,
+            method,
+            "skip",
+            "residual-dependent weighting with the conditional velocity is biased on a "
+            f"multi-modal teacher (MATH.md section 4), a property of the method, not a defect: "
+            f"mean gradient at the exact map {bias:.2e} of the perturbed map's ({detail})",
+            start,
+            skip_reason=SkipReason.NOT_APPLICABLE,
+        )
+    if power <= Z_BOUND:
+        return _result(
+            name,
+            method,
+            "skip",
+            f"too noisy to test at batch {n}: a perturbed map is not distinguishable either "
+            f"({detail})",
+            start,
+            skip_reason=SkipReason.NOT_APPLICABLE,
+        )
+    if worst > Z_BOUND and shipped.residual_weighting is None:
+        return _result(
+            name,
+            method,
+            "skip",
+            f"inconclusive: the expected gradient at the exact map is not zero (z = {worst:.1f}, "
+            f"{bias:.2e} of the perturbed map's). With the conditional velocity that is a defect "
+            "unless the loss weights samples by their own residual (adaptive weights, "
+            "pseudo-Huber), which makes the method itself biased; declare residual_weighting "
+            f"to decide ({detail})",
+            start,
+            skip_reason=SkipReason.NOT_APPLICABLE,
+        )
+    if worst > Z_BOUND:
+        return _result(
+            name,
+            method,
+            "fail",
+            f"at the exact map the loss's expected gradient is not zero (z = {worst:.1f} > "
+            f"{Z_BOUND}): the exact flow map is not a fixed point of this loss; {detail}",
+            start,
+        )
+    return _result(name, method, "pass", detail, start)
+
+
+ALIGNED_METHODS = ("flow_matching", "meanflow")
+"""Methods whose trained output has a residual defined at its own inputs,
+``R = F(x, t, s) - [v - (t - s) dF/dt]`` with ``dF/dt`` along ``(v, 1, 0)`` (flow matching is
+its diagonal ``s = t``): the alignment check applies to them."""
+
+
+def _matched_velocity(
+    harness: _Harness, shipped: ShippedLoss, call: CallRecord
+) -> tuple[Tensor, Tensor] | str:
+    """The velocity ``v`` each row of ``call`` regressed onto, and the rows where it is known.
+
+    Teacher velocity: ``v(x, t)`` at every row. Conditional velocity: the call's rows are matched
+    to the data rows (row ``j`` to ``j mod B``), the noise recovered from
+    ``x = alpha(t) x0 + beta(t) eps``, and ``v = alpha'(t) x0 + beta'(t) eps``; rows with
+    ``beta(t) < 0.02`` are left out. Returns a reason instead when the rows cannot be matched.
+    """
+    x, t = call.x, call.t
+    if shipped.velocity == "teacher":
+        return harness.teacher.velocity(x, t), torch.ones_like(t, dtype=torch.bool)
+    assert harness.last_data is not None
+    data = harness.last_data.reshape(harness.last_data.shape[0], -1).double()
+    n, b = x.shape[0], data.shape[0]
+    if n % b:
+        return (
+            f"the network was called on {n} rows for a batch of {b}: the rows cannot be matched "
+            "to the data the loss was given"
+        )
+    x0 = data.repeat(n // b, 1)
+    c = harness.teacher.path.schedule(t)
+    rows = c.beta >= 0.02
+    eps = (x - c.alpha[:, None] * x0) / c.beta.clamp_min(0.02)[:, None]
+    m2 = float(eps[rows].pow(2).mean()) if rows.any() else float("nan")
+    if not 0.5 < m2 < 2.0:
+        return (
+            "the points the loss built are not x_t = alpha(t) x0 + beta(t) eps with standard "
+            f"normal eps for the data it was given (mean eps^2 = {m2:.3g}): a different path, "
+            "noise scaled by sigma_data, or shuffled rows"
+        )
+    return c.alpha_dot[:, None] * x0 + c.beta_dot[:, None] * eps, rows
+
+
+def check_alignment(method: str, shipped: ShippedLoss, harness: _Harness) -> CheckResult:
+    """``<method>.shipped.alignment``: the gradient the loss sends to each network output points
+    along the reference residual at the same inputs, with a non-negative weight per sample.
+
+    Evaluated at a perturbed map (``theta_k = CONTROL``), where residuals are of order
+    ``CONTROL`` also with the teacher's velocity. Holds for every weighting, distance of the
+    residual's norm (L2, pseudo-Huber, adaptive), reduction and time distribution; reports the
+    implied weights.
+    """
+    name, start = f"{method}.shipped.alignment", time.perf_counter()
+    net = harness.net
+    control = torch.full((N_FIELDS,), CONTROL, dtype=torch.float64)
+    net.reset()
+    try:
+        harness.gradient(shipped, control)
+    except _UserProblem as err:
+        return _result(name, method, "fail", str(err), start)
+    trained = [
+        c for c in net.calls if c.output_grad is not None and bool(c.output_grad.abs().max() > 0)
+    ]
+    if not trained:
+        return _result(
+            name, method, "fail", "no gradient of the loss reached the network's outputs", start
+        )
+    tol = 1e-3 if harness.user_dtype == torch.float32 else 1e-6
+    adapter = net.adapter
+    worst, n_rows, weights, times = 1.0, 0, [], []
+    for call in trained:
+        matched = _matched_velocity(harness, shipped, call)
+        if isinstance(matched, str):
+            return _result(
+                name, method, "skip", matched, start, skip_reason=SkipReason.NOT_APPLICABLE
+            )
+        v, rows = matched
+        x, t, s_ = call.x, call.t, call.s
+        with torch.no_grad():
+            F, dF = torch.func.jvp(
+                net.ours, (x, t, s_), (v, torch.ones_like(t), torch.zeros_like(s_))
+            )
+        R = F - v + (t - s_)[:, None] * dF
+        o = adapter.torch_ops
+        _, k = adapter.output_coefficients(t, s_, ops=o)
+        w = adapter.residual_factor(t, s_, "time_derivative", ops=o)
+        R_user = R / (w * k)[:, None]
+        assert call.output_grad is not None
+        G = call.output_grad.reshape(R.shape[0], -1).double()
+        g_norm, r_norm = G.norm(dim=1), R_user.norm(dim=1)
+        use = rows & (g_norm > 1e-12 * float(g_norm.max())) & (r_norm > 1e-8)
+        if not use.any():
+            continue
+        cos = (G * R_user).sum(1)[use] / (g_norm[use] * r_norm[use])
+        worst = min(worst, float(cos.min()))
+        n_rows += int(use.sum())
+        weights.append(((G * R_user).sum(1) / r_norm.pow(2))[use])
+        times.append(torch.stack([t[use], s_[use]], 1))
+    if n_rows == 0:
+        return _result(
+            name,
+            method,
+            "skip",
+            "no row had both a gradient and a residual to compare",
+            start,
+            skip_reason=SkipReason.NOT_APPLICABLE,
+        )
+    w_all = torch.cat(weights)
+    w_rel = w_all / w_all.abs().median().clamp_min(1e-300)
+    detail = (
+        f"{n_rows} rows of {len(trained)} trained call(s); implied weight (relative to its "
+        f"median) in [{float(w_rel.min()):.3g}, {float(w_rel.max()):.3g}]"
+    )
+    if worst < 1 - tol:
+        angle = math.degrees(math.acos(max(-1.0, min(1.0, worst))))
+        return _result(
+            name,
+            method,
+            "fail",
+            f"the loss's gradient at a network output is not along the reference residual "
+            f"F - [v - (t - s) dF/dt] (worst angle {angle:.1f} degrees): its target differs from "
+            f"the {method} target (a sign, tangent, time or velocity error); {detail}",
+            start,
+        )
+    return _result(name, method, "pass", f"worst cosine {worst:.8f}; {detail}", start)
+
+
+def _z(g: Tensor) -> Tensor:
+    mean, se = g.mean(0), g.std(0) / math.sqrt(g.shape[0])
+    return mean / se.clamp_min(1e-300)
+
+
+def check_sampler(name: str, sampler: ShippedSampler, conventions: Conventions) -> CheckResult:
+    """``sampler.<name>.exact_map``: the sampler lands on the exact map on the exact model."""
+    check, start = f"sampler.{name}.exact_map", time.perf_counter()
+    harness = _Harness.build(conventions, sampler.data_shape)
+    net = harness.net
+    n = sampler.batch_size
+    gen = torch.Generator().manual_seed(11)
+    noise = torch.randn(n, *harness.data_shape, generator=gen, dtype=torch.float64)
+    noise = noise.to(harness.user_dtype)
+    with torch.no_grad():
+        net.theta.zero_()
+    net.reset()
+    try:
+        with torch.no_grad():
+            out = sampler.sample(net, noise)
+    except Exception as err:  # the user's sampler raised
+        return _result(
+            check, "sampler", "fail", f"the sampler raised {type(err).__name__}: {err}", start
+        )
+    if not net.calls:
+        return _result(check, "sampler", "fail", "the sampler never called the network", start)
+    if not isinstance(out, Tensor) or out.shape != noise.shape:
+        return _result(
+            check,
+            "sampler",
+            "fail",
+            f"the sampler returned "
+            f"{getattr(out, 'shape', type(out).__name__)}; expected {tuple(noise.shape)}",
+            start,
+        )
+    first = net.calls[0]
+    times = [(float(c.t[0]), float(c.s[0])) for c in net.calls]
+    shown = ", ".join(f"{a:.3g}->{b:.3g}" for a, b in times[:8])
+    if any(b > a + 1e-9 for a, b in times):
+        return _result(
+            check,
+            "sampler",
+            "fail",
+            "the sampler steps away from the data (a call "
+            f"maps t to a later s); calls (t->s, our convention): {shown}",
+            start,
+        )
+    if float(first.t.min()) < 0.5:
+        return _result(
+            check,
+            "sampler",
+            "fail",
+            f"the sampler starts at t = "
+            f"{float(first.t.min()):.3g} (our convention: data at 0, noise at 1), "
+            f"not at the noise end; calls: {shown}",
+            start,
+        )
+    # The exact map from the point and time of the sampler's first network call (t = 1 for a
+    # sampler that starts at pure noise, below 1 for EDM's sigma_max) to the data end.
+    t0 = first.t.double()
+    expected = ExactFlowMap(harness.teacher)(first.x, t0, torch.zeros_like(t0))
+    got = out.reshape(n, -1).double()
+    err = float((got - expected).norm(dim=1).max())
+    scale = float(expected.norm(dim=1).max())
+    tol = (1e-4 if harness.user_dtype == torch.float32 else 1e-7) * max(1.0, scale)
+    msg = (
+        f"max error {err:.2e} against the exact map Phi_(t0->0) (allowed {tol:.1e}); calls: {shown}"
+    )
+    if err > tol:
+        return _result(
+            check,
+            "sampler",
+            "fail",
+            "the sampler does not land on the exact flow "
+            f"map: {msg} (a step size that differs from the times the network was "
+            "asked for, a wrong update sign, or a wrong start)",
+            start,
+        )
+    return _result(check, "sampler", "pass", msg, start)
+
+
+def run_shipped_checks(
+    conventions: Conventions | Mapping[str, Any],
+    *,
+    losses: Mapping[str, ShippedLoss] | None = None,
+    samplers: Mapping[str, ShippedSampler] | None = None,
+    repeats: int = 24,
+) -> list[CheckResult]:
+    """Run every as-shipped check on the declared losses and samplers.
+
+    Arguments:
+        conventions: the implementation's declared conventions.
+        losses: method name -> :class:`ShippedLoss`.
+        samplers: sampler name -> :class:`ShippedSampler`.
+        repeats: draws of the statistical stationarity test.
+
+    Returns:
+        One :class:`CheckResult` per check.
+    """
+    conv = Conventions.from_mapping(conventions)
+    results: list[CheckResult] = []
+    for key, shipped in (losses or {}).items():
+        method = Method.parse(key).value
+        harness = _Harness.build(conv, shipped.data_shape)
+        results.append(check_times(method, shipped, harness))
+        if method in ALIGNED_METHODS:
+            results.append(check_alignment(method, shipped, harness))
+        results.append(check_stationarity(method, shipped, harness, repeats=repeats))
+    for name, sampler in (samplers or {}).items():
+        results.append(check_sampler(name, sampler, conv))
+    return results
