@@ -40,12 +40,31 @@ from ..reference_models import ExactFlowMap, GaussianMixtureTeacher, preset
 from . import records
 
 __all__ = [
+    "MAX_N",
     "RunResult",
     "TeacherBenchmark",
     "format_result",
     "plain_velocity",
     "run_teacher_benchmark",
+    "stage_count",
 ]
+
+MAX_N = 1_000_000
+"""The most points one benchmark maps. Scaled from the committed ``n = 1e5`` run (ours 4.9 s,
+the baseline 31 s on one CPU thread), ``n = 1e6`` takes some 15 minutes (the reference solve at
+rtol 1e-13, three timed solvers, four looser reruns) with baseline arrays of shape ``(n, K, d)``
+of about 130 MB each on ring8; ``n = 1e8`` would take a day and need over 10 GB per array.
+Chunking would change what is measured (the baseline is one ``odeint`` over the whole batch, with
+one shared step size), so the benchmark refuses a larger ``n`` instead."""
+
+_LOOSER = (3, 10, 30, 100)
+"""Factors of ``rtol`` at which ours is rerun for the matched-error comparison."""
+
+
+def stage_count(repeats: int = 1) -> int:
+    """The most stages :func:`run_teacher_benchmark` reports to its ``progress`` callback: the
+    reference, its check, the warm-up, three timed solvers and the looser reruns per repeat."""
+    return 3 + (3 + len(_LOOSER)) * max(1, repeats)
 
 
 @dataclass(frozen=True)
@@ -229,6 +248,8 @@ def run_teacher_benchmark(
     reference_check: int = 2000,
     repeats: int = 1,
     command: str = "",
+    progress: Callable[[str], None] | None = None,
+    finished: dict[str, Any] | None = None,
 ) -> TeacherBenchmark:
     """Time the exact flow map ``t=1 -> t=0`` for ``n`` noise points (see the module docstring).
 
@@ -242,13 +263,27 @@ def run_teacher_benchmark(
         reference_check: points on which the reference is compared with torchdiffeq dopri8.
         repeats: timed runs of each solver, interleaved; the fastest wall and CPU times count.
         command: the command line, recorded in the JSON.
+        progress: called with a label as each stage starts (at most :func:`stage_count` times).
+        finished: filled with each stage's result as it finishes (``{label: {...}}`` with its
+            seconds, and errors for the timed runs), so that a caller interrupted by Ctrl-C can
+            record what finished.
 
     Besides the runs at the same tolerance, ours is also timed at looser tolerances
     (``rtol * 3, 10, 30, 100``): ``matched_error`` reports the loosest whose measured error is
     still at most the baseline's, i.e. the speed-up at the same or better measured error.
     """
-    if n < 1:
-        raise ValueError(f"n must be positive, got {n}")
+    if not 1 <= n <= MAX_N:
+        raise ValueError(f"n must be between 1 and at most MAX_N = {MAX_N:,}, got {n}")
+    done: dict[str, Any] = {} if finished is None else finished
+
+    def stage(label: str) -> float:
+        if progress is not None:
+            progress(label)
+        return time.perf_counter()
+
+    def record(label: str, start: float, **extra: Any) -> None:
+        done[label] = {"seconds": time.perf_counter() - start, **extra}
+
     atol = rtol if atol is None else atol
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -273,15 +308,27 @@ def run_teacher_benchmark(
         return _torchdiffeq(teacher.velocity, x, rtol, atol)
 
     # reference, and its agreement with an independent solver on a subset
+    start = stage("reference solve (rtol 1e-13)")
     ref_map = ExactFlowMap(teacher, method="dop853", rtol=reference_rtol, atol=reference_rtol)
     ref = ref_map(x1, 1.0, 0.0)
+    record("reference", start)
+    start = stage("reference check (dopri8)")
     m = min(reference_check, n)
     check = ExactFlowMap(teacher, method="dopri8", rtol=reference_rtol, atol=reference_rtol)
     ref_agreement = float((check(x1[:m], 1.0, 0.0) - ref[:m]).abs().max())
+    record("reference_check", start, points=m, max_difference=ref_agreement)
 
     # warm-up on a few points (allocator, lazy initialisation), then the timed runs
+    start = stage("warm-up")
     for fn in (run_ours, run_base, run_same):
         fn(x1[: min(n, 256)])
+    record("warm_up", start)
+
+    def timed_run(label: str, fn: Callable[[], tuple[Tensor, int, float]]) -> RunResult:
+        stage(label)
+        res = _time(fn, dev, ref)
+        done[label] = asdict(res)
+        return res
 
     def fastest(runs: list[RunResult]) -> RunResult:
         """Minimum wall and CPU time over repeats (each repeat measures the same work)."""
@@ -290,24 +337,26 @@ def run_teacher_benchmark(
 
     # repeats interleave the solvers, so that a slow spell of a shared machine hits all of them
     timed: dict[str, list[RunResult]] = {"ours": [], "base": [], "same": []}
-    for _ in range(max(1, repeats)):
-        timed["ours"].append(_time(lambda: run_ours(x1), dev, ref))
-        timed["base"].append(_time(lambda: run_base(x1), dev, ref))
-        timed["same"].append(_time(lambda: run_same(x1), dev, ref))
+    for i in range(max(1, repeats)):
+        timed["ours"].append(timed_run(f"ours, repeat {i + 1}", lambda: run_ours(x1)))
+        timed["base"].append(timed_run(f"baseline, repeat {i + 1}", lambda: run_base(x1)))
+        timed["same"].append(
+            timed_run(f"baseline same velocity, repeat {i + 1}", lambda: run_same(x1))
+        )
     res_ours, res_base, res_same = (fastest(timed[k]) for k in ("ours", "base", "same"))
 
-    def best(fn: Callable[[], tuple[Tensor, int, float]]) -> RunResult:
-        return fastest([_time(fn, dev, ref) for _ in range(max(1, repeats))])
+    def best(label: str, fn: Callable[[], tuple[Tensor, int, float]]) -> RunResult:
+        return fastest([timed_run(f"{label}, repeat {i + 1}", fn) for i in range(max(1, repeats))])
 
     matched = {"rtol": rtol, **asdict(res_ours)}
-    for factor in (3, 10, 30, 100):
+    for factor in _LOOSER:
         loose = ExactFlowMap(teacher, method="dop853", rtol=rtol * factor, atol=atol * factor)
 
         def run_loose(x: Tensor, loose: ExactFlowMap = loose) -> tuple[Tensor, int, float]:
             sol = loose.solve(x, 1.0, 0.0)
             return sol.x_s, sol.n_velocity_evals, sol.n_point_evals / x.shape[0]
 
-        res = best(functools.partial(run_loose, x1))
+        res = best(f"ours at rtol {rtol * factor:g}", functools.partial(run_loose, x1))
         if res.max_error > res_base.max_error:
             break
         matched = {"rtol": rtol * factor, **asdict(res)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -71,6 +72,7 @@ def meanflow_one_step_experiment(
     velocity: str = "teacher",
     seed: int = 0,
     n_eval: int = 1024,
+    on_step: Callable[[], None] | None = None,
 ) -> OneStepExperiment:
     """Train an :class:`MLPFlowMap` with the MeanFlow loss and measure its one-step error.
 
@@ -81,6 +83,7 @@ def meanflow_one_step_experiment(
             ``"conditional"`` uses ``x1 - x0`` (MeanFlow from scratch).
         seed: seeds the initialisation and the training draws.
         n_eval: noise points used for the one-step error.
+        on_step: called once per training step (progress displays).
     """
     if velocity not in ("teacher", "conditional"):
         raise ValueError(f"velocity must be 'teacher' or 'conditional', got {velocity!r}")
@@ -92,6 +95,8 @@ def meanflow_one_step_experiment(
     v = teacher.velocity if velocity == "teacher" else None
 
     def objective(m, x0, x1, t, s):
+        if on_step is not None:
+            on_step()
         return meanflow_loss(m, x0, x1, t, s, velocity=v, path=teacher.path)
 
     result = train(

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["atomic_file", "command_line", "environment", "write_json"]
+__all__ = ["atomic_file", "command_line", "environment", "jsonable", "write_json"]
 
 _PACKAGES = ("flowmap-oracle", "torch", "torchdiffeq", "numpy", "scipy", "sympy", "jax", "diffrax")
 
@@ -107,16 +107,19 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """
     path = Path(path)
     with atomic_file(path) as tmp, open(tmp, "w") as fh:
-        json.dump(_finite(obj), fh, indent=2, allow_nan=False)
+        json.dump(jsonable(obj), fh, indent=2, allow_nan=False)
         fh.write("\n")
     return path
 
 
-def _finite(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by ``"nan"``, ``"inf"`` or ``"-inf"``, so
+    that ``json.dumps(..., allow_nan=False)`` writes standard JSON (used for files and for
+    ``--json`` on stdout alike)."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return str(obj)
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
+        return [jsonable(v) for v in obj]
     return obj

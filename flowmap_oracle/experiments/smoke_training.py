@@ -61,6 +61,7 @@ __all__ = [
     "SMOKE_STEPS",
     "SMOKE_THREADS",
     "SmokeResult",
+    "smoke_steps",
     "smoke_train",
     "smoke_train_all",
     "write_smoke_json",
@@ -248,6 +249,7 @@ def smoke_train(
     hidden: int = 64,
     depth: int = 3,
     reflow_pool: int = 1024,
+    on_step: Callable[[], None] | None = None,
 ) -> SmokeResult:
     """Train one objective briefly on ring8 and measure its sampling error (see module doc).
 
@@ -259,19 +261,22 @@ def smoke_train(
         n_eval: noise points of the error measurement (fixed across runs).
         hidden, depth: the MLP's width and number of hidden layers.
         reflow_pool: ReFlow's coupling size (noise points mapped once by the exact teacher).
+        on_step: called once per training step (progress displays).
     """
     setup = _setup()
     table = _objectives(setup)
     if name not in table:
         raise KeyError(f"unknown objective {name!r}; known: {sorted(table)}")
     metric, step = table[name]
-    steps = SMOKE_STEPS.get(name, 300) if steps is None else steps
+    steps = smoke_steps(name) if steps is None else steps
     torch.manual_seed(seed)
     model = MLPFlowMap(2, hidden=hidden, depth=depth)
     before = _error(model, metric, n_eval)
     pool = _reflow_pool(reflow_pool, seed) if name == "reflow" else None
 
     def batch_loss(gen: torch.Generator) -> LossOutput:
+        if on_step is not None:
+            on_step()
         if pool is not None:
             idx = torch.randint(0, len(pool[0]), (batch_size,), generator=gen)
             return reflow_loss(
@@ -302,18 +307,31 @@ def smoke_train(
     )
 
 
+def smoke_steps(name: str) -> int:
+    """The default training steps of objective ``name`` (:data:`SMOKE_STEPS`, else 300)."""
+    return SMOKE_STEPS.get(name, 300)
+
+
 def smoke_train_all(*, steps: int | None = None, seed: int = 0) -> list[SmokeResult]:
     """:func:`smoke_train` for every objective (``steps=None``: each objective's default)."""
     return [smoke_train(name, steps=steps, seed=seed) for name in SMOKE_OBJECTIVES]
 
 
 def write_smoke_json(
-    results: Sequence[SmokeResult], path: str | os.PathLike, *, command: str
+    results: Sequence[SmokeResult],
+    path: str | os.PathLike,
+    *,
+    command: str,
+    complete: bool = True,
 ) -> Path:
     """Write the runs with the device, versions and command as JSON, atomically
-    (:func:`~flowmap_oracle.experiments.records.write_json`); returns the path."""
+    (:func:`~flowmap_oracle.experiments.records.write_json`); returns the path.
+
+    ``complete=False`` marks a run interrupted before every objective had trained (``runs``
+    then holds the finished ones)."""
     record = {
         "command": command,
+        "complete": complete,
         **environment("cpu"),
         "torch_threads": SMOKE_THREADS,  # the threads smoke_train trains with
         "teacher": "ring8 (linear path, float64)",
