@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .progress import Progress
 from .reports.identities_section import IdentitiesSectionInputs
 from .reports.objectives_section import ObjectivesSectionInputs
 from .reports.oracle_section import EXAMPLES, ExampleRun, OracleSectionInputs
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "OBJECTIVES_QUICK_SKIPS",
     "SMOKE_QUICK_ARGS",
+    "ReportInterrupted",
     "build_report",
     "identities_inputs",
     "load_benchmarks",
@@ -47,7 +49,26 @@ SMOKE_QUICK_ARGS: dict[str, int] = {"steps": 40, "n_eval": 128, "reflow_pool": 2
 """Quick mode's smoke training: a preview of the pipeline, not a training result."""
 
 
-def identities_inputs(identities: Sequence[Any] | None = None) -> IdentitiesSectionInputs:
+class ReportInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`build_report`, after the finished sections were written.
+
+    Attributes:
+        path: the PDF written with the finished sections (marked incomplete), or ``None`` when
+            no section had finished.
+        finished: the sections in that PDF.
+        missing: the chosen sections that did not finish.
+    """
+
+    def __init__(self, path: Path | None, finished: list[str], missing: list[str]) -> None:
+        super().__init__(f"interrupted; finished sections {finished}, missing {missing}")
+        self.path = path
+        self.finished = finished
+        self.missing = missing
+
+
+def identities_inputs(
+    identities: Sequence[Any] | None = None, *, progress: Progress | None = None
+) -> IdentitiesSectionInputs:
     """Check every identity (or the given ones) and compare the seed's table of paths.
 
     Quick mode changes nothing here: the checks take some tens of seconds and the section must
@@ -56,9 +77,16 @@ def identities_inputs(identities: Sequence[Any] | None = None) -> IdentitiesSect
     from .identities import all_identities
     from .identities.paths import compare_seed_table, seed_table_errata
 
+    progress = progress or Progress.disabled()
     start = time.perf_counter()
     idents = all_identities() if identities is None else list(identities)
-    results = tuple((ident, ident.check()) for ident in idents)
+    checked = []
+    with progress.bar("identities", len(idents)) as bar:
+        for ident in idents:
+            bar.start(ident.id)
+            checked.append((ident, ident.check()))
+            bar.advance()
+    results = tuple(checked)
     seconds = time.perf_counter() - start
     return IdentitiesSectionInputs(
         results=results,
@@ -70,29 +98,42 @@ def identities_inputs(identities: Sequence[Any] | None = None) -> IdentitiesSect
 
 def load_benchmarks(directory: str | os.PathLike | None) -> tuple[BenchmarkRecord, ...] | None:
     """The committed ``teachers*.json`` records in ``directory`` (sorted by file name), or
-    ``None`` when ``directory`` is ``None`` or does not exist."""
+    ``None`` when ``directory`` is ``None`` or does not exist. A record of an interrupted run
+    (``"complete": false``) is left out."""
     if directory is None or not Path(directory).is_dir():
         return None
-    return tuple(
+    records = (
         BenchmarkRecord(path.name, json.loads(path.read_text()))
         for path in sorted(Path(directory).glob("teachers*.json"))
     )
+    return tuple(r for r in records if r.record.get("complete", True) is not False)
 
 
 def teachers_inputs(
-    *, quick: bool = False, benchmarks_dir: str | os.PathLike | None = None
+    *,
+    quick: bool = False,
+    benchmarks_dir: str | os.PathLike | None = None,
+    progress: Progress | None = None,
 ) -> TeachersSectionInputs:
     """Measure the teachers' flow-map errors, draw exact trajectories, read the benchmarks."""
     from .experiments.teacher_accuracy import exact_trajectories, measure_flow_map_errors
     from .reference_models import PRESETS, preset
 
+    progress = progress or Progress.disabled()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small solves: one thread avoids oversubscribing shared CPUs
     try:
-        start = time.perf_counter()
-        rows = measure_flow_map_errors(quick=quick)
-        seconds = time.perf_counter() - start
-        trajectories = exact_trajectories("ring8", n=32 if quick else 200, steps=8 if quick else 40)
+        with progress.bar("teachers", 2) as bar:
+            bar.start("flow-map errors")
+            start = time.perf_counter()
+            rows = measure_flow_map_errors(quick=quick)
+            seconds = time.perf_counter() - start
+            bar.advance()
+            bar.start("exact trajectories")
+            trajectories = exact_trajectories(
+                "ring8", n=32 if quick else 200, steps=8 if quick else 40
+            )
+            bar.advance()
     finally:
         torch.set_num_threads(threads)
     presets = tuple(_preset_summary(name, preset(name).mixture) for name in PRESETS)
@@ -114,27 +155,48 @@ def _preset_summary(name: str, mixture: GaussianMixture) -> PresetSummary:
     return PresetSummary(name, mixture.dim, mixture.n_components, kind)
 
 
-def training_inputs(*, quick: bool = False) -> TrainingSectionInputs:
+def training_inputs(
+    *, quick: bool = False, progress: Progress | None = None
+) -> TrainingSectionInputs:
     """Train MeanFlow on the ring teacher, with the teacher's and the conditional velocity."""
     from .experiments.meanflow_one_step import meanflow_one_step_experiment
 
+    progress = progress or Progress.disabled()
     steps = 300 if quick else 2000
-    teacher, conditional = (
-        meanflow_one_step_experiment(steps=steps, velocity=v) for v in ("teacher", "conditional")
-    )
+    runs = []
+    with progress.bar("training", 2 * steps, unit="step") as bar:
+        for v in ("teacher", "conditional"):
+            bar.start(f"MeanFlow, v = {v}")
+            runs.append(meanflow_one_step_experiment(steps=steps, velocity=v, on_step=bar.advance))
+    teacher, conditional = runs
     return TrainingSectionInputs(runs=(teacher, conditional))
 
 
-def objectives_inputs(*, quick: bool = False) -> ObjectivesSectionInputs:
+def objectives_inputs(
+    *, quick: bool = False, progress: Progress | None = None
+) -> ObjectivesSectionInputs:
     """Measure every objective's fixed point at the exact map and smoke-train each one."""
     from .experiments.fixed_points import OBJECTIVES, measure_fixed_points
-    from .experiments.smoke_training import SMOKE_OBJECTIVES, smoke_train
+    from .experiments.smoke_training import SMOKE_OBJECTIVES, smoke_steps, smoke_train
 
+    progress = progress or Progress.disabled()
     skipped = OBJECTIVES_QUICK_SKIPS if quick else ()
     names = [s.name for s in OBJECTIVES if s.name not in skipped]
-    fixed_points = tuple(measure_fixed_points(names))
-    quick_args = SMOKE_QUICK_ARGS if quick else {}
-    runs = tuple(smoke_train(n, **quick_args) for n in SMOKE_OBJECTIVES)
+    measured = []
+    with progress.bar("fixed points", len(names)) as bar:
+        for name in names:  # one at a time, for the progress display
+            bar.start(name)
+            measured += measure_fixed_points([name])
+            bar.advance()
+    fixed_points = tuple(measured)
+    quick_args: dict[str, int] = SMOKE_QUICK_ARGS if quick else {}
+    steps = {n: quick_args.get("steps", smoke_steps(n)) for n in SMOKE_OBJECTIVES}
+    smoked = []
+    with progress.bar("smoke training", sum(steps.values()), unit="step") as bar:
+        for n in SMOKE_OBJECTIVES:
+            bar.start(n)
+            smoked.append(smoke_train(n, **quick_args, on_step=bar.advance))
+    runs = tuple(smoked)
     return ObjectivesSectionInputs(
         objectives=tuple(OBJECTIVES),
         fixed_points=fixed_points,
@@ -144,29 +206,48 @@ def objectives_inputs(*, quick: bool = False) -> ObjectivesSectionInputs:
     )
 
 
-def oracle_inputs(*, quick: bool = False) -> OracleSectionInputs:
+def oracle_inputs(*, quick: bool = False, progress: Progress | None = None) -> OracleSectionInputs:
     """Run the oracle on the reference, the mutants and (not quick) the example implementations."""
-    from .oracle import OracleSettings, checks_for, load_implementation, run_checks
-    from .oracle.mutants import run_mutants
+    from .oracle import OracleSettings, checks_for, load_implementation, run_check
+    from .oracle.mutants import mutant_names, run_mutant
 
+    progress = progress or Progress.disabled()
     settings = OracleSettings()
-    reference = load_implementation("flowmap_oracle.oracle.reference:implementation")
-    reference_results = tuple(run_checks(reference, settings))
-    mutant_results = tuple(run_mutants(settings))
-    examples: tuple[ExampleRun, ...] | None = None
-    if not quick:
-        runs = []
-        for spec in EXAMPLES:
-            impl = load_implementation(spec)
-            runs.append(
-                ExampleRun(
-                    impl.name, impl.conventions.describe(), tuple(run_checks(impl, settings))
+    checks = checks_for()
+    mutants = mutant_names()
+    specs = () if quick else EXAMPLES
+    with progress.bar("oracle", len(checks) * (1 + len(specs)) + len(mutants), unit="run") as bar:
+
+        def check_all(impl: Any, who: str) -> tuple[Any, ...]:
+            results = []
+            for chk in checks:  # one at a time, for the progress display
+                bar.start(f"{who}: {chk.name}")
+                results.append(run_check(chk, impl, settings))
+                bar.advance()
+            return tuple(results)
+
+        reference = load_implementation("flowmap_oracle.oracle.reference:implementation")
+        reference_results = check_all(reference, "reference")
+        mutant_rows = []
+        for name in mutants:
+            bar.start(f"mutant {name}")
+            mutant_rows.append(run_mutant(name, settings))
+            bar.advance()
+        mutant_results = tuple(mutant_rows)
+        examples: tuple[ExampleRun, ...] | None = None
+        if not quick:
+            runs = []
+            for spec in specs:
+                impl = load_implementation(spec)
+                runs.append(
+                    ExampleRun(
+                        impl.name, impl.conventions.describe(), check_all(impl, spec.split(":")[0])
+                    )
                 )
-            )
-        examples = tuple(runs)
+            examples = tuple(runs)
     return OracleSectionInputs(
         settings=settings,
-        n_checks=len(checks_for()),
+        n_checks=len(checks),
         reference_results=reference_results,
         mutant_results=mutant_results,
         example_results=examples,
@@ -179,6 +260,7 @@ def build_report(
     quick: bool = False,
     sections: Sequence[str] | None = None,
     benchmarks_dir: str | os.PathLike | None = None,
+    progress: Progress | None = None,
 ) -> Path:
     """Compute the chosen sections' inputs and write the PDF report atomically to ``path``.
 
@@ -189,21 +271,45 @@ def build_report(
             in report order); ``None`` for all.
         benchmarks_dir: the directory holding the committed ``teachers*.json`` benchmark
             records; ``None`` (or a missing directory) and the teachers section says so.
+        progress: shows the section and the item running (nothing by default).
 
     Returns:
         The path written.
 
     Raises:
         ValueError: for a section name that is not in ``SECTIONS`` (before computing anything).
+        ReportInterrupted: on Ctrl-C while a section is computed, after writing the sections
+            that finished (if any) to ``path`` with a sentence at the top saying which
+            sections are missing; the interrupted section's partial results are dropped.
     """
     chosen = list(SECTIONS) if sections is None else list(sections)
     check_sections(chosen)
+    progress = progress or Progress.disabled()
     compute: dict[str, Callable[[], Any]] = {
-        "identities": identities_inputs,
-        "teachers": lambda: teachers_inputs(quick=quick, benchmarks_dir=benchmarks_dir),
-        "training": lambda: training_inputs(quick=quick),
-        "objectives": lambda: objectives_inputs(quick=quick),
-        "oracle": lambda: oracle_inputs(quick=quick),
+        "identities": lambda: identities_inputs(progress=progress),
+        "teachers": lambda: teachers_inputs(
+            quick=quick, benchmarks_dir=benchmarks_dir, progress=progress
+        ),
+        "training": lambda: training_inputs(quick=quick, progress=progress),
+        "objectives": lambda: objectives_inputs(quick=quick, progress=progress),
+        "oracle": lambda: oracle_inputs(quick=quick, progress=progress),
     }
-    inputs = {name: compute[name]() for name in SECTIONS if name in chosen}
+    ordered = [name for name in SECTIONS if name in chosen]
+    inputs: dict[str, Any] = {}
+    with progress.bar("report", len(ordered), unit="section") as bar:
+        try:
+            for name in ordered:
+                bar.start(name)
+                inputs[name] = compute[name]()
+                bar.advance()
+        except KeyboardInterrupt:
+            missing = [name for name in ordered if name not in inputs]
+            written = None
+            if inputs:
+                note = (
+                    f"The run was interrupted (Ctrl-C) while computing the {missing[0]} "
+                    f"section; missing sections: {', '.join(missing)}."
+                )
+                written = write_report(path, inputs, incomplete=note)
+            raise ReportInterrupted(written, list(inputs), missing) from None
     return write_report(path, inputs)
