@@ -26,7 +26,7 @@ def test_a_closed_pipe_ends_the_command_quietly():
         first = reader.readline()
     err = proc.stderr.read().decode()
     proc.wait(timeout=120)
-    assert first.strip() == b"["
+    assert first.strip() == b"{"
     assert "Traceback" not in err, err
     assert proc.returncode == 1
 
@@ -46,7 +46,7 @@ def test_objectives_on_the_trig_path(capsys):
     from flowmap_oracle.cli import main
 
     assert main(["objectives", "--path", "trig", "--only", "flow_matching", "ctm", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    rows = json.loads(capsys.readouterr().out)["results"]
     assert [r["name"] for r in rows] == ["flow_matching", "ctm"]
     assert all(r["path"] == "trig" and r["passed"] for r in rows)
 

@@ -274,7 +274,9 @@ def test_gaussian_teacher_flow_solves_its_ode_on_the_vp_path():
 
 def test_cli_json_lists_the_required_fields(capsys):
     assert main(["identities", "--json", "--only", "boundary", "facm.time_shift"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["complete"] is True
+    out = doc["results"]
     assert [o["id"] for o in out] == [
         "boundary.meanflow_ayf",
         "boundary.facm",

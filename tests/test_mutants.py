@@ -46,10 +46,17 @@ def test_every_check_family_kills_something_or_is_a_fixed_point_check(kill_table
     assert objectives_with_killers == {c.objective for c in checks_for()}
 
 
+def _serve(monkeypatch, table):
+    """The CLI runs the mutants one at a time (run_mutant): serve them from ``table``."""
+    rows = {m.mutant: m for m in table}
+    monkeypatch.setattr(mutants_module, "mutant_names", lambda: list(rows))
+    monkeypatch.setattr(mutants_module, "run_mutant", lambda name, *a, **k: rows[name])
+
+
 def test_mutants_cli_json_lists_mutant_objective_killed_by(kill_table, monkeypatch, capsys):
-    monkeypatch.setattr(mutants_module, "run_mutants", lambda *a, **k: kill_table)
+    _serve(monkeypatch, kill_table)
     assert main(["mutants", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    rows = json.loads(capsys.readouterr().out)["results"]
     assert len(rows) == len(kill_table)
     for row in rows:
         assert {"mutant", "objective", "killed", "by"} <= set(row)
@@ -63,6 +70,6 @@ def test_mutants_cli_fails_when_a_mutant_survives(kill_table, monkeypatch, capsy
     from dataclasses import replace
 
     survived = [replace(kill_table[0], killed=False, by=None), *kill_table[1:]]
-    monkeypatch.setattr(mutants_module, "run_mutants", lambda *a, **k: survived)
+    _serve(monkeypatch, survived)
     assert main(["mutants"]) == 1
     assert "SURVIVED" in capsys.readouterr().out

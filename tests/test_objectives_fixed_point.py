@@ -79,7 +79,7 @@ def test_perturbed_map_gives_a_clearly_positive_residual(inventory, name):
 
 def test_cli_prints_one_json_object_per_objective(capsys):
     assert main(["objectives", "--json", "--only", "flow_matching", "split_meanflow"]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    rows = json.loads(capsys.readouterr().out)["results"]
     assert [r["name"] for r in rows] == ["flow_matching", "split_meanflow"]
     for r in rows:
         assert {

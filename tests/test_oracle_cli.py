@@ -22,7 +22,7 @@ BAD = "flowmap_oracle.oracle.mutants.meanflow:sign_of_t_minus_s"
 def test_check_passes_an_example_and_writes_json_and_pdf(tmp_path, capsys):
     out_json, out_pdf = tmp_path / "r.json", tmp_path / "r.pdf"
     assert main(["check", GOOD, "--json", str(out_json), "--pdf", str(out_pdf)]) == 0
-    rows = json.loads(out_json.read_text())
+    rows = json.loads(out_json.read_text())["results"]
     assert rows and all({"check", "status", "message"} <= set(r) for r in rows)
     assert {r["status"] for r in rows} <= {"pass", "skip"}
     assert any(r["status"] == "pass" for r in rows)
@@ -41,7 +41,7 @@ def test_check_fails_a_mutant_with_the_failure_in_json_and_pdf(tmp_path):
         main(["check", BAD, "--only", "meanflow", "--json", str(out_json), "--pdf", str(out_pdf)])
         == 1
     )
-    rows = json.loads(out_json.read_text())
+    rows = json.loads(out_json.read_text())["results"]
     failed = [r for r in rows if r["status"] == "fail"]
     assert failed and all(r["objective"] == "meanflow" for r in rows)
     assert "differs from the reference" in failed[0]["message"]

@@ -245,7 +245,7 @@ def test_report_cli_passes_the_benchmark_directory(
 ):
     seen = {}
 
-    def fake_build_report(path, *, quick, sections, benchmarks_dir):
+    def fake_build_report(path, *, quick, sections, benchmarks_dir, **_):
         seen["benchmarks_dir"] = benchmarks_dir
         return Path(path)
 
