@@ -258,12 +258,15 @@ def test_report_cli_passes_the_benchmark_directory(
 
 
 def test_table_columns_short_ones_keep_their_width_long_ones_wrap():
-    from flowmap_oracle.reports.document import _column_widths
+    from flowmap_oracle.reports.document import column_widths
 
-    narrow = _column_widths([["ring8", "1e-3"]], ["preset", "err"], 400.0)
+    def widths(cells):
+        return column_widths(cells, 400.0, lambda _row, text: 4.6 * len(text))
+
+    narrow = widths([["preset", "err"], ["ring8", "1e-3"]])
     assert sum(narrow) < 400.0  # a table that fits is not stretched
-    long_text = "x" * 300
-    widths = _column_widths([["killed", long_text]], ["result", "the bug"], 400.0)
-    assert abs(sum(widths) - 400.0) < 1e-9
-    assert widths[0] == _column_widths([["killed"]], ["result"], 400.0)[0]
-    assert abs(widths[1] - (400.0 - widths[0])) < 1e-9  # the long column takes the rest
+    long_text = " ".join(["words"] * 60)
+    got = widths([["result", "the bug"], ["killed", long_text]])
+    assert abs(sum(got) - 400.0) < 1e-6
+    assert got[0] == widths([["result"], ["killed"]])[0]
+    assert abs(got[1] - (400.0 - got[0])) < 1e-6  # the long column takes the rest

@@ -1,48 +1,80 @@
 """A small PDF document builder on reportlab, with formulas rendered by matplotlib mathtext.
 
 Sections of the report (identities, oracle runs, benchmarks) append flowables through this
-class; none of them touches reportlab directly. No TeX installation is needed: formulas are
-rendered by matplotlib's mathtext, which understands a large subset of LaTeX.
+class; none of them touches reportlab directly. No TeX installation is needed: display formulas
+are rendered by matplotlib's mathtext, which understands a large subset of LaTeX, and inline
+notation in text (``$...$`` spans, :mod:`~flowmap_oracle.reports.notation`) is set in the same
+fonts (DejaVu Sans, shipped with matplotlib) as real, searchable text.
 """
 
 from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape
 
 from ..experiments.records import atomic_file
+from .notation import (
+    FONT,
+    MONO,
+    Inline,
+    literal,
+    prose,
+    register_fonts,
+    unbreakable_pieces,
+    visible_text,
+)
 
-__all__ = ["ReportDocument", "render_formula_png"]
+__all__ = ["ReportDocument", "column_widths", "render_formula_png"]
+
+CELL_PAD = 6.0
+"""Reportlab's default left and right padding of a table cell, in points."""
+CELL_SIZE = 8.0
+"""The font size of table cells, in points."""
 
 
-def _column_widths(
-    rows: list[list[str]], header: list[str] | None, total: float
+def column_widths(
+    cells: Sequence[Sequence[str]], total: float, measure: Callable[[int, str], float]
 ) -> list[float] | None:
-    """Column widths in points. A table that fits keeps its natural widths; otherwise the widths
-    sum to ``total``: a column whose longest cell fits its fair share
-    keeps its natural width (short numeric columns stay on one line); the remaining width is
-    shared by the long text columns in proportion to their longest cell, where they wrap."""
-    table = ([header] if header else []) + [list(map(str, r)) for r in rows]
-    if not table:
+    """Column widths in points from the cells' visible text (``measure(row, text)`` gives a
+    text's width in that row's font; a newline separates forced lines).
+
+    Each column has a natural width (its widest line) and a minimum (its widest unbreakable
+    piece: a word, or a piece of a long name between the points where it may break, after
+    ``. _ : / -``), both plus the cell padding. A table whose natural widths fit keeps them;
+    otherwise the columns are filled like water up to a common level ``c``: a column gets
+    ``min(natural, c)`` but never less than its minimum, with ``c`` chosen so that the widths sum
+    to ``total``. Narrow columns (numbers, statuses) keep their natural width and the wide ones
+    share the rest equally, each wrapping at word boundaries. When even the minimums do not fit,
+    the minimums are returned (the table is wider than ``total``; no word is ever split).
+    """
+    if not cells:
         return None
-    n = max(len(r) for r in table)
-    longest = [max((len(str(r[j])) for r in table if j < len(r)), default=1) for j in range(n)]
-    # 8 pt Helvetica averages about 4.6 pt per character; 12 pt covers the cell padding.
-    natural = [min(length, 80) * 4.6 + 12 for length in longest]
+    n = max(len(r) for r in cells)
+    natural, minimum = [0.0] * n, [0.0] * n
+    for i, row in enumerate(cells):
+        for j, text in enumerate(row):
+            natural[j] = max([natural[j], *(measure(i, line) for line in text.split("\n"))])
+            for piece in unbreakable_pieces(text):
+                minimum[j] = max(minimum[j], measure(i, piece))
+    natural = [w + 2 * CELL_PAD for w in natural]
+    minimum = [w + 2 * CELL_PAD for w in minimum]
     if sum(natural) <= total:
         return natural
-    fixed: set[int] = set()
-    while True:
-        rest = [j for j in range(n) if j not in fixed]
-        room = total - sum(natural[j] for j in fixed)
-        fits = {j for j in rest if natural[j] <= room / len(rest)}
-        if not fits:
-            scale = room / sum(natural[j] for j in rest)
-            return [natural[j] if j in fixed else natural[j] * scale for j in range(n)]
-        fixed |= fits
+    if sum(minimum) >= total:
+        return minimum
+
+    def widths(level: float) -> list[float]:
+        return [max(lo, min(hi, level)) for lo, hi in zip(minimum, natural, strict=True)]
+
+    low, high = 0.0, max(natural)
+    for _ in range(100):
+        mid = (low + high) / 2
+        low, high = (low, mid) if sum(widths(mid)) > total else (mid, high)
+    return widths(low)
 
 
 def render_formula_png(latex: str, *, fontsize: int = 12, dpi: int = 200) -> bytes:
@@ -71,38 +103,74 @@ def render_formula_png(latex: str, *, fontsize: int = 12, dpi: int = 200) -> byt
 class ReportDocument:
     """Collects headings, paragraphs, formulas, tables and figures, then writes a PDF.
 
+    Text given to :meth:`heading`, :meth:`paragraph`, table headers and captions is
+    :class:`~flowmap_oracle.reports.notation.Inline` text: ``$...$`` spans are inline notation,
+    typeset like the display formulas (``\\$`` is a dollar). Strings computed elsewhere go in
+    through :func:`~flowmap_oracle.reports.notation.literal` (shown as they are) or
+    :func:`~flowmap_oracle.reports.notation.auto` (their ASCII formulas typeset).
+
     Arguments:
-        title: the document title (first line of page one and PDF metadata).
+        title: the document title (first line of page one and PDF metadata), shown literally.
     """
 
     title: str
     _story: list = field(default_factory=list, repr=False)
+    math_spans: list[str] = field(default_factory=list, repr=False)
+    """The TeX of every inline formula laid out so far (the tests parse them with mathtext)."""
+    figures: int = field(default=0, repr=False)
 
     def __post_init__(self) -> None:
         from reportlab.lib.styles import getSampleStyleSheet
 
+        register_fonts()
         self._styles = getSampleStyleSheet()
-        self.heading(self.title, level=0)
+        for style in self._styles.byName.values():
+            font = getattr(style, "fontName", "")
+            if font:
+                bold = "Bold" if "Bold" in font else ""
+                oblique = "Oblique" if "Oblique" in font or "Italic" in font else ""
+                face = f"-{bold}{oblique}" if bold or oblique else ""
+                style.fontName = (MONO if font.startswith("Courier") else FONT) + face
+        self._styles.add(
+            self._styles["BodyText"].clone(
+                "Caption", fontSize=9, leading=11.5, spaceBefore=2, spaceAfter=10
+            )
+        )
+        self._cell = self._styles["BodyText"].clone(
+            "Cell", fontSize=CELL_SIZE, leading=10, splitLongWords=0
+        )
+        self._head = self._cell.clone("CellHead", fontName=FONT + "-Bold")
+        self._story.append(_paragraph(escape(self.title), self._styles["Title"]))
+
+    def markup(self, text: str, **kwargs) -> str:
+        """Reportlab markup for :class:`~flowmap_oracle.reports.notation.Inline` text
+        (:func:`~flowmap_oracle.reports.notation.prose`), recording its formulas in
+        :attr:`math_spans`; for paragraphs composed with ``paragraph(..., markup=True)``."""
+        return prose(text, on_math=self.math_spans.append, **kwargs)
 
     def heading(self, text: str, *, level: int = 1) -> None:
-        """Append a heading; level 0 is the title, 1 a section, 2 a subsection."""
-        from reportlab.platypus import Paragraph
-
+        """Append a heading (:class:`~flowmap_oracle.reports.notation.Inline` text); level 0 is a
+        title, 1 a section, 2 a subsection, 3 a paragraph heading."""
         style = {0: "Title", 1: "Heading1", 2: "Heading2", 3: "Heading3"}[level]
-        self._story.append(Paragraph(escape(text), self._styles[style]))
+        self._story.append(_paragraph(self.markup(text), self._styles[style]))
 
     def paragraph(self, text: str, *, markup: bool = False, style: str = "BodyText") -> None:
-        """Append a paragraph. Plain text is escaped unless ``markup`` is true (reportlab's
-        mini-HTML: ``<b>``, ``<i>``, ``<font>``)."""
-        from reportlab.platypus import Paragraph
-
-        self._story.append(Paragraph(text if markup else escape(text), self._styles[style]))
+        """Append a paragraph of :class:`~flowmap_oracle.reports.notation.Inline` text, or, when
+        ``markup`` is true, of reportlab markup made by the caller (``<b>``, ``<i>``, ``<font>``,
+        :func:`~flowmap_oracle.reports.notation.prose`)."""
+        self._story.append(_paragraph(text if markup else self.markup(text), self._styles[style]))
 
     def code(self, text: str) -> None:
-        """Append preformatted monospace text (reproduction snippets, commands)."""
+        """Append preformatted monospace text (reproduction snippets, commands); lines longer
+        than the text width are folded."""
         from reportlab.platypus import Preformatted
 
-        self._story.append(Preformatted(text, self._styles["Code"]))
+        style = self._styles["Code"]
+        room = self.text_width - style.leftIndent - style.rightIndent
+        chars = max(20, int(room / (0.602 * style.fontSize)))  # DejaVu Sans Mono: 0.602 em
+        self._story.append(
+            Preformatted(text, style, maxLineLength=chars, splitChars=" ,(", newLineChars="    ")
+        )
 
     def formula(self, latex: str, *, fontsize: int = 12, max_width: float | None = None) -> None:
         """Append a display formula rendered from ``latex`` by mathtext.
@@ -121,22 +189,49 @@ class ReportDocument:
             h, w = h * limit / w, limit
         self._story.append(Image(io.BytesIO(png), width=w, height=h, hAlign="LEFT"))
 
-    def table(self, rows: list[list[str]], *, header: list[str] | None = None) -> None:
-        """Append a table of strings with an optional bold header row."""
-        from reportlab.lib import colors
-        from reportlab.platypus import Paragraph, Table, TableStyle
+    def table(self, rows: Sequence[Sequence[str]], *, header: Sequence[str] | None = None) -> None:
+        """Append a table with an optional bold header row.
 
-        cell = self._styles["BodyText"].clone("cell", fontSize=8, leading=10)
-        data = [[Paragraph(escape(str(c)), cell) for c in r] for r in rows]
+        A plain ``str`` cell is shown literally (names, numbers); an
+        :class:`~flowmap_oracle.reports.notation.Inline` cell (from
+        :func:`~flowmap_oracle.reports.notation.auto` or written with ``$...$``) is typeset;
+        header cells are :class:`~flowmap_oracle.reports.notation.Inline` text. Column widths
+        come from the content (:func:`column_widths`); cells wrap at spaces, and a name wider than
+        its column breaks only after ``. _ : / -``, never inside a word.
+        """
+        from reportlab.lib import colors
+        from reportlab.pdfbase.pdfmetrics import stringWidth
+        from reportlab.platypus import Table, TableStyle
+
+        texts = [[c if isinstance(c, Inline) else literal(c) for c in r] for r in rows]
         if header:
-            bold = cell.clone("head", fontName="Helvetica-Bold")
-            data.insert(0, [Paragraph(escape(h), bold) for h in header])
-        tbl = Table(
-            data,
-            colWidths=_column_widths(rows, header, self.text_width),
-            repeatRows=1 if header else 0,
-            hAlign="LEFT",
-        )
+            texts.insert(0, [Inline(h) for h in header])
+        fonts = [self._cell.fontName] * len(texts)
+        if header:
+            fonts[0] = self._head.fontName
+
+        def measure(i: int) -> Callable[[str], float]:
+            return lambda text: stringWidth(text, fonts[i], CELL_SIZE)
+
+        visible = [[visible_text(prose(c)) for c in r] for r in texts]
+        widths = column_widths(visible, self.text_width, lambda i, t: measure(i)(t))
+        data = []
+        for i, r in enumerate(texts):
+            style = self._head if header and i == 0 else self._cell
+            data.append(
+                [
+                    _paragraph(
+                        self.markup(
+                            c,
+                            break_width=None if widths is None else widths[j] - 2 * CELL_PAD,
+                            measure=measure(i),
+                        ),
+                        style,
+                    )
+                    for j, c in enumerate(r)
+                ]
+            )
+        tbl = Table(data, colWidths=widths, repeatRows=1 if header else 0, hAlign="LEFT")
         style = [
             ("GRID", (0, 0), (-1, -1), 0.25, colors.grey),
             ("VALIGN", (0, 0), (-1, -1), "TOP"),
@@ -147,16 +242,24 @@ class ReportDocument:
         self._story.append(tbl)
 
     def figure(self, fig, *, width: float | None = None, caption: str | None = None) -> None:
-        """Append a matplotlib figure (rendered as PNG at 150 dpi) with an optional caption."""
-        from reportlab.platypus import Image
+        """Append a matplotlib figure (rendered as PNG at 150 dpi), numbered, with an optional
+        caption (:class:`~flowmap_oracle.reports.notation.Inline` text) kept on its page."""
+        from reportlab.lib.utils import ImageReader
+        from reportlab.platypus import Image, KeepTogether
 
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=150, bbox_inches="tight")
-        w_in, h_in = fig.get_size_inches()
+        buf.seek(0)
+        w_px, h_px = ImageReader(buf).getSize()
+        buf.seek(0)
+        w_in = fig.get_size_inches()[0]
         width = width or min(self.text_width, w_in * 72)
-        self._story.append(Image(buf, width=width, height=width * h_in / w_in))
-        if caption:
-            self.paragraph(caption, style="Italic")
+        parts = [Image(buf, width=width, height=width * h_px / w_px)]
+        self.figures += 1
+        label = f"<b>Figure {self.figures}.</b>"
+        text = f"{label} {self.markup(caption)}" if caption else label
+        parts.append(_paragraph(text, self._styles["Caption"]))
+        self._story.append(KeepTogether(parts))
 
     def spacer(self, height: float = 6) -> None:
         from reportlab.platypus import Spacer
@@ -193,3 +296,9 @@ class ReportDocument:
             )
             doc.build(list(self._story))
         return path
+
+
+def _paragraph(text: str, style):
+    from reportlab.platypus import Paragraph
+
+    return Paragraph(text, style)
