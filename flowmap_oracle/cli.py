@@ -677,7 +677,8 @@ def _cmd_bench_teachers(args: argparse.Namespace, progress: Progress) -> int:
             )
     print(format_result(result))
     if args.json is not None:
-        print(f"wrote {_write_json(args.json, {**result.to_json(), 'complete': True})}")
+        record = {**result.to_json(), "complete": True, "stages": finished}
+        print(f"wrote {_write_json(args.json, record)}")
     return EXIT_OK
 
 

@@ -145,7 +145,8 @@ def test_bench_teachers_writes_the_finished_stages(tmp_path, capsys, monkeypatch
 
     monkeypatch.setattr(bench_teachers, "_time", _after(1, bench_teachers._time))
     out = tmp_path / "teachers.json"
-    assert main(["bench", "teachers", "--n", "16", "--json", str(out)]) == EXIT_INTERRUPTED
+    argv = ["bench", "teachers", "--n", "16", "--rtol", "1e-5", "--json", str(out)]
+    assert main(argv) == EXIT_INTERRUPTED
     _interrupt_line(capsys, "stages finished", "marked incomplete")
     record = json.loads(out.read_text())
     assert record["complete"] is False and record["n"] == 16
@@ -153,6 +154,18 @@ def test_bench_teachers_writes_the_finished_stages(tmp_path, capsys, monkeypatch
     assert list(stages)[:4] == ["reference", "reference_check", "warm_up", "ours, repeat 1"]
     assert all(stage["seconds"] >= 0 for stage in stages.values())
     assert record["environment"]["versions"]["torch"]
+
+
+def test_a_complete_teachers_record_has_its_stage_timings(tmp_path, capsys, monkeypatch):
+    from flowmap_oracle.experiments import bench_teachers
+
+    monkeypatch.setattr(bench_teachers, "_LOOSER", ())  # no matched-error reruns: faster
+    out = tmp_path / "teachers.json"
+    assert main(["bench", "teachers", "--n", "8", "--rtol", "1e-5", "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["complete"] is True
+    assert {"reference", "reference_check", "warm_up", "ours, repeat 1"} <= set(record["stages"])
+    assert all(stage["seconds"] >= 0 for stage in record["stages"].values())
 
 
 def test_an_incomplete_teachers_record_is_not_shown_in_the_report(tmp_path):
