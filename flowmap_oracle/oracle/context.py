@@ -218,7 +218,11 @@ class CheckContext:
         try:
             return self.adapter.array_to_ours(a, name=name, shape=shape)
         except (TypeError, ValueError) as err:
-            raise CheckFailure(f"the implementation returned a bad value: {err}") from None
+            got = tuple(getattr(a, "shape", ()))
+            hint = ""
+            if shape is not None and len(got) == 2 and got == tuple(shape)[::-1] != got[::-1]:
+                hint = " (transposed?)"
+            raise CheckFailure(f"bad value: {err}{hint}") from None
 
     def user_network(
         self, net: RandomNetwork | ExactAverageVelocity | Callable, params: Any = None

@@ -3,10 +3,19 @@
 A failing check says what differs and where: the check, the inputs (:class:`Case` and the
 settings), expected against got at the worst entry, the largest error and its index, how many
 entries are outside the tolerance, and a Python snippet that reproduces the failure.
+
+The first line of every failure message is short and self-contained (tools print only that
+line); the detail follows on indented lines. :func:`likely_cause` names a recognisable cause of a
+mismatch (float32 arithmetic, a constant factor, a sign flip, swapped components or reordered
+samples, or an alternative reference the check supplies such as the reference at ``1 - t``), and
+:func:`compare` puts it first.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
@@ -25,6 +34,7 @@ __all__ = [
     "SkipReason",
     "Status",
     "compare",
+    "likely_cause",
 ]
 
 Status = Literal["pass", "fail", "skip"]
@@ -71,6 +81,7 @@ class Mismatch:
         n_bad, n_total: entries outside the tolerance, and all entries.
         tolerance: the tolerance that was applied.
         inputs: the inputs at that sample (times of the row, for per-sample times).
+        hint: the likely cause (:func:`likely_cause`), or ``None`` when none is recognised.
     """
 
     quantity: str
@@ -84,20 +95,28 @@ class Mismatch:
     expected_row: list[float] | None = None
     got_row: list[float] | None = None
     inputs: dict[str, Any] = field(default_factory=dict)
+    hint: str | None = None
+
+    def headline(self) -> str:
+        """The first line: the likely cause when one is recognised, else the size of the error."""
+        count = f"{self.n_bad} of {self.n_total} entries"
+        if self.hint:
+            return f"{self.hint}; largest error {self.max_error:.3g} ({count})"
+        return f"differs from the reference: largest error {self.max_error:.3g} ({count} off)"
 
     def describe(self) -> str:
+        expected, got = _fmt_pair([self.expected], [self.got], digits=10)
         lines = [
-            f"{self.quantity} differs from the reference",
+            self.headline(),
+            f"  {self.quantity} differs from the reference",
             f"  largest error {self.max_error:.3e}; worst entry at index {self.index}: "
-            f"expected {self.expected:.10g}, got {self.got:.10g}",
+            f"expected {expected[1:-1]}, got {got[1:-1]}",
             f"  {self.n_bad} of {self.n_total} entries outside the tolerance "
             f"({self.tolerance.describe()}: {self.tolerance.reason})",
         ]
-        if self.expected_row is not None:
-            lines.append(
-                f"  sample {self.index[0]}: expected {_fmt(self.expected_row)}, "
-                f"got {_fmt(self.got_row)}"
-            )
+        if self.expected_row is not None and self.got_row is not None:
+            expected, got = _fmt_pair(self.expected_row, self.got_row)
+            lines.append(f"  sample {self.index[0]}: expected {expected}, got {got}")
         if self.inputs:
             lines.append(
                 "  at " + ", ".join(f"{k}={_fmt_value(v)}" for k, v in self.inputs.items())
@@ -114,10 +133,19 @@ class Mismatch:
 class CheckFailure(AssertionError):
     """Raised inside a check body: the implementation disagrees with the reference (or broke)."""
 
-    def __init__(self, message: str, *, mismatch: Mismatch | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        mismatch: Mismatch | None = None,
+        traceback: list[str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.mismatch = mismatch
+        self.traceback = traceback
+        """``"file:line in function"`` of the implementation's own frames (innermost last) when
+        the implementation raised."""
         self.case: Case | None = None
 
 
@@ -160,6 +188,8 @@ class CheckResult:
         reproduce: a Python snippet that reruns the failing case.
         seconds: wall-clock time.
         skip_reason: why a skipped check did not run (``None`` unless ``status == "skip"``).
+        traceback: when the implementation raised, its own frames as ``"file:line in function"``
+            (innermost last; the oracle's and the frameworks' frames left out).
     """
 
     check: str
@@ -172,6 +202,7 @@ class CheckResult:
     reproduce: str | None = None
     seconds: float = 0.0
     skip_reason: SkipReason | None = None
+    traceback: list[str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -184,6 +215,7 @@ class CheckResult:
             "mismatch": None if self.mismatch is None else self.mismatch.to_json(),
             "case": None if self.case is None else asdict(self.case),
             "reproduce": self.reproduce,
+            "traceback": None if self.traceback is None else list(self.traceback),
             "seconds": round(self.seconds, 4),
         }
 
@@ -202,6 +234,7 @@ def compare(
     *,
     quantity: str,
     inputs: dict[str, Tensor] | None = None,
+    alternatives: Mapping[str, Tensor] | None = None,
 ) -> None:
     """Raise :class:`CheckFailure` unless ``got`` matches ``expected`` within ``tol``.
 
@@ -211,18 +244,30 @@ def compare(
         tol: the tolerance (``|got - expected| <= atol + rtol |expected|``).
         quantity: what is compared, for the message.
         inputs: per-sample inputs (``(N,)`` tensors such as t and s) reported at the worst row.
+        alternatives: references under a likely mistake, cheap for the check to compute, keyed
+            by what they are (``{"the reference at 1 - t": ...}``); one that ``got`` matches is
+            named as the likely cause (see :func:`likely_cause`).
+
+    Raises:
+        CheckFailure: ``got`` differs (the message starts with the likely cause, if any).
+        RuntimeError: the reference itself is not finite (an error of the oracle).
     """
     if expected.shape != got.shape:
+        hint = likely_cause(expected, got, tol)
         raise CheckFailure(
-            f"{quantity}: shape {tuple(got.shape)} where the reference has {tuple(expected.shape)}"
+            f"{quantity}: shape {tuple(got.shape)} where the reference has "
+            f"{tuple(expected.shape)}" + (f" ({hint})" if hint else "")
         )
+    if not bool(torch.isfinite(expected).all()):
+        raise RuntimeError(f"the reference {quantity} is not finite")
     err = (got - expected).abs()
     allowed = tol.atol + tol.rtol * expected.abs()
     excess = err / allowed
-    bad = excess > 1
+    # NaN > 1 is False: a non-finite entry of ``got`` counts as outside the tolerance.
+    bad = (excess > 1) | ~torch.isfinite(got)
     if not bad.any():
         return
-    flat = int(torch.argmax(excess))
+    flat = int(torch.argmax(torch.where(torch.isnan(excess), math.inf, excess)))
     index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), excess.shape))
     row_in: dict[str, Any] = {}
     if inputs:
@@ -242,14 +287,171 @@ def compare(
         expected_row=expected[index[0]].tolist() if expected.ndim == 2 else None,
         got_row=got[index[0]].tolist() if got.ndim == 2 else None,
         inputs=row_in,
+        hint=likely_cause(expected, got, tol, alternatives=alternatives),
     )
     raise CheckFailure(mismatch.describe(), mismatch=mismatch)
+
+
+# -- likely causes ------------------------------------------------------------------------------
+
+_LOOSEN = 10.0
+"""A pattern explains ``got`` when it reproduces it within this many tolerances."""
+
+
+def likely_cause(
+    expected: Tensor,
+    got: Tensor,
+    tol: Tolerance,
+    *,
+    alternatives: Mapping[str, Tensor] | None = None,
+) -> str | None:
+    """A short guess at why ``got`` differs from ``expected``, or ``None`` if none fits.
+
+    Each guess is a pattern that reproduces ``got`` from ``expected`` within (ten times) ``tol``
+    and explains at least 95% of the mismatch, so a plain wrong value gets no hint. In order:
+
+    * float32 arithmetic: a float64-grade tolerance and an error of 5e-9 to 1e-5 of the values'
+      scale (float32's unit roundoff is 6e-8);
+    * an alternative reference the check supplies (``alternatives``, e.g. the reference at
+      ``1 - t`` or with ``t`` and ``s`` swapped): "matches <key>";
+    * a constant factor ``c`` (least squares): ``-1`` reads "exactly negated"; a scalar gets a
+      hint only for a simple factor (``k`` or ``1/k``, ``k <= 64``);
+    * swapped components (columns) of ``(N, d)`` arrays, or a transposed square array;
+    * reordered samples (rows): every row matches a different row of the reference;
+    * for different shapes: a transposed array.
+    """
+    if expected.shape != got.shape:
+        if got.ndim == 2 and tuple(got.shape) == tuple(expected.shape)[::-1]:
+            return "transposed?"
+        return None
+    e, g = expected.detach().double(), got.detach().double()
+    if e.numel() == 0 or not bool(torch.isfinite(e).all() & torch.isfinite(g).all()):
+        return None
+    scale = float(e.abs().max())
+    if scale == 0.0:
+        return None
+
+    mismatch = float((g - e).abs().max())
+
+    def explains(candidate: Tensor) -> bool:
+        """``candidate`` reproduces ``got`` within (ten times) the tolerance, and leaves at most
+        5% of the mismatch unexplained (a near-miss is no explanation)."""
+        residual = (g - candidate).abs()
+        allowed = _LOOSEN * (tol.atol + tol.rtol * candidate.abs())
+        return bool((residual <= allowed).all()) and float(residual.max()) <= 0.05 * mismatch
+
+    rel = mismatch / scale
+    if tol.rtol < 1e-6 and 5e-9 <= rel <= 1e-5:
+        exact32 = bool((g.float().double() == g).all())
+        what = "values are float32 numbers, " if exact32 else ""
+        return f"looks like float32 arithmetic ({what}relative error {rel:.1e})"
+    for name, alt in (alternatives or {}).items():
+        if alt.shape == g.shape and explains(alt.detach().double()):
+            return f"matches {name}"
+    factor = _constant_factor(e, g, explains)
+    if factor is not None:
+        return factor
+    if e.ndim == 2:
+        swapped = _swapped_columns(e, explains)
+        if swapped is not None:
+            return swapped
+        if e.shape[0] == e.shape[1] and e.shape[0] > 1 and explains(e.T):
+            return "transposed?"
+    if e.ndim >= 1 and 2 <= e.shape[0] <= 512:
+        return _reordered_rows(e, g, tol)
+    return None
+
+
+def _constant_factor(e: Tensor, g: Tensor, explains) -> str | None:
+    c = float((g * e).sum() / (e * e).sum())
+    if not math.isfinite(c) or c == 0.0 or not explains(c * e):
+        return None
+    significant = int((e.abs() > 1e-3 * e.abs().max()).sum())
+    simple = _simple_factor(c)
+    if significant < 2 and simple is None:
+        return None  # one number is always some multiple of another
+    shown = f"{c:.3f}" if 1e-2 <= abs(c) < 1e4 else f"{c:.3e}"
+    if simple == "-1":
+        return "exactly negated: a sign or time-direction flip?"
+    if simple in ("2", "1/2"):
+        return f"off by a factor {shown} (a missing 1/2 or a sum vs mean?)"
+    if simple is not None:
+        return f"off by a factor {shown} ({simple}: a sum vs mean, or a missing constant?)"
+    if c < 0:
+        return f"off by a factor {shown} (a sign flip and a scale?)"
+    return f"off by a factor {shown} (a missing weight or normalisation?)"
+
+
+def _simple_factor(c: float) -> str | None:
+    """``"-1"``, ``"k"`` or ``"1/k"`` (``2 <= k <= 64``, also negated) when ``c`` is one."""
+    sign = "-" if c < 0 else ""
+    a = abs(c)
+    for k in range(1, 65):
+        if abs(a - k) <= 1e-6 * k:
+            return f"{sign}{k}" if k > 1 or sign else None
+        if k > 1 and abs(a - 1 / k) <= 1e-6 / k:
+            return f"{sign}1/{k}"
+    return None
+
+
+def _swapped_columns(e: Tensor, explains) -> str | None:
+    d = e.shape[1]
+    if d < 2:
+        return None
+    perms: list[list[int]]
+    if d <= 4:
+        perms = [list(p) for p in itertools.permutations(range(d)) if list(p) != list(range(d))]
+    elif d <= 64:
+        perms = [list(reversed(range(d)))]
+        for a, b in itertools.combinations(range(d), 2):
+            swap = list(range(d))
+            swap[a], swap[b] = b, a
+            perms.append(swap)
+    else:
+        return None
+    for perm in perms:
+        if explains(e[:, perm]):
+            moved = [(i, j) for i, j in enumerate(perm) if i != j]
+            if len(moved) == 2:
+                (i, _), (j, _) = moved
+                return f"components {i} and {j} swapped: a transposed or reordered output?"
+            where = ", ".join(f"{i} holds {j}" for i, j in moved)
+            return f"components permuted (column {where}): a reordered output?"
+    return None
+
+
+def _reordered_rows(e: Tensor, g: Tensor, tol: Tolerance) -> str | None:
+    n = e.shape[0]
+    ef, gf = e.reshape(n, -1), g.reshape(n, -1)
+    allowed = _LOOSEN * (tol.atol + tol.rtol * ef.abs())  # (n, k): tolerance of each reference row
+    # fits[i, j]: got row i equals reference row j within that row's tolerance
+    fits = ((gf[:, None, :] - ef[None, :, :]).abs() <= allowed[None, :, :]).all(dim=2)
+    if not bool(fits.any(dim=1).all()):
+        return None
+    match = fits.int().argmax(dim=1)
+    if len(set(match.tolist())) != n or bool((match == torch.arange(n)).all()):
+        return None
+    i = int((match != torch.arange(n)).nonzero()[0])
+    return (
+        f"samples reordered: row {i} holds the reference's row {int(match[i])} "
+        "(a shuffled or permuted batch axis?)"
+    )
 
 
 def _fmt(row: list[float] | None) -> str:
     if row is None:
         return "None"
     return "[" + ", ".join(f"{v:.6g}" for v in row) + "]"
+
+
+def _fmt_pair(expected: list[float], got: list[float], digits: int = 6) -> tuple[str, str]:
+    """Both rows with the fewest significant digits (at least ``digits``) that show them apart."""
+    for p in range(digits, 18):
+        a = "[" + ", ".join(f"{v:.{p}g}" for v in expected) + "]"
+        b = "[" + ", ".join(f"{v:.{p}g}" for v in got) + "]"
+        if a != b:
+            return a, b
+    return a, b
 
 
 def _fmt_value(v: Any) -> str:
