@@ -90,6 +90,25 @@ def test_missing_function_is_skipped_with_a_reason():
     assert result.status == "skip" and "provides no meanflow loss" in result.message
 
 
+def test_a_run_that_checks_nothing_fails():
+    from flowmap_oracle.oracle.runner import NOTHING_CHECKED
+
+    results = run_checks(Implementation("provides nothing"))
+    assert [r.status for r in results[:-1]] == ["skip"] * len(checks_for())
+    last = results[-1]
+    assert (last.check, last.status) == (NOTHING_CHECKED, "fail")
+    assert last.message.splitlines()[0] == (
+        f"nothing was checked: all {len(checks_for())} selected checks were skipped"
+    )
+    assert last.to_json()["status"] == "fail"
+    # a selection that holds nothing the implementation provides checks nothing either
+    impl = Implementation("targets only", targets={"meanflow": _sign_flipped_target})
+    results = run_checks(impl, objectives=["flow_matching"])
+    assert (
+        results[-1].check == NOTHING_CHECKED and "provides: meanflow.target" in results[-1].message
+    )
+
+
 def test_an_implementation_that_raises_fails_with_its_error():
     def broken(net, x, t, s, v):
         raise RuntimeError("shape mismatch in my code")

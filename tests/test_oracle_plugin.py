@@ -74,7 +74,94 @@ def test_without_an_implementation_the_plugin_adds_nothing(user_repo):
     result.assert_outcomes(passed=1)
 
 
-def test_a_bad_spec_is_a_clear_error(user_repo):
-    result = user_repo.runpytest_inprocess(*PLUGIN, "--impl=mymeanflow:nope")
-    assert result.ret != 0
-    assert "has no attribute 'nope'" in result.stdout.str() + result.stderr.str()
+# -- nothing checked is a failure --------------------------------------------------------------
+
+
+NOTHING = """
+from flowmap_oracle.oracle import Implementation
+
+
+def nothing():
+    return Implementation("provides nothing")
+"""
+
+
+def test_an_implementation_that_provides_nothing_fails(user_repo):
+    user_repo.makepyfile(emptyimpl=NOTHING)
+    result = user_repo.runpytest_inprocess(
+        *PLUGIN, "--impl=emptyimpl:nothing", "-m", "flowmap_oracle"
+    )
+    assert result.ret == 1
+    outcomes = result.parseoutcomes()
+    assert outcomes["failed"] == 1 and "passed" not in outcomes
+    result.stdout.fnmatch_lines(
+        ["*oracle.nothing_checked [[]fail[]]: nothing was checked: all * checks were skipped*"]
+    )
+
+
+def test_a_session_whose_oracle_checks_were_all_skipped_fails(user_repo):
+    # the implementation provides a MeanFlow target; only flow-matching checks are selected
+    result = user_repo.runpytest_inprocess(
+        *PLUGIN, "--impl=mymeanflow:good", "-k", "flow_matching or their_own"
+    )
+    assert result.ret == 1
+    outcomes = result.parseoutcomes()
+    assert outcomes["skipped"] >= 1 and outcomes["passed"] == 1  # the user's own test passes
+    result.stdout.fnmatch_lines(["*flowmap-oracle: nothing was checked*"])
+
+
+# -- usage errors: one line, exit status 4, no INTERNALERROR -------------------------------------
+
+BAD_SPECS = {
+    "missing module": ("nosuchmodule_xyz:good", "cannot import 'nosuchmodule_xyz'"),
+    "import-time exception": (
+        "raisesonimport:implementation",
+        "importing 'raisesonimport' failed: ZeroDivisionError: division by zero (",
+    ),
+    "factory raises": ("badfactories:raises", "factory 'badfactories:raises' raised KeyError"),
+    "wrong type": ("badfactories:wrong_type", "returned dict, expected an Implementation"),
+    "missing attribute": ("mymeanflow:nope", "has no attribute 'nope'"),
+}
+
+BAD_FACTORIES = """
+def raises():
+    raise KeyError("config")
+
+
+def wrong_type():
+    return {"targets": {}}
+"""
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SPECS))
+def test_a_bad_spec_is_a_usage_error(user_repo, case):
+    user_repo.makepyfile(raisesonimport="x = 1\ny = 1 / 0\n", badfactories=BAD_FACTORIES)
+    spec, message = BAD_SPECS[case]
+    result = user_repo.runpytest_inprocess(*PLUGIN, f"--impl={spec}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert "ERROR: flowmap-oracle: " in err and message in err
+    assert "INTERNALERROR" not in err + result.stdout.str()
+    assert "Traceback" not in err + result.stdout.str()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1
+
+
+JAX64 = """
+from flowmap_oracle.oracle import Implementation
+
+
+def implementation():
+    return Implementation("jax64", conventions={"framework": "jax", "dtype": "float64"})
+"""
+
+
+def test_a_convention_that_cannot_run_is_a_usage_error(user_repo):
+    jax = pytest.importorskip("jax")
+    if jax.config.read("jax_enable_x64"):
+        pytest.skip("x64 is enabled in this process")
+    user_repo.makepyfile(jax64impl=JAX64)
+    result = user_repo.runpytest_inprocess(*PLUGIN, "--impl=jax64impl:implementation")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "jax_enable_x64" in result.stderr.str()
+    assert "INTERNALERROR" not in result.stderr.str() + result.stdout.str()

@@ -5,13 +5,32 @@ convention: it hands our networks, points, times and velocities to the implement
 declared conventions, calls it (turning anything it raises, or a wrong type, dtype, shape or a
 NaN, into a :class:`~.results.CheckFailure` that names the problem), and reads what it returns
 back into our convention.
+
+Warnings: the oracle's own machinery (reference computations, conversions, the networks it hands
+over) runs under :func:`oracle_warnings`, where deprecation warnings are ignored and others are
+shown but never raised, whatever the session's filters (``-W error``, ``filterwarnings = error``):
+a third-party warning inside the oracle is not the implementation's failure. The implementation's
+own code runs under the filters that were in force when the check started (:func:`user_warnings`),
+so its warnings keep the user's configured behaviour.
+
+Errors: when the implementation raises, the failure names the exception and the implementation's
+own frames (file, line, function; the oracle's, the frameworks' and the standard library's frames
+left out, see :func:`user_frames`); a network called with the wrong arguments says so in terms of
+the declared signature.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
+import linecache
+import os
+import sys
+import sysconfig
 import traceback
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +47,16 @@ from .networks import RandomNetwork
 from .results import Case, CheckFailure, CheckSkipped, SkipReason
 from .tolerances import Tolerance, tolerance
 
-__all__ = ["Batch", "CheckContext", "OracleSettings", "exact_network", "teacher"]
+__all__ = [
+    "Batch",
+    "CheckContext",
+    "OracleSettings",
+    "exact_network",
+    "oracle_warnings",
+    "teacher",
+    "user_frames",
+    "user_warnings",
+]
 
 PROFILES = {
     # Deterministic (derandomised hypothesis, no example database) and short: for CI and for
@@ -74,6 +102,215 @@ class OracleSettings:
             f"profile={self.profile}, batch={self.batch}, teacher={self.teacher}, "
             f"hypothesis examples={self.examples}"
         )
+
+
+# -- warnings: the oracle's machinery against the implementation's code --------------------------
+
+_DEPRECATIONS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+
+_USER_FILTERS: contextvars.ContextVar[tuple[Any, ...] | None] = contextvars.ContextVar(
+    "flowmap_oracle_user_warning_filters", default=None
+)
+
+
+@contextlib.contextmanager
+def oracle_warnings() -> Iterator[None]:
+    """Run the oracle's own machinery: deprecation warnings ignored, every other warning shown
+    (``"default"``) and never turned into an error. The filters in force on entry are kept for
+    :func:`user_warnings` inside."""
+    token = _USER_FILTERS.set(tuple(warnings.filters))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            for category in _DEPRECATIONS:
+                warnings.simplefilter("ignore", category)
+            yield
+    finally:
+        _USER_FILTERS.reset(token)
+
+
+@contextlib.contextmanager
+def user_warnings() -> Iterator[None]:
+    """Run the implementation's code under the filters that were in force when the enclosing
+    :func:`oracle_warnings` began (the user's configuration); outside one, change nothing."""
+    saved = _USER_FILTERS.get()
+    if saved is None:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.resetwarnings()
+        for action, message, category, module, lineno in saved:
+            warnings.filterwarnings(
+                action,
+                getattr(message, "pattern", message) or "",
+                category,
+                getattr(module, "pattern", module) or "",
+                lineno,
+                append=True,
+            )
+        yield
+
+
+@functools.cache
+def _load_lazy_framework_modules() -> None:
+    """Import what torch loads on first use of forward-mode AD (its JVP decompositions, which
+    call the deprecated ``torch.jit.script``) under the oracle's filters, once: otherwise the
+    first ``torch.func.jvp`` fails under ``-W error`` wherever it happens to run."""
+    with oracle_warnings():
+        torch.func.jvp(lambda a: a, (torch.zeros(1),), (torch.ones(1),))
+
+
+# -- the implementation's own frames -------------------------------------------------------------
+
+_FRAMEWORKS = (
+    "torch",
+    "functorch",
+    "jax",
+    "jaxlib",
+    "numpy",
+    "scipy",
+    "torchdiffeq",
+    "diffrax",
+    "equinox",
+    "optax",
+    "flax",
+    "hypothesis",
+    "pluggy",
+    "_pytest",
+    "pytest",
+)
+
+
+def _package_dir(module: Any) -> str | None:
+    path = getattr(module, "__file__", None)
+    return None if path is None else os.path.dirname(os.path.abspath(path)) + os.sep
+
+
+def _internal_roots() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(directories of the oracle, the frameworks and the standard library; site directories,
+    which are never internal as a whole)."""
+    import flowmap_oracle
+
+    roots = [_package_dir(flowmap_oracle)]
+    roots += [_package_dir(sys.modules[name]) for name in _FRAMEWORKS if name in sys.modules]
+    paths = sysconfig.get_paths()
+    stdlib = {os.path.abspath(paths[k]) + os.sep for k in ("stdlib", "platstdlib") if k in paths}
+    sites = {os.path.abspath(paths[k]) + os.sep for k in ("purelib", "platlib") if k in paths}
+    return tuple(r for r in [*roots, *stdlib] if r), tuple(sites)
+
+
+def _is_internal(filename: str, roots: tuple[str, ...], sites: tuple[str, ...]) -> bool:
+    if filename.startswith("<frozen") or filename.startswith("<__array_function__"):
+        return True
+    path = os.path.abspath(filename)
+    for root in roots:
+        if path.startswith(root):
+            # A site directory inside the standard library's folder (virtual environments, conda)
+            # holds user packages too: only the frameworks' own folders there are internal.
+            inside_site = any(path.startswith(site) and not root.startswith(site) for site in sites)
+            if not inside_site:
+                return True
+    return False
+
+
+def _frame_text(frame: traceback.FrameSummary) -> str:
+    filename = frame.filename
+    with contextlib.suppress(ValueError):
+        rel = os.path.relpath(filename)
+        if not rel.startswith(".."):
+            filename = rel
+    return f"{filename}:{frame.lineno} in {frame.name}"
+
+
+def user_frames(err: BaseException, fn: Callable | None = None) -> list[traceback.FrameSummary]:
+    """The frames of ``err``'s traceback that are the implementation's own, outermost first.
+
+    Frames of the oracle, of torch, JAX and the other frameworks, of pytest and of the standard
+    library are left out (JAX already filters its own frames from tracebacks; with
+    ``JAX_TRACEBACK_FILTERING=off`` they are left out here). The file defining ``fn`` always
+    counts as the implementation's, even inside this package (the mutants, the reference). When
+    ``err`` itself has none, its ``__cause__`` and then its ``__context__`` are searched.
+    """
+    roots, sites = _internal_roots()
+    own = getattr(getattr(fn, "__code__", None), "co_filename", None)
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [err]
+    while pending:
+        exc = pending.pop(0)
+        if exc is None or id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        frames = [
+            f
+            for f in traceback.extract_tb(exc.__traceback__)
+            if f.filename == own or not _is_internal(f.filename, roots, sites)
+        ]
+        if frames:
+            return frames
+        pending += [exc.__cause__, None if exc.__suppress_context__ else exc.__context__]
+    return []
+
+
+def _exception_text(err: BaseException) -> str:
+    """``Type: message`` without notes (JAX adds one about its removed frames)."""
+    name = type(err).__qualname__
+    module = type(err).__module__
+    if module not in ("builtins", "__main__") and not module.startswith(_FRAMEWORKS):
+        name = f"{module}.{name}"
+    text = str(err)
+    return f"{name}: {text}" if text else name
+
+
+def _describe_raise(what: str, err: BaseException, fn: Callable) -> tuple[str, list[str]]:
+    """The failure message for ``err`` raised by the implementation's ``what``, and its frames."""
+    text = _exception_text(err)
+    first, *rest = text.splitlines() or [text]
+    if len(first) > 160:
+        rest = [first, *rest]
+        first = first[:157] + "..."
+    lines = [f"the implementation's {what} raised {first}"]
+    if rest:
+        lines.append("  message:")
+        lines += [f"    {line}" for line in (rest if len(rest) < 20 else [*rest[:19], "..."])]
+    frames = user_frames(err, fn)
+    if frames:
+        lines.append("  in your code (innermost last):")
+        for frame in frames[-6:]:
+            lines.append(f"    {_frame_text(frame)}")
+            source = (frame.line or linecache.getline(frame.filename, frame.lineno or 0)).strip()
+            if source:
+                lines.append(f"      {source}")
+    return "\n".join(lines), [_frame_text(f) for f in frames]
+
+
+_SIGNATURE_ARGS = {
+    "x_t_s": "(x, t, s)",
+    "x_s_t": "(x, s, t)",
+    "x_t_dt": "(x, t, t - s)",
+    "shortcut_log2": "(x, t, level)",
+}
+
+
+def _guarded(fn: Callable, what: str, n: int, takes: str) -> Callable:
+    """``fn`` for the implementation to call: the arguments are checked against what it takes
+    (a wrong call says what the user did, not which wrapper refused it), and the call runs as
+    the oracle's machinery under :func:`oracle_warnings`."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if kwargs:
+            raise TypeError(
+                f"{what} was called with keyword arguments ({', '.join(kwargs)}); it takes "
+                f"{n} positional arguments: {takes}"
+            )
+        if len(args) != n:
+            raise TypeError(
+                f"{what} was called with {len(args)} argument{'s' * (len(args) != 1)}; {takes}"
+            )
+        with oracle_warnings():
+            return fn(*args)
+
+    return call
 
 
 @functools.cache
@@ -154,6 +391,7 @@ class CheckContext:
         self.settings = settings
         self.adapter = ConventionAdapter(impl.conventions)
         self.conventions = self.adapter.conventions
+        _load_lazy_framework_modules()
 
     # -- requirements ------------------------------------------------------------------------
 
@@ -239,7 +477,7 @@ class CheckContext:
                 fn = net if params is None else net.functional(params)
             else:
                 fn = net
-            return self.adapter.network_to_user(fn)
+            return self._guarded_network(self.adapter.network_to_user(fn))
         from . import jax_bridge
 
         if callable(net) and not isinstance(net, RandomNetwork | ExactAverageVelocity):
@@ -249,7 +487,12 @@ class CheckContext:
             fn = functools.partial(RandomNetwork.jax_apply, p)
         else:
             fn = jax_bridge.exact_network_jax(net, self.conventions.dtype)
-        return self.adapter.network_to_user(fn)
+        return self._guarded_network(self.adapter.network_to_user(fn))
+
+    def _guarded_network(self, network: Callable) -> Callable:
+        signature = self.conventions.signature.value
+        takes = f"your declared signature {signature!r} takes {_SIGNATURE_ARGS[signature]}"
+        return _guarded(network, "the network", 3, takes)
 
     def user_times(self, t: Tensor) -> Any:
         return self.to_user(self.adapter.time_to_user(t, ops=self.adapter.torch_ops))
@@ -283,10 +526,17 @@ class CheckContext:
             raise ValueError(f"kind must be 'velocity' or 'solver', got {kind!r}")
         if self.conventions.framework == "torch":
             dtype = self.adapter.user_dtype
-            return lambda x_u, *taus: in_torch(x_u, *taus).to(dtype)
-        from .jax_bridge import torch_function_jax
 
-        return torch_function_jax(in_torch, self.conventions.dtype)
+            def field(x_u, *taus):
+                return in_torch(x_u, *taus).to(dtype)
+
+        else:
+            from .jax_bridge import torch_function_jax
+
+            field = torch_function_jax(in_torch, self.conventions.dtype)
+        if kind == "velocity":
+            return _guarded(field, "the teacher velocity", 2, "it takes (x, t)")
+        return _guarded(field, "the teacher solver", 3, "it takes (x, t, s)")
 
     def network_output_in_user_units(self, F: Tensor, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
         """``N = (F - q x) / k``: what the user's network outputs where ours gives ``F``."""
@@ -309,19 +559,23 @@ class CheckContext:
     # -- calling the implementation ------------------------------------------------------------
 
     def call(self, what: str, fn: Callable, *args: Any) -> Any:
-        """Call the implementation's ``fn``; anything it raises becomes a :class:`CheckFailure`."""
+        """Call the implementation's ``fn`` under the user's warning filters; anything it raises
+        becomes a :class:`CheckFailure` that names the exception and the implementation's own
+        frames (and is chained to the original exception)."""
         try:
-            return fn(*args)
+            with user_warnings():
+                return fn(*args)
         except CheckFailure:
             raise
         except ConventionError as err:
             raise CheckFailure(
                 f"the implementation's {what} called the network with inputs its declared "
-                f"conventions cannot express: {err}"
-            ) from None
+                f"conventions cannot express: {err}",
+                traceback=[_frame_text(f) for f in user_frames(err, fn)],
+            ) from err
         except Exception as err:
-            tb = traceback.format_exception_only(type(err), err)[-1].strip()
-            raise CheckFailure(f"the implementation's {what} raised {tb}") from None
+            message, frames = _describe_raise(what, err, fn)
+            raise CheckFailure(message, traceback=frames) from err
 
     def function(self, objective: str, role: str) -> Callable:
         """The implementation's ``role`` function for ``objective`` (the runner skips a check

@@ -104,6 +104,7 @@ class Implementation:
         if not isinstance(self.name, str) or not self.name:
             raise ImplementationError("Implementation.name must be a non-empty string")
         object.__setattr__(self, "conventions", Conventions.from_mapping(self.conventions))
+        _check_runnable(self.conventions)
         for kind, role in (("targets", Role.TARGET), ("losses", Role.LOSS)):
             table = getattr(self, kind)
             if not isinstance(table, Mapping):
@@ -136,6 +137,24 @@ class Implementation:
         if self.flow_map is not None:
             out.append("model.flow_map")
         return out
+
+
+def _check_runnable(conventions: Conventions) -> None:
+    """Refuse declared conventions that cannot run in this process (before any check runs)."""
+    if conventions.framework != "jax":
+        return
+    try:
+        import jax
+    except ImportError as err:
+        raise ImplementationError(
+            f"framework 'jax' was declared, but JAX cannot be imported: {err}"
+        ) from None
+    if conventions.dtype == "float64" and not jax.config.read("jax_enable_x64"):
+        raise ImplementationError(
+            "dtype 'float64' was declared for a JAX implementation, but JAX runs in float32 "
+            "unless jax_enable_x64 is set: call jax.config.update('jax_enable_x64', True) "
+            "before building the implementation, or declare dtype 'float32'"
+        )
 
 
 def _check_function(where: str, method: str, role: Role, fn: object) -> None:
@@ -200,8 +219,14 @@ def load_implementation(spec: str | None = None) -> Implementation:
         sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ImplementationError(f"cannot import {module_name!r} from {spec!r}: {err}") from err
+    except ModuleNotFoundError as err:
+        if err.name is not None and (module_name + ".").startswith(err.name + "."):
+            raise ImplementationError(
+                f"cannot import {module_name!r} from {spec!r}: {err}"
+            ) from err
+        raise ImplementationError(f"importing {module_name!r} failed: {_located(err)}") from err
+    except Exception as err:  # the user's module raised while it was imported
+        raise ImplementationError(f"importing {module_name!r} failed: {_located(err)}") from err
     try:
         factory = getattr(module, attr)
     except AttributeError:
@@ -210,8 +235,10 @@ def load_implementation(spec: str | None = None) -> Implementation:
         raise ImplementationError(f"{spec!r} is not callable")
     try:
         impl = factory()
+    except ImplementationError as err:
+        raise ImplementationError(f"factory {spec!r}: {err}") from err
     except Exception as err:
-        raise ImplementationError(f"factory {spec!r} raised {type(err).__name__}: {err}") from err
+        raise ImplementationError(f"factory {spec!r} raised {_located(err)}") from err
     if not isinstance(impl, Implementation):
         raise ImplementationError(
             f"factory {spec!r} returned {type(impl).__name__}, expected an Implementation"
@@ -219,3 +246,17 @@ def load_implementation(spec: str | None = None) -> Implementation:
     if impl.spec is None:
         object.__setattr__(impl, "spec", spec)
     return impl
+
+
+def _located(err: BaseException) -> str:
+    """``Type: message (file:line)``: one line, at the innermost frame of the user's code."""
+    from .context import user_frames
+
+    text = str(err).splitlines()[0] if str(err) else ""
+    out = type(err).__name__ + (f": {text}" if text else "")
+    if isinstance(err, SyntaxError) and err.filename:
+        return f"{out} ({err.filename}:{err.lineno})" if err.filename not in out else out
+    frames = user_frames(err)
+    if frames:
+        out += f" ({frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name})"
+    return out

@@ -3,12 +3,20 @@
 
 :func:`run_check` skips a check with a :class:`~.results.SkipReason` when the implementation does
 not provide its role, runs the explicit cases and then hypothesis draws, and returns a
-:class:`~.results.CheckResult` whose failure message carries a reproduction snippet.
+:class:`~.results.CheckResult` whose failure message carries a reproduction snippet. The check
+runs as the oracle's machinery (:func:`~.context.oracle_warnings`): a warning inside the oracle
+never fails it, while the implementation's own code keeps the session's warning filters.
+
+A run in which every check was skipped checked nothing, and must not pass: :func:`run_checks`
+then adds a failing result named :data:`NOTHING_CHECKED`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
+import traceback
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,13 +26,24 @@ from hypothesis import settings as hsettings
 from ..conventions import Method
 from . import checks as _checks  # noqa: F401  (registers every check)
 from .cases import CaseSpace
-from .context import CheckContext, OracleSettings
+from .context import CheckContext, OracleSettings, oracle_warnings
 from .implementation import Implementation, load_implementation
 from .protocols import MODEL
 from .registry import CHECKS, Check
 from .results import Case, CheckFailure, CheckResult, CheckSkipped, SkipReason, Status
 
-__all__ = ["checks_for", "reproduce", "reproduction_snippet", "run_check", "run_checks"]
+__all__ = [
+    "NOTHING_CHECKED",
+    "checks_for",
+    "nothing_checked",
+    "reproduce",
+    "reproduction_snippet",
+    "run_check",
+    "run_checks",
+]
+
+NOTHING_CHECKED = "oracle.nothing_checked"
+"""The name of the failing result :func:`run_checks` adds when every check was skipped."""
 
 
 def checks_for(objective: str | None = None) -> list[Check]:
@@ -88,8 +107,13 @@ def run_check(
             f"the implementation provides no {what} function",
             skip_reason=SkipReason.NOT_PROVIDED,
         )
-    ctx = CheckContext(impl, settings)
+    # The oracle's warning filters for the whole run (entered here rather than in a ``with``
+    # block: the source of ``drawn`` below, indentation included, seeds hypothesis's
+    # derandomised draws, which must not change with this function's layout).
+    guard = contextlib.ExitStack()
+    guard.enter_context(oracle_warnings())
     try:
+        ctx = CheckContext(impl, settings)
         space = ctx.space(chk.space)
         for case in space.explicit():
             _run_case(chk, ctx, case, space)
@@ -111,10 +135,25 @@ def run_check(
             mismatch=failure.mismatch,
             case=failure.case,
             reproduce=reproduction_snippet(chk, impl, failure.case, settings),
+            traceback=failure.traceback,
         )
     except Exception as err:  # an error of the oracle itself, not of the implementation
-        return result("fail", f"internal error of the oracle: {type(err).__name__}: {err}")
+        return result("fail", _internal_error(err))
+    finally:
+        guard.close()
     return result("pass", f"passed ({_n_cases(chk, settings, space)} cases)")
+
+
+def _internal_error(err: Exception) -> str:
+    """One line naming the error, then where in the oracle it happened (for a bug report)."""
+    text = str(err).splitlines()[0] if str(err) else ""
+    lines = [f"internal error of the oracle: {type(err).__name__}" + (f": {text}" if text else "")]
+    frames = traceback.extract_tb(err.__traceback__)
+    if frames:
+        last = frames[-1]
+        lines.append(f"  at {last.filename}:{last.lineno} in {last.name}")
+    lines.append("  this is a bug of flowmap-oracle, not of the implementation; please report it")
+    return "\n".join(lines)
 
 
 def _n_cases(chk: Check, settings: OracleSettings, space: CaseSpace) -> str:
@@ -129,7 +168,11 @@ def run_checks(
     objectives: Iterable[str] | None = None,
     stop_at_first_failure: bool = False,
 ) -> list[CheckResult]:
-    """Run every applicable check (of ``objectives``) on ``impl``."""
+    """Run every applicable check (of ``objectives``) on ``impl``.
+
+    When every check was skipped (or none was selected), the list ends with a failing result
+    named :data:`NOTHING_CHECKED`: a run that checked nothing does not pass.
+    """
     wanted = None if objectives is None else set(objectives)
     results = []
     for chk in checks_for():
@@ -139,7 +182,40 @@ def run_checks(
         results.append(res)
         if stop_at_first_failure and res.status == "fail":
             break
+    if not any(r.status in ("pass", "fail") for r in results):
+        results.append(nothing_checked(impl, results))
     return results
+
+
+def nothing_checked(impl: Implementation, skipped: list[CheckResult]) -> CheckResult:
+    """The failing result of a run whose checks (``skipped``) were all skipped."""
+    reasons = Counter(
+        "skipped" if r.skip_reason is None else r.skip_reason.value.replace("_", " ")
+        for r in skipped
+    )
+    provided = ", ".join(impl.provided()) or "nothing"
+    lines = [
+        f"nothing was checked: all {len(skipped)} selected checks were skipped"
+        if skipped
+        else "nothing was checked: no check was selected",
+        f"  {impl.name!r} provides: {provided}",
+    ]
+    if reasons:
+        lines.append("  skipped: " + ", ".join(f"{n} {why}" for why, n in sorted(reasons.items())))
+    other = [r for r in skipped if r.skip_reason is not SkipReason.NOT_PROVIDED]
+    if other:
+        lines.append(f"  for example {other[0].check}: {other[0].message.splitlines()[0]}")
+    lines.append(
+        "  provide a target, loss or flow_map that a check applies to (the protocols are "
+        "listed in flowmap_oracle.oracle.protocols.PROTOCOLS)"
+    )
+    return CheckResult(
+        NOTHING_CHECKED,
+        "oracle",
+        "fail",
+        "\n".join(lines),
+        description="fails a run in which every check was skipped: checking nothing is no pass",
+    )
 
 
 def reproduction_snippet(
@@ -179,6 +255,7 @@ def reproduce(
         load_implementation(implementation) if isinstance(implementation, str) else implementation
     )
     settings = OracleSettings(batch=batch, teacher=teacher)
-    ctx = CheckContext(impl, settings)
-    space = ctx.space(chk.space)
-    _run_case(chk, ctx, Case(seed, t, s, r), space)
+    with oracle_warnings():
+        ctx = CheckContext(impl, settings)
+        space = ctx.space(chk.space)
+        _run_case(chk, ctx, Case(seed, t, s, r), space)
