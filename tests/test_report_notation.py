@@ -41,18 +41,18 @@ def _mathtext_parses(tex: str) -> None:
 @pytest.mark.parametrize(
     ("tex", "markup"),
     [
-        ("x_t", f"<i>x</i>{SUB_TAG}<i>t</i></sub>"),
+        ("x_t", f"<i>x</i>{SUB_TAG}<i>t</i></sub>"),  # tag attributes keep their spaces
         (r"\Phi_{1\to 0}(x_1)", f"\u03a6{SUB_TAG}1\u21920</sub>(<i>x</i>{SUB_TAG}1</sub>)"),
-        ("x_1 - x_0", f"<i>x</i>{SUB_TAG}1</sub>{NBSP}\u2212 <i>x</i>{SUB_TAG}0</sub>"),
+        ("x_1 - x_0", f"<i>x</i>{SUB_TAG}1</sub>{NBSP}\u2212{NBSP}<i>x</i>{SUB_TAG}0</sub>"),
         ("-t", "\u2212<i>t</i>"),  # unary minus: no space
-        ("a = -b", f"<i>a</i>{NBSP}= \u2212<i>b</i>"),
+        ("a = -b", f"<i>a</i>{NBSP}={NBSP}\u2212<i>b</i>"),
         (r"\sigma_d^2", f"<i>\u03c3</i>{SUB_TAG}<i>d</i></sub>{SUP_TAG}2</super>"),
         (r"\mathrm{sg}(v)", "sg(<i>v</i>)"),
         (r"F^*", f"<i>F</i>{SUP_TAG}*</super>"),
         (r"F(x,t,s)", f"<i>F</i>(<i>x</i>,{NBSP}<i>t</i>,{NBSP}<i>s</i>)"),
         (r"\frac{d}{dt}", "<i>d</i>/<i>dt</i>"),
-        (r"\sqrt{a+b}", f"\u221a(<i>a</i>{NBSP}+ <i>b</i>)"),
-        (r"x < y", f"<i>x</i>{NBSP}&lt; <i>y</i>"),
+        (r"\sqrt{a+b}", f"\u221a(<i>a</i>{NBSP}+{NBSP}<i>b</i>)"),
+        (r"x < y", f"<i>x</i>{NBSP}&lt;{NBSP}<i>y</i>"),
     ],
 )
 def test_math_markup_sets_notation_like_mathtext(tex, markup):
@@ -60,6 +60,19 @@ def test_math_markup_sets_notation_like_mathtext(tex, markup):
     spaced relations and operators (non-breaking before, breaking after), tight scripts."""
     assert math_markup(tex) == markup
     _mathtext_parses(tex)
+
+
+def test_a_long_formula_breaks_only_after_relations_and_operators():
+    """A short formula is held together; a long one may break after ``=``, ``+`` or ``-``
+    (TeX's rule), never before them or inside an argument list."""
+    short = math_markup("t = 1")
+    assert " " not in short and NBSP in short
+    long = math_markup(r"f_{t\to s}(x, y) = x + (s - t)\,F(x, t, s) + \alpha\beta")
+    breaks = [m.start() for m in re.finditer(" ", visible_text(long))]
+    text = visible_text(long)
+    assert len(breaks) == 4
+    assert all(text[i - 1] in "=+\u2212" for i in breaks), text
+    assert "F(x,\xa0t,\xa0s)" in text
 
 
 def test_math_markup_rejects_what_it_cannot_set():
@@ -260,3 +273,38 @@ def test_fonts_are_matplotlibs_dejavu():
     names = pdfmetrics.getRegisteredFontNames()
     for face in ("", "-Bold", "-Oblique", "-BoldOblique"):
         assert notation.FONT + face in names and notation.MONO + face in names
+
+
+def _five_per_char(_row: int, text: str) -> float:
+    return 5.0 * len(text)
+
+
+def test_column_widths_keep_names_whole_and_let_short_text_wrap():
+    """The identity summary: a column of names stays whole; the short text columns wrap."""
+    name = "facm.consistency_is_meanflow"
+    cells = [
+        ["identity", "status", "symbolic", "numeric on", "residual", "s"],
+        [name, "pass", "exact simplification", "random smooth functions", "1.8e-40", "0.4"],
+    ]
+    got = column_widths(cells, 483.0, _five_per_char, header_rows=1)
+    assert got is not None and abs(sum(got) - 483.0) < 1e-6
+    assert got[0] == 5.0 * len(name) + 2 * CELL_PAD
+    assert got[2] < 5.0 * len("exact simplification") + 2 * CELL_PAD  # wraps
+    assert got[2] >= 5.0 * len("simplification") + 2 * CELL_PAD  # at a word boundary
+    assert got[4] == 5.0 * len("residual") + 2 * CELL_PAD  # numbers keep their width
+
+
+def test_column_widths_give_long_text_its_share_and_break_names_between_parts():
+    """The kill table: the description gets its share of the width; the check names break
+    between their dotted parts rather than squeezing it."""
+    total = 400.0
+    mutant, check = "consistency.step_wrong_direction", "consistency.loss.value_and_gradient"
+    bug = "the neighbour x_t + dt (x1 - x0): a consistency step in the wrong direction " * 2
+    cells = [["mutant", "killed by", "the bug"], [mutant, check, bug]]
+    got = column_widths(cells, total, _five_per_char, header_rows=1)
+    assert got is not None and abs(sum(got) - total) < 1e-6
+    from flowmap_oracle.reports.document import PROSE_SHARE
+
+    assert got[2] >= PROSE_SHARE * total - 1e-6
+    part = 5.0 * len("value_and_gradient") + 2 * CELL_PAD
+    assert part <= got[1] < 5.0 * len(check) + 2 * CELL_PAD

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,39 +37,68 @@ CELL_SIZE = 8.0
 """The font size of table cells, in points."""
 
 
+PROSE_SHARE = 0.3
+"""The share of the text width a column of running text gets before names are broken."""
+
+
 def column_widths(
-    cells: Sequence[Sequence[str]], total: float, measure: Callable[[int, str], float]
+    cells: Sequence[Sequence[str]],
+    total: float,
+    measure: Callable[[int, str], float],
+    *,
+    header_rows: int = 0,
 ) -> list[float] | None:
     """Column widths in points from the cells' visible text (``measure(row, text)`` gives a
     text's width in that row's font; a newline separates forced lines).
 
-    Each column has a natural width (its widest line) and a minimum (its widest unbreakable
-    piece: a word, or a piece of a long name between the points where it may break, after
-    ``. _ : / -``), both plus the cell padding. A table whose natural widths fit keeps them;
-    otherwise the columns are filled like water up to a common level ``c``: a column gets
-    ``min(natural, c)`` but never less than its minimum, with ``c`` chosen so that the widths sum
-    to ``total``. Narrow columns (numbers, statuses) keep their natural width and the wide ones
-    share the rest equally, each wrapping at word boundaries. When even the minimums do not fit,
-    the minimums are returned (the table is wider than ``total``; no word is ever split).
+    Each column has a natural width (its widest line) and a floor it is never narrower than
+    (plus the cell padding). A table whose natural widths fit keeps them; otherwise the columns
+    are filled like water above their floors up to a common level ``c``: a column gets
+    ``min(natural, c)`` but not less than its floor, with ``c`` chosen so that the widths sum to
+    ``total``. Narrow columns (numbers, statuses) keep their natural width and the wide ones
+    share the rest, wrapping at spaces.
+
+    The floors are the first of these tiers that fits in ``total``: a column of long running
+    text (a cell below the header with a space, wider than :data:`PROSE_SHARE` of the width)
+    gets that share, a column of short text its widest word, and a column of names keeps each
+    name whole; then names may break between their dotted parts; then long text narrows to its
+    widest word; finally every column narrows to its widest piece between break points (after
+    ``. : / _ -``). When even that does not fit, the table is wider than ``total`` and no word
+    is split.
     """
     if not cells:
         return None
     n = max(len(r) for r in cells)
-    natural, minimum = [0.0] * n, [0.0] * n
+    natural = [0.0] * n
+    widest = [[0.0] * n for _ in range(3)]  # words, dotted parts, pieces
+    prose = [False] * n
     for i, row in enumerate(cells):
         for j, text in enumerate(row):
             natural[j] = max([natural[j], *(measure(i, line) for line in text.split("\n"))])
-            for piece in unbreakable_pieces(text):
-                minimum[j] = max(minimum[j], measure(i, piece))
-    natural = [w + 2 * CELL_PAD for w in natural]
-    minimum = [w + 2 * CELL_PAD for w in minimum]
+            for level in range(3):
+                for piece in unbreakable_pieces(text, level):
+                    widest[level][j] = max(widest[level][j], measure(i, piece))
+            prose[j] = prose[j] or (i >= header_rows and bool(re.search(r"[ \t\n]", text)))
+    pad = 2 * CELL_PAD
+    natural = [w + pad for w in natural]
+    words, parts, pieces = ([w + pad for w in ws] for ws in widest)
     if sum(natural) <= total:
         return natural
-    if sum(minimum) >= total:
-        return minimum
+    share = PROSE_SHARE * total
+    long_text = [prose[j] and natural[j] > share for j in range(n)]
+    room = [max(words[j], share) if long_text[j] else words[j] for j in range(n)]
+    tiers = [
+        room,
+        [room[j] if prose[j] else parts[j] for j in range(n)],
+        [words[j] if prose[j] else parts[j] for j in range(n)],
+        pieces,
+    ]
+    floor = next((t for t in tiers if sum(t) <= total), None)
+    if floor is None:
+        return pieces
 
     def widths(level: float) -> list[float]:
-        return [max(lo, min(hi, level)) for lo, hi in zip(minimum, natural, strict=True)]
+        return [max(lo, min(hi, level)) for lo, hi in zip(floor, natural, strict=True)]
 
     low, high = 0.0, max(natural)
     for _ in range(100):
@@ -214,7 +244,12 @@ class ReportDocument:
             return lambda text: stringWidth(text, fonts[i], CELL_SIZE)
 
         visible = [[visible_text(prose(c)) for c in r] for r in texts]
-        widths = column_widths(visible, self.text_width, lambda i, t: measure(i)(t))
+        widths = column_widths(
+            visible,
+            self.text_width,
+            lambda i, t: measure(i)(t),
+            header_rows=1 if header else 0,
+        )
         data = []
         for i, r in enumerate(texts):
             style = self._head if header and i == 0 else self._cell
@@ -231,7 +266,14 @@ class ReportDocument:
                     for j, c in enumerate(r)
                 ]
             )
-        tbl = Table(data, colWidths=widths, repeatRows=1 if header else 0, hAlign="LEFT")
+        tbl = Table(
+            data,
+            colWidths=widths,
+            repeatRows=1 if header else 0,
+            hAlign="LEFT",
+            spaceBefore=4,
+            spaceAfter=6,
+        )
         style = [
             ("GRID", (0, 0), (-1, -1), 0.25, colors.grey),
             ("VALIGN", (0, 0), (-1, -1), "TOP"),

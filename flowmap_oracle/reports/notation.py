@@ -53,6 +53,9 @@ MONO = "DejaVuSansMono"
 SUB_TAG = '<sub rise="20%" size="72%">'
 SUP_TAG = '<super rise="35%" size="72%">'
 NBSP = "\xa0"
+SHORT_FORMULA = 24
+"""An inline formula of at most this many characters never breaks across lines; a longer one
+may break after a relation or binary operator."""
 
 
 class Inline(str):
@@ -390,14 +393,17 @@ def math_markup(tex: str, *, italic: bool = True) -> str:
     ``\\cdot \\circ \\times \\pm``, ``\\partial \\nabla \\infty \\int \\sum \\|``, ``\\mathrm{..}``,
     ``\\frac{a}{b}`` (set as ``a/b``), ``\\sqrt{x}``, ``\\dot{x}``, ``\\sin`` and other function
     names, and the spaces ``\\, \\; \\quad``. Letters and lower-case Greek letters are italic
-    (when ``italic``), as in mathtext.
+    (when ``italic``), as in mathtext. A formula of up to :data:`SHORT_FORMULA` characters
+    stays on one line.
 
     Raises:
         ValueError: for an unknown command or unbalanced braces; the message names the formula.
     """
     parser = _TexParser(tex, italic)
-    atoms = parser.atoms(script=False)
-    return _layout(atoms, script=False)
+    markup = _layout(parser.atoms(script=False), script=False)
+    if len(visible_text(markup)) <= SHORT_FORMULA:
+        markup = re.sub(r" (?![^<]*>)", NBSP, markup)  # t = 1 is never split across lines
+    return markup
 
 
 # --------------------------------------------------------------------------------------------
@@ -436,12 +442,14 @@ _BREAK_LEVELS = (
 )
 
 
-def unbreakable_pieces(text: str) -> list[str]:
+def unbreakable_pieces(text: str, level: int = len(_BREAK_LEVELS)) -> list[str]:
     """The pieces of ``text`` that no line break may split: its words (non-breaking spaces
-    hold a formula together), and inside a long name the parts between its break points."""
-    return [
-        piece for word in re.split(r"[ \t\n]+", text) if word for piece in _BREAK_AFTER.split(word)
-    ]
+    hold a formula together) with ``level=0``; a long name also split between its dotted parts
+    with ``level=1``; and after ``_`` or ``-`` too with ``level=2`` (the default)."""
+    words = [word for word in re.split(r"[ \t\n]+", text) if word]
+    for pattern in _BREAK_LEVELS[:level]:
+        words = [piece for word in words for piece in pattern.split(word)]
+    return words
 
 
 def _fill(word: str, width: float, measure: Callable[[str], float], level: int) -> list[str]:
