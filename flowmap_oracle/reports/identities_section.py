@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
 import sympy as sp
 
 from ..identities._core import display_latex
 from .document import ReportDocument
+from .notation import MONO, auto, prose
 
 if TYPE_CHECKING:
     from ..identities import CheckResult, Identity
@@ -88,102 +89,22 @@ def mathtext_latex(latex: str) -> str:
     return out
 
 
-_GREEK = {
-    "alpha": "\u03b1",
-    "beta": "\u03b2",
-    "gamma": "\u03b3",
-    "delta": "\u03b4",
-    "epsilon": "\u03b5",
-    "eps": "\u03b5",
-    "theta": "\u03b8",
-    "lambda": "\u03bb",
-    "mu": "\u03bc",
-    "pi": "\u03c0",
-    "sigma": "\u03c3",
-    "tau": "\u03c4",
-    "phi": "\u03c6",
-    "psi": "\u03c8",
-    "Phi": "\u03a6",
-    "Delta": "\u0394",
-}
-_GREEK_RE = re.compile(
-    r"(?<![A-Za-z])(" + "|".join(sorted(_GREEK, key=len, reverse=True)) + r")(?![A-Za-z])"
-)
-_PARTIAL_RE = re.compile(r"(?<![A-Za-z])d_(\{[^{}]*\}|\w)")
-_SUB_BRACED = re.compile(r"_\{([^{}]*)\}")
-_SUB = re.compile(r"_([0-9A-Za-z\u0391-\u03c9]+)")
-_SUP_BRACED = re.compile(r"\^\{([^{}]*)\}")
-_SUP = re.compile(r"\^(-?[0-9A-Za-z\u0391-\u03c9]+)")
-_FONT = "DejaVuSans"
-_SUB_TAG = '<sub rise="20%" size="72%">'
-_SUP_TAG = '<super rise="35%" size="72%">'
-
-
 def pretty(text: str) -> str:
-    """Turn the identities' ASCII math (``x_t``, ``F_{t->s}``, ``d_t F``, ``alpha``, ``int_s^t``,
-    ``(t - s)^2``) into reportlab markup with Unicode symbols, subscripts and superscripts.
-
-    The text is escaped first, so it may contain ``<``, ``>`` and ``&``; use it with
-    ``markup=True`` inside :func:`_font` (DejaVu Sans has the Greek letters and symbols)."""
-    out = escape(text)
-    for old, new in (
-        ("-&gt;", "\u2192"),
-        ("&lt;=", "\u2264"),
-        ("&gt;=", "\u2265"),
-        ("!=", "\u2260"),
-        ("sqrt(", "\u221a("),
-    ):
-        out = out.replace(old, new)
-    out = re.sub(r"int_(\w)\^(\w)", "\u222b<sub>\\1</sub><super>\\2</super>", out)
-    out = _GREEK_RE.sub(lambda m: _GREEK[m.group(1)], out)
-    out = re.sub(r"(?<![A-Za-z])grad(?![A-Za-z])", "\u2207", out)
-    out = _PARTIAL_RE.sub("\u2202_\\1", out)
-    out = out.replace("/dtau", "/d\u03c4")
-    out = _SUB_BRACED.sub(r"<sub>\1</sub>", out)
-    out = _SUB.sub(r"<sub>\1</sub>", out)
-    out = _SUP_BRACED.sub(r"<super>\1</super>", out)
-    out = _SUP.sub(r"<super>\1</super>", out)
-    # smaller and closer to the baseline than reportlab's default, so lines do not collide
-    return out.replace("<sub>", _SUB_TAG).replace("<super>", _SUP_TAG)
+    """Reportlab markup for the identities' ASCII notation (``x_t``, ``F_{t->s}``, ``d_t F``,
+    ``alpha``, ``int_s^t``, ``(t - s)^2``), set upright: :func:`~.notation.auto` finds the
+    formulas and :func:`~.notation.prose` typesets them (the section itself uses
+    :func:`_inline`, which sets variables in italics as the display formulas do)."""
+    return prose(auto(text), italic=False)
 
 
-def _register_font() -> bool:
-    """Register matplotlib's DejaVu Sans family with reportlab (once); False if unavailable."""
-    from reportlab.lib.fonts import addMapping
-    from reportlab.pdfbase import pdfmetrics
-    from reportlab.pdfbase.ttfonts import TTFont
-
-    if _FONT in pdfmetrics.getRegisteredFontNames():
-        return True
-    try:
-        from matplotlib import font_manager
-
-        variants: dict[str, tuple[str, Literal["normal", "italic"]]] = {
-            "": ("normal", "normal"),
-            "-Bold": ("bold", "normal"),
-            "-Oblique": ("normal", "italic"),
-            "-BoldOblique": ("bold", "italic"),
-        }
-        faces = {}
-        for key, (weight, style) in variants.items():
-            path = font_manager.findfont(
-                font_manager.FontProperties(family="DejaVu Sans", weight=weight, style=style),
-                fallback_to_default=False,
-            )
-            faces[key] = path
-            pdfmetrics.registerFont(TTFont(_FONT + key, path))
-    except (ValueError, OSError):
-        return False
-    addMapping(_FONT, 0, 0, _FONT)
-    addMapping(_FONT, 1, 0, _FONT + "-Bold")
-    addMapping(_FONT, 0, 1, _FONT + "-Oblique")
-    addMapping(_FONT, 1, 1, _FONT + "-BoldOblique")
-    return True
+def _inline(doc: ReportDocument, text: str) -> str:
+    """Markup for a string written elsewhere: its ASCII formulas typeset like the display
+    formulas (recorded by ``doc``)."""
+    return doc.markup(auto(text))
 
 
 def _text(doc: ReportDocument, markup: str, *, style: str = "BodyText") -> None:
-    """A paragraph of :func:`pretty` markup in DejaVu Sans."""
-    doc.paragraph(f'<font name="{_FONT}">{markup}</font>', markup=True, style=style)
+    doc.paragraph(markup, markup=True, style=style)
 
 
 def relation_lines(relation: sp.Basic) -> list[str]:
@@ -212,14 +133,19 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.1e}"
 
 
-def _method_result_text(label: str, m) -> str:
+def _method_result_text(doc: ReportDocument, label: str, m) -> str:
     verdict = "passed" if m.passed else "failed"
     residual = "exactly 0" if m.residual == 0.0 else f"max |residual| {_fmt(m.residual)}"
-    detail = f" ({pretty(m.detail)})" if m.detail and not m.passed else ""
+    detail = f" ({_inline(doc, m.detail)})" if m.detail and not m.passed else ""
     return (
-        f"<b>{label}</b> ({pretty(m.method)}): <b>{verdict}</b>, {residual}, "
+        f"<b>{label}</b> ({_inline(doc, m.method)}): <b>{verdict}</b>, {residual}, "
         f"{m.seconds:.2f} s{detail}."
     )
+
+
+def _code(text: str) -> str:
+    """Markup for program output (a SymPy remainder) in the monospace font."""
+    return f'<font name="{MONO}" size="8">{escape(text)}</font>'
 
 
 def _rejection_text(tw) -> str:
@@ -228,7 +154,7 @@ def _rejection_text(tw) -> str:
             return "<b>NOT rejected</b>"
         if m.kind == "symbolic":
             rem = m.detail[:200] + ("..." if len(m.detail) > 200 else "")
-            return "rejected (" + escape(rem or "false") + ")"
+            return "rejected (" + _code(rem or "false") + ")"
         return f"rejected (max |residual| {_fmt(m.residual)})"
 
     return f"Symbolic: {one(tw.symbolic)}. Numeric: {one(tw.numeric)}."
@@ -289,37 +215,37 @@ _FAMILY_TITLES = {
 
 
 def _identity_block(doc: ReportDocument, ident: Identity, res: CheckResult) -> None:
-    _text(doc, f"{escape(ident.id)}: {pretty(ident.title)}", style="Heading2")
+    _text(doc, f"{escape(ident.id)}: {_inline(doc, ident.title)}", style="Heading2")
     _text(
         doc,
         f"<b>Seed section:</b> {escape(ident.seed_section)}. <b>Assumptions:</b> "
-        + "; ".join(pretty(a) for a in ident.assumptions)
+        + "; ".join(_inline(doc, a) for a in ident.assumptions)
         + ".",
     )
-    _text(doc, f"<b>Statement.</b> {pretty(ident.statement.description)}")
+    _text(doc, f"<b>Statement.</b> {_inline(doc, ident.statement.description)}")
     _formula(doc, ident.statement.relation, fontsize=12)
     _text(doc, "<b>Derivation.</b>")
     for i, step in enumerate(ident.steps, 1):
-        _text(doc, f"<i>Step {i}: {pretty(step.rule)}</i>")
+        _text(doc, f"<i>Step {i}:</i> {_inline(doc, step.rule)}")
         _formula(doc, step.relation)
     _text(
         doc,
         f"<b>Result: {res.status.upper()}.</b> "
-        + _method_result_text("Symbolic", res.symbolic)
+        + _method_result_text(doc, "Symbolic", res.symbolic)
         + " "
-        + _method_result_text("Numeric", res.numeric),
+        + _method_result_text(doc, "Numeric", res.numeric),
     )
     for tw in res.twins:
         verdict = "rejected" if tw.rejected else "NOT REJECTED"
         _text(
             doc,
             f"<b>Wrong twin <i>{escape(tw.claim.name)}</i> ({verdict}).</b> "
-            f"{pretty(tw.claim.description)}",
+            f"{_inline(doc, tw.claim.description)}",
         )
         _formula(doc, tw.claim.relation)
         _text(doc, _rejection_text(tw))
     if ident.notes:
-        _text(doc, f"<b>Note.</b> {pretty(ident.notes)}")
+        _text(doc, f"<b>Note.</b> {_inline(doc, ident.notes)}")
 
 
 def _errata(
@@ -328,15 +254,13 @@ def _errata(
     errata: tuple[Erratum, ...],
 ) -> None:
     doc.heading("Errata: the seed's table of probability paths", level=1)
-    _text(
-        doc,
-        pretty(
-            "Each conditional field is derived from its path, u = mu' + (sigma'/sigma)(x - mu), "
-            "checked against the continuity equation d_t p + div(p u) = 0, and compared with the "
-            "seed's entry literally (the seed's x_t is the argument x). A disagreeing row is an "
-            "erratum; its corrected formula is the derived field, and the seed's formula is that "
-            "row's wrong twin above (rejected by the same checks)."
-        ),
+    doc.paragraph(
+        r"Each conditional field is derived from its path, "
+        r"$u = \mu' + (\sigma'/\sigma)(x - \mu)$, checked against the continuity equation "
+        r"$\partial_t p + \mathrm{div}(p\,u) = 0$, and compared with the seed's entry literally "
+        r"(the seed's $x_t$ is the argument $x$). A disagreeing row is an erratum; its corrected "
+        r"formula is the derived field, and the seed's formula is that row's wrong twin above "
+        r"(rejected by the same checks)."
     )
     rows = []
     for cmp in seed_table:
@@ -360,7 +284,7 @@ def _errata(
         ],
     )
     for err in errata:
-        _text(doc, pretty(err.location), style="Heading3")
+        _text(doc, _inline(doc, err.location), style="Heading3")
         _text(doc, "<b>Seed:</b>")
         doc.formula(mathtext_latex(err.seed_latex), fontsize=11)
         _text(doc, "<b>Corrected:</b>")
@@ -368,17 +292,13 @@ def _errata(
             doc.formula(mathtext_latex(part), fontsize=11)
         _text(
             doc,
-            pretty(err.explanation)
+            _inline(doc, err.explanation)
             + (" <i>(verified symbolically)</i>" if err.verified else " <b>(not verified)</b>"),
         )
 
 
 def add_identities_section(doc: ReportDocument, results: IdentitiesSectionInputs) -> None:
     """Append the identity section: the summary, every identity's block, then the errata."""
-    if not _register_font():
-        raise RuntimeError(
-            "DejaVu Sans (shipped with matplotlib) is needed for the identity section"
-        )
     checked = results.results
     total = results.seconds
     symbolic = sum(res.symbolic_seconds for _, res in checked)
@@ -386,18 +306,15 @@ def add_identities_section(doc: ReportDocument, results: IdentitiesSectionInputs
     n_twin = sum(res.twin_rejected for _, res in checked)
 
     doc.heading("Identities of the unified framework", level=1)
-    _text(
-        doc,
-        pretty(
-            "Convention: x_t = (1 - t) x_0 + t x_1 (data at t = 0, noise at t = 1); the flow map "
-            "is f_{t->s}(x) = x + (s - t) F(x, t, s), so F is the average velocity. Each identity "
-            "is checked twice: symbolically (exact simplification or a series limit, with "
-            "abstract functions where the statement holds for every function) and numerically "
-            "(mpmath at 40 digits at random points, on random smooth functions or on a random "
-            "exact flow in d = 2 whose map, velocity and average velocity are closed-form). Each "
-            "identity has wrong twins (a sign, a factor, a swapped argument); the same two checks "
-            "must reject every twin."
-        ),
+    doc.paragraph(
+        r"Convention: $x_t = (1 - t)\,x_0 + t\,x_1$ (data at $t = 0$, noise at $t = 1$); the flow "
+        r"map is $f_{t\to s}(x) = x + (s - t)\,F(x, t, s)$, so $F$ is the average velocity. Each "
+        "identity is checked twice: symbolically (exact simplification or a series limit, with "
+        "abstract functions where the statement holds for every function) and numerically "
+        "(mpmath at 40 digits at random points, on random smooth functions or on a random "
+        "exact flow in $d = 2$ whose map, velocity and average velocity are closed-form). Each "
+        "identity has wrong twins (a sign, a factor, a swapped argument); the same two checks "
+        "must reject every twin."
     )
     _text(
         doc,
@@ -405,7 +322,7 @@ def add_identities_section(doc: ReportDocument, results: IdentitiesSectionInputs
         f"<b>{n_twin}/{len(checked)}</b>. Symbolic checks (statements and twins) took "
         f"{symbolic:.1f} s, all checks {total:.1f} s.",
     )
-    doc.paragraph("Summary", style="Heading2")
+    doc.heading("Summary", level=2)
     _summary_table(doc, checked)
     family = None
     for ident, res in checked:

@@ -16,12 +16,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .document import ReportDocument
+from .notation import auto, literal, mpl_literal
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from ..experiments.fixed_points import FixedPointResult, ObjectiveSpec
     from ..experiments.smoke_training import SmokeResult
 
-__all__ = ["FORMULAS", "ObjectivesSectionInputs", "add_objectives_section"]
+__all__ = ["FORMULAS", "ObjectivesSectionInputs", "add_objectives_section", "smoke_figure"]
 
 FORMULAS: dict[str, str] = {
     "flow_matching": r"\|F_\theta(x_t,t,t) - v\|^2",
@@ -67,11 +70,33 @@ class ObjectivesSectionInputs:
     smoke_preview: tuple[int, int] | None = None
 
 
-def add_objectives_section(doc: ReportDocument, results: ObjectivesSectionInputs) -> None:
-    """The inventory table with fixed-point residuals, and the smoke-training results."""
+def smoke_figure(runs: tuple[SmokeResult, ...]) -> Figure:
+    """Bars of each smoke run's sampling error against the exact map, before and after."""
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.7, 3.3))
+    xs = range(len(runs))
+    steps = sorted({r.steps for r in runs})
+    after = f"after {steps[0]} steps" if len(steps) == 1 else "after training"
+    ax.bar([x - 0.2 for x in xs], [r.error_before for r in runs], 0.4, label="before training")
+    ax.bar([x + 0.2 for x in xs], [r.error_after for r in runs], 0.4, label=after)
+    ax.set_xticks(list(xs), [mpl_literal(r.name) for r in runs], rotation=35, ha="right")
+    ax.tick_params(axis="x", labelsize=8)
+    ax.set(
+        xlabel="objective",
+        ylabel="RMSE against the exact map",
+        title="Smoke training: sampling error before and after",
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def add_objectives_section(doc: ReportDocument, results: ObjectivesSectionInputs) -> None:
+    """The inventory table with fixed-point residuals, and the smoke-training results."""
     import matplotlib.pyplot as plt
 
     doc.heading("Objectives at the exact flow map")
@@ -81,10 +106,11 @@ def add_objectives_section(doc: ReportDocument, results: ObjectivesSectionInputs
         "is evaluated on the 2-D ring of eight Gaussians in float64 with the exact teacher flow "
         "map in the student's place and, where it takes a velocity, the teacher's marginal "
         "velocity (a teacher solver is the exact map). A pointwise fixed point is a zero of "
-        "every residual the loss penalises (max |r| over terms, samples and components); IMM's "
-        "is statistical (|mean MMD^2| over groups of particles, held to 4 standard errors). "
-        "The control adds a smooth perturbation (IMM: doubles F*), and must be far above the "
-        "tolerance. Loss types follow the seed: (a) forward, (b) backward, (c) self-consistency."
+        "every residual the loss penalises (the largest $|r|$ over terms, samples and "
+        "components); IMM's is statistical (the absolute mean of $\\mathrm{MMD}^2$ over groups "
+        "of particles, held to 4 standard errors). The control adds a smooth perturbation "
+        "(IMM: doubles $F^*$), and must be far above the tolerance. Loss types follow the seed: "
+        "(a) forward, (b) backward, (c) self-consistency."
     )
     doc.table(
         [
@@ -102,16 +128,22 @@ def add_objectives_section(doc: ReportDocument, results: ObjectivesSectionInputs
         header=["objective", "type", "fixed point", "residual", "tolerance", "control", "holds"],
     )
     if results.skipped_fixed_points:
-        skipped = " and ".join(results.skipped_fixed_points)
+        skipped = " and ".join(literal(name) for name in results.skipped_fixed_points)
         doc.paragraph(f"(quick mode: the fixed points of {skipped} skipped)")
-    doc.heading("Formulas (x_t = (1-t) x0 + t x1, f = x + (s-t) F, sg = stop-gradient)", level=2)
+    doc.heading(
+        r"Formulas ($x_t = (1-t)\,x_0 + t\,x_1$, $f = x + (s-t)\,F$, "
+        r"$\mathrm{sg}$ = stop-gradient)",
+        level=2,
+    )
     for spec in results.objectives:
-        doc.paragraph(f"{spec.name} ({spec.loss_type}); teacher input: {spec.teacher}")
+        doc.paragraph(
+            f"{literal(spec.name)} ({literal(spec.loss_type)}); teacher input: {auto(spec.teacher)}"
+        )
         doc.formula(FORMULAS[spec.name], fontsize=10)
     reasons = {
-        f"{s.tolerance:g}: {s.tolerance_reason}"
+        f"{s.tolerance:g}: {auto(s.tolerance_reason)}"
         if s.fixed_point_kind == "pointwise"
-        else f"{s.name}: {s.tolerance_reason}"
+        else f"{literal(s.name)}: {auto(s.tolerance_reason)}"
         for s in results.objectives
     }
     doc.paragraph("Tolerances. " + "; ".join(sorted(reasons)) + ".")
@@ -120,11 +152,11 @@ def add_objectives_section(doc: ReportDocument, results: ObjectivesSectionInputs
     runs = results.smoke_runs
     preview = results.smoke_preview
     doc.paragraph(
-        "Each objective trains a fresh MLP F(x, t, s) (3 hidden layers of 64, Adam, lr 3e-3 "
+        "Each objective trains a fresh MLP $F(x, t, s)$ (3 hidden layers of 64, Adam, lr 3e-3 "
         "with cosine decay, batch 128, seed 0, single CPU thread) with the teacher's velocity or "
         "a Heun teacher solver where it distils. The error is the RMSE against the exact map "
-        "Phi_{1->0} over 512 fixed noise points: one step f_{1->0}(x1) for flow-map methods, "
-        "Euler steps of F(x, t, t) for flow matching (4 steps) and ReFlow (1 step)."
+        r"$\Phi_{1\to 0}$ over 512 fixed noise points: one step $f_{1\to 0}(x_1)$ for flow-map "
+        "methods, Euler steps of $F(x, t, t)$ for flow matching (4 steps) and ReFlow (1 step)."
         + (
             f" Quick mode: {preview[0]} steps, {preview[1]} points: a preview only."
             if preview
@@ -146,13 +178,10 @@ def add_objectives_section(doc: ReportDocument, results: ObjectivesSectionInputs
         ],
         header=["objective", "error", "steps", "before", "after", "ratio", "train s"],
     )
-    fig, ax = plt.subplots(figsize=(9, 3.2))
-    xs = range(len(runs))
-    ax.bar([x - 0.2 for x in xs], [r.error_before for r in runs], 0.4, label="before")
-    ax.bar([x + 0.2 for x in xs], [r.error_after for r in runs], 0.4, label="after")
-    ax.set_xticks(list(xs), [r.name for r in runs], rotation=35, ha="right", fontsize=7)
-    ax.set(ylabel="RMSE vs exact map", title="Smoke training: error before and after")
-    ax.legend()
-    fig.tight_layout()
-    doc.figure(fig, caption="Sampling error against the exact flow map before and after training.")
+    fig = smoke_figure(runs)
+    doc.figure(
+        fig,
+        caption="Smoke training: the sampling error (RMSE against the exact flow map "
+        r"$\Phi_{1\to 0}$) of each objective's model before and after its training run.",
+    )
     plt.close(fig)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .document import ReportDocument
+from .notation import auto, literal
 
 if TYPE_CHECKING:
     from ..oracle import CheckResult, Implementation, OracleSettings
@@ -74,14 +75,14 @@ def _counts(results: Sequence[CheckResult]) -> str:
     return f"{n['pass']} passed, {n['fail']} failed, {n['skip']} skipped"
 
 
-def _first_line(text: str, width: int = 110) -> str:
+def _first_line(text: str, width: int = 240) -> str:
     line = text.splitlines()[0] if text else ""
     return line if len(line) <= width else line[: width - 3] + "..."
 
 
 def _results_table(doc: ReportDocument, results: Sequence[CheckResult]) -> None:
     doc.table(
-        [[r.check, r.status, f"{r.seconds:.2f}", _first_line(r.message)] for r in results],
+        [[r.check, r.status, f"{r.seconds:.2f}", auto(_first_line(r.message))] for r in results],
         header=["check", "status", "s", "message"],
     )
 
@@ -89,7 +90,7 @@ def _results_table(doc: ReportDocument, results: Sequence[CheckResult]) -> None:
 def _kill_table(doc: ReportDocument, rows: Sequence[MutantResult]) -> None:
     doc.table(
         [
-            [m.mutant, "killed" if m.killed else "SURVIVED", m.by or "-", m.description]
+            [m.mutant, "killed" if m.killed else "SURVIVED", m.by or "-", auto(m.description)]
             for m in rows
         ],
         header=["mutant", "result", "killed by", "the bug"],
@@ -101,12 +102,13 @@ def add_oracle_section(doc: ReportDocument, results: OracleSectionInputs) -> Non
     doc.heading("The oracle: conformance checks of other implementations")
     doc.paragraph(
         "The oracle checks someone else's implementation of a target, a loss or a flow-map step "
-        "against the reference objectives, after mapping its declared conventions (noise at t = 0 "
-        "or 1, EDM sigma, TrigFlow angle; network signature; average-velocity, x0 or epsilon "
-        "output; torch or JAX; dtype) onto the project's. Checks compare pointwise on random "
+        "against the reference objectives, after mapping its declared conventions (noise at "
+        r"$t = 0$ or $t = 1$, EDM $\sigma$, TrigFlow angle; network signature; average-velocity, "
+        r"$x_0$ or $\varepsilon$ output; torch or JAX; dtype) onto the project's. Checks compare "
+        "pointwise on random "
         "networks and at the exact flow map of the curved 8-mode ring teacher, at explicit corner "
         "cases and at times drawn by hypothesis; gradients and stop-gradients (reverse and forward "
-        f"mode) are compared too. Settings: {results.settings.describe()}."
+        f"mode) are compared too. Settings: {literal(results.settings.describe())}."
     )
     reference = results.reference_results
     doc.heading("Reference implementation", level=2)
@@ -149,12 +151,12 @@ def write_check_report(
     rows = [
         ["implementation", impl.name],
         ["factory", impl.spec or "(constructed in process)"],
-        ["description", impl.description or "-"],
+        ["description", auto(impl.description) if impl.description else "-"],
         ["provides", ", ".join(impl.provided()) or "-"],
         ["loss reduction", impl.loss_reduction],
     ]
     rows += [[f"convention: {k}", str(v)] for k, v in impl.conventions.as_dict().items()]
-    doc.table(rows, header=["", ""])
+    doc.table(rows)
     doc.heading("Settings", level=2)
     # The one thing this module reads itself: the machine's description (python, library
     # versions), as every committed result records it. It measures nothing.
@@ -162,7 +164,7 @@ def write_check_report(
 
     env = environment("cpu")  # the checks run on the CPU
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
-    doc.paragraph(f"{settings.describe()}; python {env['python']}, {versions}.")
+    doc.paragraph(literal(f"{settings.describe()}; python {env['python']}, {versions}."))
     failed = [r for r in results if r.status == "fail"]
     doc.heading("Summary", level=2)
     doc.paragraph(
@@ -177,8 +179,8 @@ def write_check_report(
     )
     _results_table(doc, results)
     for r in failed:
-        doc.heading(f"Failure: {r.check}", level=3)
-        doc.paragraph(r.description)
+        doc.heading(literal(f"Failure: {r.check}"), level=3)
+        doc.paragraph(auto(r.description))
         doc.code(r.message)
         if r.reproduce:
             doc.paragraph("Reproduce with:")

@@ -87,8 +87,9 @@ def write_report(
         doc.paragraph(f"Incomplete report. {incomplete}")
     doc.paragraph(
         "Verification of diffusion-distillation identities and objectives against analytic "
-        "Gaussian-mixture teachers with exact flow maps. Convention: x_t = (1-t) x0 + t x1, data "
-        "at t = 0, noise at t = 1, flow map f_{t->s} = x + (s - t) F(x, t, s)."
+        "Gaussian-mixture teachers with exact flow maps. Convention: "
+        r"$x_t = (1-t)\,x_0 + t\,x_1$, data $x_0$ at $t = 0$, noise $x_1$ at $t = 1$, flow map "
+        r"$f_{t\to s}(x) = x + (s - t)\,F(x, t, s)$."
     )
     for name in SECTIONS:
         if name in inputs_by_section:
