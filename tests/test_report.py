@@ -34,10 +34,11 @@ def report_pdf(tmp_path_factory):
 
 
 def _text_and_images(path):
+    """The PDF's reader, its text with line breaks folded into spaces (headings may wrap), and
+    its number of images."""
     reader = pypdf.PdfReader(str(path))
-    text = "\n".join(page.extract_text() for page in reader.pages)
     images = sum(len(page.images) for page in reader.pages)
-    return reader, text, images
+    return reader, pdf_text(path), images
 
 
 def test_report_is_a_readable_pdf_with_the_one_step_error_figure(report_pdf):
