@@ -167,10 +167,11 @@ def method_name(text: str) -> str:
 
 
 def check_objective(text: str) -> str:
-    """A method name or ``model`` (the flow-map step's checks)."""
+    """A method name, ``model`` (the flow-map step's checks) or ``sampler`` (the shipped
+    samplers')."""
     from .oracle.protocols import MODEL
 
-    return MODEL if text == MODEL else method_name(text)
+    return text if text in (MODEL, "sampler") else method_name(text)
 
 
 def section_names(text: str) -> list[str]:
@@ -301,6 +302,15 @@ def _short(filename: str) -> str:
         return os.path.relpath(filename)
     except ValueError:
         return filename
+
+
+def shipped_checks() -> Callable[..., list[Any]] | None:
+    """``run_shipped(impl, objectives=...)``, the oracle's checks of losses and samplers as
+    they ship, which ``run_checks`` runs after the registered checks (``None`` in a version of
+    the oracle without them)."""
+    from .oracle import runner
+
+    return getattr(runner, "run_shipped", None)
 
 
 def _load_implementation(spec: str) -> Implementation:
@@ -510,6 +520,7 @@ def _cmd_check(args: argparse.Namespace, progress: Progress) -> int:
     import json
 
     from .oracle import OracleSettings, SkipReason, checks_for, run_check
+    from .oracle.runner import nothing_checked
 
     if args.json is not None and args.pdf is not None and args.json.resolve() == args.pdf.resolve():
         raise UsageError("--json and --pdf name the same file")
@@ -517,19 +528,27 @@ def _cmd_check(args: argparse.Namespace, progress: Progress) -> int:
     settings = OracleSettings(profile=args.profile)
     wanted = set(args.only or ())
     checks = [c for c in checks_for() if not wanted or c.objective in wanted]
+    run_shipped = shipped_checks()
     print(f"{impl.name}: {impl.conventions.describe()}; {settings.describe()}", flush=True)
     results: list[Any] = []
     interrupted = False
     start = time.perf_counter()
-    with progress.bar("checks", len(checks)) as bar:
+    with progress.bar("checks", len(checks) + (run_shipped is not None)) as bar:
         try:
             for chk in checks:  # one at a time, for the progress display
                 bar.start(chk.name)
                 results.append(run_check(chk, impl, settings))
                 bar.advance()
+            if run_shipped is not None:
+                bar.start("shipped losses and samplers")
+                results += run_shipped(impl, objectives=wanted or None)
+                bar.advance()
         except KeyboardInterrupt:
             interrupted = True
     seconds = time.perf_counter() - start
+    nothing = not interrupted and not any(r.status in ("pass", "fail") for r in results)
+    if nothing:  # a run that checked nothing fails, as run_checks reports it
+        results.append(nothing_checked(impl, results))
     not_provided = sorted(
         {
             ".".join(r.check.split(".")[:2])
@@ -582,7 +601,7 @@ def _cmd_check(args: argparse.Namespace, progress: Progress) -> int:
     if interrupted:
         wrote = f"wrote {', '.join(written)} (marked incomplete)" if written else "nothing written"
         return _interrupted(args, f"{len(results)} of {len(checks)} checks finished; {wrote}")
-    if counts["pass"] + counts["fail"] == 0:
+    if nothing:
         print(
             f"{_prog(args)}: nothing was checked: all {len(results)} selected checks were "
             "skipped (see the reasons above); that is a failure, not a pass",
@@ -936,7 +955,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         metavar="OBJECTIVE",
         type=check_objective,
-        help="check only these objectives (method names, or model)",
+        help="check only these objectives (method names, model or sampler)",
     )
     p.set_defaults(func=_cmd_check)
 

@@ -208,7 +208,7 @@ def objectives_inputs(
 
 def oracle_inputs(*, quick: bool = False, progress: Progress | None = None) -> OracleSectionInputs:
     """Run the oracle on the reference, the mutants and (not quick) the example implementations."""
-    from .oracle import OracleSettings, checks_for, load_implementation, run_check
+    from .oracle import OracleSettings, checks_for, load_implementation, run_check, runner
     from .oracle.mutants import mutant_names, run_mutant
 
     progress = progress or Progress.disabled()
@@ -216,14 +216,24 @@ def oracle_inputs(*, quick: bool = False, progress: Progress | None = None) -> O
     checks = checks_for()
     mutants = mutant_names()
     specs = () if quick else EXAMPLES
-    with progress.bar("oracle", len(checks) * (1 + len(specs)) + len(mutants), unit="run") as bar:
+    # the checks of losses and samplers as they ship, where this version of the oracle has them
+    run_shipped = getattr(runner, "run_shipped", None)
+    per_impl = len(checks) + (run_shipped is not None)
+    with progress.bar("oracle", per_impl * (1 + len(specs)) + len(mutants), unit="run") as bar:
 
         def check_all(impl: Any, who: str) -> tuple[Any, ...]:
+            """``run_checks(impl, settings)``, one check at a time for the progress display."""
             results = []
-            for chk in checks:  # one at a time, for the progress display
+            for chk in checks:
                 bar.start(f"{who}: {chk.name}")
                 results.append(run_check(chk, impl, settings))
                 bar.advance()
+            if run_shipped is not None:
+                bar.start(f"{who}: shipped losses and samplers")
+                results += run_shipped(impl)
+                bar.advance()
+            if not any(r.status in ("pass", "fail") for r in results):
+                results.append(runner.nothing_checked(impl, results))
             return tuple(results)
 
         reference = load_implementation("flowmap_oracle.oracle.reference:implementation")

@@ -5,6 +5,7 @@ work starts."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -268,7 +269,7 @@ def test_jax_float64_without_x64_is_refused_before_any_check(user_dir, capsys, m
     _one_line_error(capsys, "dtype 'float64' was declared for a JAX implementation")
 
 
-def test_an_implementation_that_provides_nothing_fails(user_dir, capsys):
+def test_an_implementation_that_provides_nothing_fails(user_dir, tmp_path, capsys):
     module = user_dir(
         "fo_user_provides_nothing",
         """\
@@ -278,10 +279,15 @@ def test_an_implementation_that_provides_nothing_fails(user_dir, capsys):
             return Implementation(name="nothing", conventions={})
         """,
     )
-    assert main(["check", f"{module}:implementation", "--only", "meanflow"]) == EXIT_FAILED
+    out = tmp_path / "nothing.json"
+    argv = ["check", f"{module}:implementation", "--only", "meanflow", "--json", str(out)]
+    assert main(argv) == EXIT_FAILED
     captured = capsys.readouterr()
     assert "nothing was checked" in captured.err
-    assert '"pass": 0, "fail": 0' in captured.out
+    doc = json.loads(out.read_text())
+    assert doc["counts"]["pass"] == 0 and doc["complete"] is True
+    assert doc["results"][-1]["status"] == "fail"  # the run's verdict, as run_checks has it
+    assert all(r["status"] == "skip" for r in doc["results"][:-1])
 
 
 def test_check_exit_codes_pass_and_fail(capsys):
