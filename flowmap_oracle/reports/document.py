@@ -140,7 +140,8 @@ class ReportDocument:
     :func:`~flowmap_oracle.reports.notation.auto` (their ASCII formulas typeset).
 
     Arguments:
-        title: the document title (first line of page one and PDF metadata), shown literally.
+        title: the document title (first line of page one and PDF metadata), shown literally, or
+            typeset when it is :class:`~flowmap_oracle.reports.notation.Inline` text.
     """
 
     title: str
@@ -170,7 +171,8 @@ class ReportDocument:
             "Cell", fontSize=CELL_SIZE, leading=10, splitLongWords=0
         )
         self._head = self._cell.clone("CellHead", fontName=FONT + "-Bold")
-        self._story.append(_paragraph(escape(self.title), self._styles["Title"]))
+        title = self.markup(self.title) if isinstance(self.title, Inline) else escape(self.title)
+        self._story.append(_paragraph(title, self._styles["Title"]))
 
     def markup(self, text: str, **kwargs) -> str:
         """Reportlab markup for :class:`~flowmap_oracle.reports.notation.Inline` text
@@ -330,7 +332,9 @@ class ReportDocument:
             doc = SimpleDocTemplate(
                 str(tmp),
                 pagesize=A4,
-                title=self.title,
+                title=visible_text(prose(self.title))
+                if isinstance(self.title, Inline)
+                else self.title,
                 leftMargin=56,
                 rightMargin=56,
                 topMargin=56,

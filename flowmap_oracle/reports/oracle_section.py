@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .document import ReportDocument
-from .notation import auto, literal
+from .notation import Inline, auto, literal
 
 if TYPE_CHECKING:
     from ..oracle import CheckResult, Implementation, OracleSettings
@@ -144,12 +144,12 @@ def write_check_report(
 ) -> Path:
     """Write the standalone PDF report of one ``flowmap-oracle check`` run (atomically);
     ``incomplete`` is a sentence saying the run was interrupted (shown at the top)."""
-    doc = ReportDocument(f"flowmap-oracle check: {impl.name}")
+    doc = ReportDocument(Inline(f"flowmap-oracle check: {auto(impl.name)}"))
     if incomplete:
-        doc.paragraph(f"Incomplete run. {incomplete}")
+        doc.paragraph(f"Incomplete run. {literal(incomplete)}")
     doc.heading("Implementation", level=2)
     rows = [
-        ["implementation", impl.name],
+        ["implementation", auto(impl.name)],
         ["factory", impl.spec or "(constructed in process)"],
         ["description", auto(impl.description) if impl.description else "-"],
         ["provides", ", ".join(impl.provided()) or "-"],

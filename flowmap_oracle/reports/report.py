@@ -15,6 +15,7 @@ from typing import Any
 
 from .document import ReportDocument
 from .identities_section import IdentitiesSectionInputs, add_identities_section
+from .notation import literal
 from .objectives_section import ObjectivesSectionInputs, add_objectives_section
 from .oracle_section import OracleSectionInputs, add_oracle_section
 from .teachers_section import TeachersSectionInputs, add_teachers_section
@@ -84,7 +85,7 @@ def write_report(
             )
     doc = ReportDocument("flowmap-oracle report")
     if incomplete:
-        doc.paragraph(f"Incomplete report. {incomplete}")
+        doc.paragraph(f"Incomplete report. {literal(incomplete)}")
     doc.paragraph(
         "Verification of diffusion-distillation identities and objectives against analytic "
         "Gaussian-mixture teachers with exact flow maps. Convention: "
