@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from ..conventions import Method
 from .adapters import ConventionAdapter, Conventions
 from .protocols import MODEL, PROTOCOLS, Role, accepts_positional, arity, signature_of
+from .shipped import ShippedLoss, ShippedSampler
 
 __all__ = [
     "ENV_VAR",
@@ -69,6 +70,11 @@ class Implementation:
         loss_reduction: ``"sum_mean"`` or ``"mean"`` (how losses average over entries).
         description: free text for reports.
         spec: ``package.module:factory`` when loaded by :func:`load_implementation`.
+        shipped_losses: method -> :class:`~.shipped.ShippedLoss`: training losses as they ship
+            (``loss(model, batch)`` drawing their own times and noise), checked through an
+            instrumented network (:mod:`.shipped`).
+        samplers: name -> :class:`~.shipped.ShippedSampler`: samplers as they ship
+            (``sample(model, noise)`` with their own hard-coded times).
 
     After construction ``conventions`` is always a :class:`~.adapters.Conventions` (a mapping is
     converted), and it is typed so. ``dataclasses.replace`` runs the same conversion, but a type
@@ -84,6 +90,8 @@ class Implementation:
     loss_reduction: str = "sum_mean"
     description: str = ""
     spec: str | None = None
+    shipped_losses: Mapping[str, ShippedLoss] = field(default_factory=dict)
+    samplers: Mapping[str, ShippedSampler] = field(default_factory=dict)
 
     if TYPE_CHECKING:
         # The signature type checkers see: the generated __init__ (same fields, same order and
@@ -98,6 +106,8 @@ class Implementation:
             loss_reduction: str = ...,
             description: str = ...,
             spec: str | None = ...,
+            shipped_losses: Mapping[str, ShippedLoss] = ...,
+            samplers: Mapping[str, ShippedSampler] = ...,
         ) -> None: ...
 
     def __post_init__(self) -> None:
@@ -116,6 +126,12 @@ class Implementation:
             raise ImplementationError(
                 f"unknown loss_reduction {self.loss_reduction!r}; choose one of {LOSS_REDUCTIONS}"
             )
+        object.__setattr__(self, "shipped_losses", _checked_shipped(self.shipped_losses))
+        if not isinstance(self.samplers, Mapping) or not all(
+            isinstance(v, ShippedSampler) for v in self.samplers.values()
+        ):
+            raise ImplementationError("samplers must be a mapping name -> ShippedSampler")
+        object.__setattr__(self, "samplers", dict(self.samplers))
 
     @property
     def adapter(self) -> ConventionAdapter:
@@ -136,7 +152,27 @@ class Implementation:
         out = [f"{o}.target" for o in self.targets] + [f"{o}.loss" for o in self.losses]
         if self.flow_map is not None:
             out.append("model.flow_map")
+        out += [f"{m}.shipped_loss" for m in self.shipped_losses]
+        out += [f"sampler.{name}" for name in self.samplers]
         return out
+
+
+def _checked_shipped(table: Mapping[str, ShippedLoss]) -> dict[str, ShippedLoss]:
+    if not isinstance(table, Mapping):
+        raise ImplementationError("shipped_losses must be a mapping method -> ShippedLoss")
+    out: dict[str, ShippedLoss] = {}
+    for key, value in table.items():
+        try:
+            method = Method.parse(key)
+        except ValueError:
+            raise ImplementationError(f"shipped_losses: {Method.unknown(key)}") from None
+        if not isinstance(value, ShippedLoss):
+            raise ImplementationError(
+                f"shipped_losses[{key!r}] must be a ShippedLoss(loss, ...), got "
+                f"{type(value).__name__}"
+            )
+        out[method.value] = value
+    return out
 
 
 def _check_runnable(conventions: Conventions) -> None:

@@ -31,6 +31,7 @@ from .implementation import Implementation, load_implementation
 from .protocols import MODEL
 from .registry import CHECKS, Check
 from .results import Case, CheckFailure, CheckResult, CheckSkipped, SkipReason, Status
+from .shipped import run_shipped_checks
 
 __all__ = [
     "NOTHING_CHECKED",
@@ -40,6 +41,7 @@ __all__ = [
     "reproduction_snippet",
     "run_check",
     "run_checks",
+    "run_shipped",
 ]
 
 NOTHING_CHECKED = "oracle.nothing_checked"
@@ -182,9 +184,26 @@ def run_checks(
         results.append(res)
         if stop_at_first_failure and res.status == "fail":
             break
+    if not (stop_at_first_failure and any(r.status == "fail" for r in results)):
+        results += run_shipped(impl, objectives=wanted)
     if not any(r.status in ("pass", "fail") for r in results):
         results.append(nothing_checked(impl, results))
     return results
+
+
+def run_shipped(
+    impl: Implementation, *, objectives: Iterable[str] | None = None
+) -> list[CheckResult]:
+    """The as-shipped checks (:mod:`.shipped`) of ``impl``'s shipped losses and samplers.
+
+    ``objectives`` selects methods; samplers run when it is ``None`` or holds ``"sampler"``.
+    """
+    wanted = None if objectives is None else set(objectives)
+    losses = {m: loss for m, loss in impl.shipped_losses.items() if wanted is None or m in wanted}
+    samplers = impl.samplers if wanted is None or "sampler" in wanted else {}
+    if not losses and not samplers:
+        return []
+    return run_shipped_checks(impl.conventions, losses=losses, samplers=samplers)
 
 
 def nothing_checked(impl: Implementation, skipped: list[CheckResult]) -> CheckResult:
