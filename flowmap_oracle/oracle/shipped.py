@@ -448,7 +448,23 @@ class _UserProblem(Exception):
 def _result(
     check: str, method: str, status: Status, message: str, start: float, **kw: Any
 ) -> CheckResult:
-    return CheckResult(check, method, status, message, seconds=time.perf_counter() - start, **kw)
+    return CheckResult(
+        check, method, status, _headline(message), seconds=time.perf_counter() - start, **kw
+    )
+
+
+def _headline(message: str, width: int = 100) -> str:
+    """A short first line with the key fact, the detail on an indented second line (consoles
+    and the pytest plugin show the first line; the JSON keeps both)."""
+    if len(message) <= width or "\n" in message:
+        return message
+    cuts = [message.find(sep, 30) for sep in ("; ", " (", ": ")]
+    cuts = [c for c in cuts if 0 < c <= width]
+    if not cuts:
+        return message
+    cut = min(cuts)
+    head, rest = message[:cut], message[cut:].lstrip(";: ")
+    return f"{head}\n  {rest}"
 
 
 def check_times(method: str, shipped: ShippedLoss, harness: _Harness) -> CheckResult:
