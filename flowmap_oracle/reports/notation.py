@@ -538,6 +538,11 @@ _ASCII_FUNCTIONS = {
     "Solver": r"\mathrm{Solver}",
     "id": r"\mathrm{id}",
     "tr": r"\mathrm{tr}",
+    "Cov": r"\mathrm{Cov}",
+    "Var": r"\mathrm{Var}",
+    "Law": r"\mathrm{Law}",
+    "jvp": r"\mathrm{jvp}",
+    "vjp": r"\mathrm{vjp}",
     "grad": r"\nabla",
     **{f: "\\" + f for f in ("sin", "cos", "tan", "exp", "log", "max", "min")},
 }
@@ -549,7 +554,7 @@ _ASCII_TOKEN = re.compile(
     rf"""
     (?P<deriv>d(?P<num>(?:{_GREEK_ALT}|[A-Za-z])(?:_[A-Za-z0-9]+)?)?/d(?P<den>{_GREEK_ALT}|[a-z])
         (?![A-Za-z0-9_]))
-    |(?P<word>[A-Za-z]+[0-9]*)(?P<scripts>(?:{_SCRIPT})*)(?P<post>[*']*)
+    |(?P<word>[A-Za-z]+[0-9]*)(?P<scripts>(?:{_SCRIPT})*)(?P<post>[*'~]*(?:\^(?![A-Za-z0-9{{*+\-]))?)
     |(?P<number>\d+(?:\.\d+)?(?:e[-+]?\d+)?)
     |(?P<close>[)\]]|\|\|?)(?P<cscripts>(?:{_SCRIPT})*)
     |(?P<op>->|<=|>=|!=|\.\.\.|[-+*/=<>,;:(\[~])
@@ -584,6 +589,8 @@ def _script_tex(script: str) -> str | None:
         return None if inner is None else f"{mark}{{{inner}}}"
     if arg in _ASCII_GREEK:
         return f"{mark}{{\\{_ASCII_GREEK[arg]}}}"
+    if arg == "Dt":
+        return mark + r"{\Delta t}"
     if len(arg) == 1 or arg.isdigit() or (arg[0] == "-" and len(arg) <= 3):
         return f"{mark}{{{arg}}}"
     if arg.isalpha():
@@ -592,49 +599,59 @@ def _script_tex(script: str) -> str | None:
 
 
 def _word_token(m: re.Match[str], lenient: bool) -> _Token | None:
+    """The token of a word with its scripts and postfixes (``x_t``, ``sigma_d^2``, ``F*``,
+    ``x_t'``, ``x~``, ``x0^``), or None when the word is not notation."""
     word, post = m.group("word"), m.group("post")
     scripts = re.findall(_SCRIPT, m.group("scripts"))
-    if sum(s[0] == "_" for s in scripts) > 1 or sum(s[0] == "^" for s in scripts) > 1:
+    subs = sum(s[0] == "_" for s in scripts)
+    if subs > 1 or sum(s[0] == "^" for s in scripts) > 1:
         return None  # x_t_s, c_out_t_minus_s: an identifier
-    if post and any(s[0] == "^" for s in scripts):
+    if re.search(r"[*']", post) and any(s[0] == "^" for s in scripts):
         return None  # x^2' or F^T*: a double superscript
-    base: str | None
+    accent = r"\tilde" if "~" in post else r"\hat" if post.endswith("^") else None
+    suffix = ""
+    strong = bool(scripts) or bool(post)
+    if word == "o" and not scripts and not post:
+        return _Token(r"\circ", "op")
     if len(word) == 1:
-        base = r"\partial" if word == "d" and any(s[0] == "_" for s in scripts) else word
-    elif len(word) == 2 and word[0].isalpha() and word[1].isdigit():
-        if scripts:
+        nucleus = r"\partial" if word == "d" and subs else word
+    elif len(word) == 2 and word[1].isdigit():
+        if subs:
             return None
-        base = f"{word[0]}_{{{word[1]}}}"
+        nucleus, suffix, strong = word[0], f"_{{{word[1]}}}", True
+    elif word == "Dt":
+        nucleus, strong = r"\Delta t", True
+    elif re.fullmatch("[xyz]{2}", word) and not scripts:
+        nucleus = word  # a product xy
     elif word in _ASCII_GREEK:
-        base = "\\" + _ASCII_GREEK[word]
+        nucleus, strong = "\\" + _ASCII_GREEK[word], True
     elif word in ("int", "sum") and scripts and all(len(s) == 2 or s[1] == "{" for s in scripts):
-        base = "\\" + word
+        nucleus = "\\" + word
     elif word in _ASCII_FUNCTIONS and all(
-        sc[0] == "^" or len(sc) == 2 or sc[1] == "{" for sc in scripts
+        sc[0] == "^" or len(sc) == 2 or sc[1] == "{" or sc[1:] in _ASCII_GREEK for sc in scripts
     ):
-        base = _ASCII_FUNCTIONS[word]
+        nucleus = _ASCII_FUNCTIONS[word]
     elif word == "sqrt" and not scripts and not post:
         return _Token(r"\sqrt", "atom", letter=True)
     elif word in _DIFFERENTIALS and not scripts:
-        base = "d" + (word[1:] if len(word) == 2 else "\\" + word[1:])
+        nucleus = "d" + (word[1:] if len(word) == 2 else "\\" + word[1:])
     elif lenient and word.isalpha() and not scripts:
-        base = rf"\mathrm{{{word}}}"
+        nucleus = rf"\mathrm{{{word}}}"
     else:
         return None
-    tex = base
+    if accent is not None:
+        if not (len(nucleus) == 1 or nucleus[1:] in _GREEK):
+            return None
+        nucleus = f"{accent}{{{nucleus}}}"
+    tex = nucleus + suffix
     for script in scripts:
         part = _script_tex(script)
         if part is None:
             return None
         tex += part
-    strong = bool(scripts) or (
-        len(word) > 1 and word not in _ASCII_FUNCTIONS and word not in _DIFFERENTIALS
-    )
     for char in post:
-        tex += "^{*}" if char == "*" else "'"
-        strong = True
-    if word == "o" and not scripts and not post:
-        return _Token(r"\circ", "op")
+        if char in "*'":
+            tex += "^{*}" if char == "*" else "'"
     return _Token(tex, "atom", strong=strong, letter=True)
 
 
@@ -658,6 +675,15 @@ def _tokens(chunk: str, lenient: bool = False) -> list[_Token] | None:
             out.append(_Token(f"d{num_tex}/d{den_tex}", "atom", strong=True, letter=True))
         elif m.group("word"):
             token = _word_token(m, lenient)
+            called = (
+                len(out) >= 2
+                and out[-1].kind == "open"
+                and out[-2].kind == "atom"
+                and chunk[pos : pos + 1] == ")"
+                and m.group(0).isalpha()
+            )
+            if token is None and called:  # sg(target): a word as a function's argument
+                token = _Token(rf"\mathrm{{{m.group(0)}}}", "atom", letter=True)
             if token is None:
                 return None
             out.append(token)
