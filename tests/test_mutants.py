@@ -73,3 +73,39 @@ def test_mutants_cli_fails_when_a_mutant_survives(kill_table, monkeypatch, capsy
     _serve(monkeypatch, survived)
     assert main(["mutants"]) == 1
     assert "SURVIVED" in capsys.readouterr().out
+
+
+# Mutants whose bug is the stop-gradient itself: composed into a loss that detaches its target (as
+# training code does), the bug is gone. A target left un-detached changes the training dynamics,
+# not the fixed point, so the as-shipped checks (which look at the fixed point) cannot see it;
+# the explicit-input checks above kill these two.
+NOT_EXPRESSIBLE_AS_SHIPPED = {"meanflow.no_stop_gradient", "meanflow.no_grad_as_stop_gradient"}
+
+
+def test_flow_matching_and_meanflow_mutants_are_killed_as_black_box_losses_too():
+    import torch
+
+    from flowmap_oracle.oracle.mutants import MUTANTS
+    from flowmap_oracle.oracle.mutants._registry import _load
+    from flowmap_oracle.oracle.mutants.as_shipped import run_mutant_as_shipped
+    from flowmap_oracle.oracle.reference import implementation
+
+    _load()
+    for method in ("meanflow", "flow_matching"):
+        ref = run_mutant_as_shipped(implementation(), name="reference", method=method)
+        assert not ref.killed, ref.message
+    candidates = sorted(
+        n for n, m in MUTANTS.items() if m.objective in ("meanflow", "flow_matching")
+    )
+    assert len(candidates) >= 13
+    survivors = []
+    for name in candidates:
+        m = MUTANTS[name]
+        prefer = "losses" if "losses" in m.replaces else "targets"
+        torch.manual_seed(0)  # the composed losses draw from the global generator
+        res = run_mutant_as_shipped(
+            m.implementation(), name=name, method=m.objective, prefer=prefer
+        )
+        if not res.killed:
+            survivors.append(name)
+    assert set(survivors) == NOT_EXPRESSIBLE_AS_SHIPPED, survivors

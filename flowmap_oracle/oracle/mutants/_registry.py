@@ -47,6 +47,7 @@ class Mutant:
         objective: the objective whose function is wrong (``"model"`` for the flow-map step).
         description: the bug and why it is plausible.
         factory: builds the :class:`Implementation`; ``spec`` names it for reproduction.
+        replaces: which of ``targets``, ``losses``, ``flow_map`` the mutant replaces.
     """
 
     name: str
@@ -54,6 +55,7 @@ class Mutant:
     description: str
     factory: Callable[[], Implementation]
     spec: str
+    replaces: tuple[str, ...] = ()
 
     def implementation(self) -> Implementation:
         return self.factory()
@@ -99,7 +101,8 @@ def mutant(
             raise ValueError(f"mutant {name!r} is registered twice")
         factory.__name__ = fn.__name__
         factory.__doc__ = description
-        MUTANTS[name] = Mutant(name, objective, description, factory, spec)
+        replaces = tuple(k for k in ("targets", "losses", "flow_map") if k in fn())
+        MUTANTS[name] = Mutant(name, objective, description, factory, spec, replaces)
         return factory
 
     return register
