@@ -272,10 +272,13 @@ def test_column_widths_keep_narrow_columns_and_share_the_rest():
     assert got[0] == 5.0 * 6 + 2 * CELL_PAD  # narrow: natural width
     assert got[1] == 5.0 * len(name) + 2 * CELL_PAD  # fits under the common level: natural
     assert got[2] == pytest.approx(400.0 - got[0] - got[1])  # the sentence takes the rest
-    # when two long columns compete they share equally, but never below a column's widest piece
-    two = widths([[name * 4, sentence]], total=300.0)
-    assert two[0] == pytest.approx(two[1]) and abs(sum(two) - 300.0) < 1e-6
-    assert two[0] >= 5.0 * len("objective.") + 2 * CELL_PAD
+    # a name too long for its share breaks, its column shrinks to the widest broken line and
+    # the running text takes the rest
+    long_name = ".".join(["objective", "part_one", "part_two"] * 4)
+    two = widths([[long_name, sentence]], total=300.0)
+    assert abs(sum(two) - 300.0) < 1e-6
+    broken = break_long_words(long_name, two[0] - 2 * CELL_PAD, lambda t: 5.0 * len(t))[0]
+    assert two[0] == 5.0 * max(len(line) for line in broken.split("\n")) + 2 * CELL_PAD < 150.0
 
 
 def test_fonts_are_matplotlibs_dejavu():
@@ -318,5 +321,7 @@ def test_column_widths_give_long_text_its_share_and_break_names_between_parts():
     from flowmap_oracle.reports.document import PROSE_SHARE
 
     assert got[2] >= PROSE_SHARE * total - 1e-6
-    part = 5.0 * len("value_and_gradient") + 2 * CELL_PAD
-    assert part <= got[1] < 5.0 * len(check) + 2 * CELL_PAD
+    # the names break between their dotted parts, and their columns shrink to the widest
+    # broken line: consistency.loss. / value_and_gradient
+    assert got[1] == pytest.approx(5.0 * len("value_and_gradient") + 2 * CELL_PAD)
+    assert got[0] < 5.0 * len(mutant) + 2 * CELL_PAD

@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -22,6 +23,7 @@ from .notation import (
     FONT,
     MONO,
     Inline,
+    break_long_words,
     literal,
     prose,
     register_fonts,
@@ -56,7 +58,8 @@ def column_widths(
     are filled like water above their floors up to a common level ``c``: a column gets
     ``min(natural, c)`` but not less than its floor, with ``c`` chosen so that the widths sum to
     ``total``. Narrow columns (numbers, statuses) keep their natural width and the wide ones
-    share the rest, wrapping at spaces.
+    share the rest, wrapping at spaces. A column of names that still has to break then shrinks
+    to its widest broken line, and the room it frees goes to the columns of running text.
 
     The floors are the first of these tiers that fits in ``total``: a column of long running
     text (a cell below the header with a space, wider than :data:`PROSE_SHARE` of the width)
@@ -104,7 +107,26 @@ def column_widths(
     for _ in range(100):
         mid = (low + high) / 2
         low, high = (low, mid) if sum(widths(mid)) > total else (mid, high)
-    return widths(low)
+    out = widths(low)
+    # a column of names that has to break shrinks to its widest broken line; the room it frees
+    # goes to the columns of running text
+    receivers = [j for j in range(n) if long_text[j]] or [j for j in range(n) if prose[j]]
+    slack = 0.0
+    for j in range(n):
+        if prose[j] or out[j] >= natural[j] or not receivers:
+            continue
+        need = 0.0
+        for i, row in enumerate(cells):
+            if j < len(row):
+                row_measure = partial(measure, i)
+                for word in break_long_words(row[j], out[j] - pad, row_measure):
+                    need = max([need, *(row_measure(line) for line in word.split("\n"))])
+        if need + pad < out[j]:
+            slack += out[j] - need - pad
+            out[j] = need + pad
+    for j in receivers:
+        out[j] += slack / len(receivers)
+    return out
 
 
 def render_formula_png(latex: str, *, fontsize: int = 12, dpi: int = 200) -> bytes:
