@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -130,6 +130,15 @@ TargetKind = Literal["value", "time_derivative"]
 """``"value"``: the target is a value the network output should equal (FM, split, Shortcut,
 discrete CM); it maps like the output. ``"time_derivative"``: its residual is a total
 derivative in the user's time (MeanFlow, AYF, continuous CM) and carries the factor ``w``."""
+
+# Our times computed from a user time in the user's dtype may leave [0, 1] by rounding alone: the
+# float32 angle nearest pi / 2 (1.5707963705) lies above pi / 2, and t(theta) = 1.0000000437 there.
+# A time within this many units of the dtype's epsilon outside [0, 1] is set back on the end (its
+# value only; derivatives pass through unchanged). The float32 angle is at most half an ulp
+# (6e-8) past pi / 2 and dt/dtheta = 1 there; 4 eps (4.8e-7 in float32) covers it with room, and
+# is far below any time a wrong implementation would use (a difference step of 1e-3 past the end
+# is still refused).
+_ROUNDING_EPS = 4
 
 # Time ranges where a convention is finite. EDM's sigma = t / (1 - t) is infinite at t = 1: 0.98
 # gives sigma = 49, inside EDM's usual sigma_max = 80. The x0 prediction divides by t and the
@@ -291,6 +300,20 @@ class _Ops:
     def col(self, a):
         return a[:, None]
 
+    def abs(self, a):
+        return self.xp.abs(a)
+
+    def clip(self, a, lo: float, hi: float):
+        return self.xp.clip(a, lo, hi)
+
+    def stop_gradient(self, a):
+        """``a`` without derivatives (reverse and forward mode)."""
+        if self.framework == "torch":
+            return a.detach()
+        import jax
+
+        return jax.lax.stop_gradient(a)
+
 
 # ----------------------------------------------------------------------------------------------
 # Time conventions: tau(t), t(tau), tau'(t), slope(t, s), a(t), a'(t) and q_avg(t, s).
@@ -298,17 +321,34 @@ class _Ops:
 
 @dataclass(frozen=True)
 class _Time:
-    """One time convention. ``slope`` and ``scale_quotient`` are closed forms, exact at s = t."""
+    """One time convention. ``slope`` and ``scale_quotient`` are closed forms, exact at s = t.
+
+    ``rounding``: how far outside ``[0, 1]`` an our-time computed from a user time may fall by
+    the rounding of the user's dtype alone (see ``_ROUNDING_EPS``); :meth:`t_of` sets such a time
+    back on the end. Each adapter holds a copy with its declared dtype's value.
+    """
 
     name: str
     lo: float
     hi: float
     linear: bool
+    rounding: float = 0.0
 
     def tau(self, o: _Ops, t):
         raise NotImplementedError
 
     def t_of(self, o: _Ops, tau):
+        """``t(tau)``; a time within ``rounding`` outside ``[0, 1]`` comes back on the end (its
+        value only: derivatives pass through unchanged), so that ``t = 1`` survives the round
+        trip through a float32 angle. Farther outside, it is left for the caller to refuse."""
+        t = self._t_of(o, tau)
+        if not self.rounding:
+            return t
+        inside = o.clip(t, 0.0, 1.0)
+        near = o.abs(t - inside) <= self.rounding
+        return o.where(near, t + o.stop_gradient(inside - t), t)
+
+    def _t_of(self, o: _Ops, tau):
         raise NotImplementedError
 
     def dtau(self, o: _Ops, t):
@@ -336,7 +376,7 @@ class _NoiseAtOne(_Time):
     def tau(self, o, t):
         return t
 
-    def t_of(self, o, tau):
+    def _t_of(self, o, tau):
         return tau
 
     def dtau(self, o, t):
@@ -350,7 +390,7 @@ class _NoiseAtZero(_Time):
     def tau(self, o, t):
         return 1 - t
 
-    def t_of(self, o, tau):
+    def _t_of(self, o, tau):
         return 1 - tau
 
     def dtau(self, o, t):
@@ -365,7 +405,7 @@ class _EdmSigma(_Time):
     def tau(self, o, t):
         return t / (1 - t)
 
-    def t_of(self, o, sigma):
+    def _t_of(self, o, sigma):
         return sigma / (1 + sigma)
 
     def dtau(self, o, t):
@@ -390,7 +430,7 @@ class _TrigFlowAngle(_Time):
     def tau(self, o, t):
         return o.atan2(t, 1 - t)
 
-    def t_of(self, o, theta):
+    def _t_of(self, o, theta):
         sn, cs = o.sin(theta), o.cos(theta)
         return sn / (sn + cs)
 
@@ -444,7 +484,8 @@ class ConventionAdapter:
     def __init__(self, conventions: Conventions | Mapping[str, Any]) -> None:
         self.conventions = Conventions.from_mapping(conventions)
         c = self.conventions
-        self._time = _TIME_IMPLS[c.time]
+        eps = torch.finfo(getattr(torch, c.dtype)).eps
+        self._time = replace(_TIME_IMPLS[c.time], rounding=_ROUNDING_EPS * eps)
         self._ops = _Ops(c.framework)
         self._torch_ops = _Ops("torch")
 
@@ -575,7 +616,9 @@ class ConventionAdapter:
         return self._time.tau(ops or self._ops, t)
 
     def time_to_ours(self, tau, *, ops: _Ops | None = None):
-        """``t(tau)``."""
+        """``t(tau)``; a time that rounding in the declared dtype put just outside ``[0, 1]``
+        (the float32 angle nearest ``pi / 2`` gives ``t = 1.0000000437``) comes back on the
+        end, so that ``t = 1`` survives the round trip through the user's dtype."""
         return self._time.t_of(ops or self._ops, tau)
 
     def check_times(self, t: Tensor, s: Tensor | None = None) -> None:

@@ -391,7 +391,21 @@ class CheckContext:
         self.settings = settings
         self.adapter = ConventionAdapter(impl.conventions)
         self.conventions = self.adapter.conventions
+        self._notes: dict[str, str] = {}
         _load_lazy_framework_modules()
+
+    # -- notes on a passing check --------------------------------------------------------------
+
+    def note(self, key: str, text: str) -> None:
+        """Say something about the implementation that is not a defect (a passing check reports
+        it after ``passed``); the first text under each ``key`` is kept, so a note seen in every
+        case is said once."""
+        self._notes.setdefault(key, text)
+
+    @property
+    def notes(self) -> list[str]:
+        """The notes of this check, in the order first seen."""
+        return list(self._notes.values())
 
     # -- requirements ------------------------------------------------------------------------
 

@@ -143,7 +143,8 @@ def run_check(
         return result("fail", _internal_error(err))
     finally:
         guard.close()
-    return result("pass", f"passed ({_n_cases(chk, settings, space)} cases)")
+    notes = "".join(f"; note: {text}" for text in ctx.notes)
+    return result("pass", f"passed ({_n_cases(chk, settings, space)} cases){notes}")
 
 
 def _internal_error(err: Exception) -> str:

@@ -5,6 +5,12 @@
 A consistency model's output ``f_{t->0}`` lives in data space in every convention (all of them
 agree at ``t = 0``), so discrete losses compare directly. The sCM tangent ``d f_{t->0} / d tau``
 is taken in the user's own time: ours is ``tau'(t)`` times it.
+
+The sCM *loss* is the limit of the discrete consistency loss ``1/2 ||f(tau) - sg f(tau')||^2 /
+|tau - tau'|`` with ``tau'`` one step towards data, whose gradient is ``(d_theta f)^T (f(tau) -
+f(tau')) / |tau - tau'|``: the tangent taken *towards noise*, ``sign(tau') d f / d tau``, which is
+``d f / dt / |tau'|`` in ours. Where user time runs towards data (``noise_at_0``, ``tau' = -1``)
+that is ``-d f / d tau``: dividing by ``tau'`` instead of ``|tau'|`` negated the reference.
 """
 
 from __future__ import annotations
@@ -128,8 +134,8 @@ def scm_exact(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
     objective="scm",
     role="target",
     space="to_zero",
-    description="The tangent carries no reverse-mode gradient or forward-mode tangent in the "
-    "network parameters.",
+    description="The tangent carries no reverse-mode gradient in the network parameters (a "
+    "forward-mode tangent without one is harmless in reverse-mode training and reported).",
     draws=False,
     cost=2,
 )
@@ -146,8 +152,9 @@ def scm_stop_gradient(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
     role="loss",
     space="to_zero",
     description=(
-        "The sCM loss's gradient mean_i (d_theta f_{t->0}(x_i))^T d f_{theta-}/dtau (teacher "
-        "velocity) equals the reference's (values of gradient-defined losses are not compared)."
+        "The sCM loss's gradient mean_i (d_theta f_{t->0}(x_i))^T sign(tau') d f_{theta-}/dtau "
+        "(teacher velocity; the tangent towards noise in the user's time tau) equals the "
+        "reference's (values of gradient-defined losses are not compared)."
     ),
     cost=2,
 )
@@ -156,11 +163,12 @@ def scm_loss(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
     b = ctx.batch(case, space)
     net = ctx.random_network(case.seed + 62)
     v = ctx.teacher.velocity(b.x, b.t)
-    tau_dot = ctx.adapter.tau_dot(b.t)[:, None]
+    # sign(tau') d f / d tau = (d f / dt) / |tau'|: the tangent towards noise in user time.
+    tau_speed = ctx.adapter.tau_dot(b.t).abs()[:, None]
 
     def build(model):
         f, g = consistency_tangent(model, b.x, b.t, v)
-        return surrogate_in_user_units(ctx, f, g / tau_dot)
+        return surrogate_in_user_units(ctx, f, g / tau_speed)
 
     args = [*loss_inputs(ctx, b, b.t), ctx.user_field(ctx.teacher.velocity, "velocity")]
     compare_loss(ctx, "scm", net, build, args, what="sCM loss", value=False)

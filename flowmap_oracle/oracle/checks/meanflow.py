@@ -91,8 +91,9 @@ def target_conditional_velocity(ctx: CheckContext, case: Case, space: CaseSpace)
     role="target",
     space="forward",
     description=(
-        "The target carries no dependence on the network parameters: zero reverse-mode gradient "
-        "and zero forward-mode tangent (torch.no_grad stops only the former)."
+        "The target carries no reverse-mode gradient in the network parameters (whichever JVP "
+        "API computes it); a forward-mode tangent without one (torch.no_grad, not detach) is "
+        "harmless in reverse-mode training and reported."
     ),
     draws=False,
     cost=2,
