@@ -250,9 +250,10 @@ class InstrumentedNetwork(torch.nn.Module):
         a1 = _as_times(a1, n, x)
         a2 = _as_times(a2, n, x)
         with torch.no_grad():
-            tau, rho = self.adapter.decode_times(_plain(a1).double(), _plain(a2).double())
-            t = self.adapter._time.t_of(self.adapter.torch_ops, tau)
-            s = self.adapter._time.t_of(self.adapter.torch_ops, rho)
+            ops = self.adapter.torch_ops
+            tau, rho = self.adapter.decode_times(_plain(a1).double(), _plain(a2).double(), ops=ops)
+            t = self.adapter.time_to_ours(tau, ops=ops)
+            s = self.adapter.time_to_ours(rho, ops=ops)
             x_ours = self.adapter.points_to_ours(
                 _plain(x).reshape(n, -1).double(), t, ops=self.adapter.torch_ops
             )
