@@ -296,17 +296,7 @@ def test_the_trigflow_angle_of_t_1_comes_back_as_t_1(framework, dtype):
     assert abs(float(back[1]) - 0.25) < 1e-6
 
 
-EDM_FLOAT32 = pytest.mark.xfail(
-    strict=True,
-    reason="a separate float32 false alarm, not the TrigFlow round trip: at sigma = 49 (t = 0.98) "
-    "a user-unit rounding of the target (2e-7) is amplified by w k = 2500 into our units (measured "
-    "5e-4 against the float32 tolerance 1e-4); the tolerance must scale with the conversion gain",
-)
-
-
-@pytest.mark.parametrize(
-    "time", [pytest.param(t, marks=EDM_FLOAT32) if t == "edm_sigma" else t for t in TIMES]
-)
+@pytest.mark.parametrize("time", TIMES)
 def test_targets_at_the_ends_pass_in_float32_in_every_time_convention(time):
     # float64 runs in the tests above and in tests/test_oracle.py
     impl = _target_implementation(time, "func", dtype="float32")
@@ -366,3 +356,34 @@ def test_a_trigflow_target_that_steps_past_the_noise_end_is_still_rejected():
     assert result.status == "fail", result.report()
     assert "must lie in [0, 1]" in result.message, result.message
     assert math.isclose(result.case.t, 1.0), result.case
+
+
+def test_float32_tolerances_scale_only_with_the_conversion_gain_and_still_catch_a_sign_error():
+    from flowmap_oracle.oracle.context import CheckContext
+
+    t = torch.tensor([0.5, 0.98], dtype=torch.float64)
+    s = torch.tensor([0.25, 0.5], dtype=torch.float64)
+    edm32 = CheckContext(
+        Implementation("g", conventions={"time": "edm_sigma", "dtype": "float32"}), SETTINGS
+    )
+    gain = edm32.rounding_gain(t, s)
+    assert gain is not None and float(gain[1]) > 100 * float(gain[0]) and float(gain.min()) >= 1
+    linear32 = CheckContext(Implementation("g", conventions={"dtype": "float32"}), SETTINGS)
+    torch.testing.assert_close(linear32.rounding_gain(t, s), torch.ones(2, dtype=torch.float64))
+    assert (
+        CheckContext(
+            Implementation("g", conventions={"time": "edm_sigma"}), SETTINGS
+        ).rounding_gain(t, s)
+        is None
+    )
+
+    def wrong_sign(net, x, tau, rho, v):  # v + (tau - rho) dN/dtau: the sign error
+        _, du = _total_derivative(lambda x_, tau_: net(x_, tau_, rho), x, tau, v, "func")
+        return (v + _c(tau - rho) * du).detach()
+
+    impl = Implementation(
+        "sign error, EDM float32",
+        conventions={"time": "edm_sigma", "dtype": "float32"},
+        targets={"meanflow": wrong_sign},
+    )
+    assert run_check("meanflow.target.random_network", impl, SETTINGS).status == "fail"

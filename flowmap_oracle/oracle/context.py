@@ -563,6 +563,18 @@ class CheckContext:
         N = self.network_output_in_user_units(F, x, t, s)
         return self.adapter.target_to_ours(N_tgt, N, x, t, s, kind)
 
+    def rounding_gain(self, t: Tensor, s: Tensor) -> Tensor | None:
+        """How much converting a float32 implementation's target into our units amplifies its
+        rounding, per sample: ``max(1, |k| max(1, |w|))`` with ``F = q x + k N`` and ``w`` the
+        time-derivative factor (EDM's sigma near 49 gives about 2500). ``None`` for float64, whose
+        tolerances are set in our units already."""
+        if self.conventions.dtype != "float32":
+            return None
+        o = self.adapter.torch_ops
+        _, k = self.adapter.output_coefficients(t, s, ops=o)
+        w = self.adapter.residual_factor(t, s, "time_derivative", ops=o)
+        return (k.abs() * w.abs().clamp_min(1.0)).clamp_min(1.0)
+
     def residual_to_user(self, R: Tensor, t: Tensor, s: Tensor, kind: TargetKind) -> Tensor:
         """Our residual ``F - F_tgt`` in the user's output units, ``R / (w k)``."""
         o = self.adapter.torch_ops

@@ -235,6 +235,7 @@ def compare(
     quantity: str,
     inputs: dict[str, Tensor] | None = None,
     alternatives: Mapping[str, Tensor] | None = None,
+    gain: Tensor | None = None,
 ) -> None:
     """Raise :class:`CheckFailure` unless ``got`` matches ``expected`` within ``tol``.
 
@@ -247,6 +248,10 @@ def compare(
         alternatives: references under a likely mistake, cheap for the check to compute, keyed
             by what they are (``{"the reference at 1 - t": ...}``); one that ``got`` matches is
             named as the likely cause (see :func:`likely_cause`).
+        gain: per-sample factor ``>= 1`` by which converting the implementation's values into
+            our convention amplifies its own rounding (``(N,)``; see
+            :meth:`~.context.CheckContext.rounding_gain`); the tolerance of each row is multiplied
+            by it. ``None``: 1.
 
     Raises:
         CheckFailure: ``got`` differs (the message starts with the likely cause, if any).
@@ -262,6 +267,8 @@ def compare(
         raise RuntimeError(f"the reference {quantity} is not finite")
     err = (got - expected).abs()
     allowed = tol.atol + tol.rtol * expected.abs()
+    if gain is not None:
+        allowed = allowed * gain.reshape(-1, *([1] * (expected.ndim - 1)))
     excess = err / allowed
     # NaN > 1 is False: a non-finite entry of ``got`` counts as outside the tolerance.
     bad = (excess > 1) | ~torch.isfinite(got)

@@ -438,6 +438,7 @@ def register_target_checks(
             quantity=f"{target} (our convention) on a random network"
             + (" with v = v_teacher" if velocity else ""),
             inputs=b.inputs(),
+            gain=ctx.rounding_gain(b.t, b.s),
         )
 
     def constant(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
@@ -449,6 +450,7 @@ def register_target_checks(
             ctx.tol(STANDARD),
             quantity=f"{target} of a constant network (should equal the constant)",
             inputs=b.inputs(),
+            gain=ctx.rounding_gain(b.t, b.s),
         )
 
     def exact_map(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
@@ -459,6 +461,7 @@ def register_target_checks(
             ctx.tol(EXACT_MAP),
             quantity=f"{target} at the exact map (should equal F*, our convention)",
             inputs=b.inputs(),
+            gain=ctx.rounding_gain(b.t, b.s),
         )
 
     name = f"{objective}.target"

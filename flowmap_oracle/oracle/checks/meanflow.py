@@ -82,6 +82,7 @@ def target_conditional_velocity(ctx: CheckContext, case: Case, space: CaseSpace)
         ctx.tol(STANDARD),
         quantity="MeanFlow target F_tgt (our convention) with v = x1 - x0",
         inputs=b.inputs(),
+        gain=ctx.rounding_gain(b.t, b.s),
     )
 
 
