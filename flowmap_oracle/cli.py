@@ -304,15 +304,6 @@ def _short(filename: str) -> str:
         return filename
 
 
-def shipped_checks() -> Callable[..., list[Any]] | None:
-    """``run_shipped(impl, objectives=...)``, the oracle's checks of losses and samplers as
-    they ship, which ``run_checks`` runs after the registered checks (``None`` in a version of
-    the oracle without them)."""
-    from .oracle import runner
-
-    return getattr(runner, "run_shipped", None)
-
-
 def _load_implementation(spec: str) -> Implementation:
     """Import and build the implementation, then check that its declared conventions can work
     (a JAX float64 implementation needs ``jax_enable_x64``) before any check runs.
@@ -519,36 +510,33 @@ def _cmd_identities(args: argparse.Namespace, progress: Progress) -> int:
 def _cmd_check(args: argparse.Namespace, progress: Progress) -> int:
     import json
 
-    from .oracle import OracleSettings, SkipReason, checks_for, run_check
-    from .oracle.runner import nothing_checked
+    from .oracle import OracleSettings, SkipReason
+    from .oracle.runner import finish_results, plan_checks
 
     if args.json is not None and args.pdf is not None and args.json.resolve() == args.pdf.resolve():
         raise UsageError("--json and --pdf name the same file")
     impl = _load_implementation(args.implementation)
     settings = OracleSettings(profile=args.profile)
     wanted = set(args.only or ())
-    checks = [c for c in checks_for() if not wanted or c.objective in wanted]
-    run_shipped = shipped_checks()
+    steps = plan_checks(impl, settings, objectives=wanted or None)
     print(f"{impl.name}: {impl.conventions.describe()}; {settings.describe()}", flush=True)
     results: list[Any] = []
     interrupted = False
     start = time.perf_counter()
-    with progress.bar("checks", len(checks) + (run_shipped is not None)) as bar:
+    with progress.bar("checks", len(steps)) as bar:
         try:
-            for chk in checks:  # one at a time, for the progress display
-                bar.start(chk.name)
-                results.append(run_check(chk, impl, settings))
-                bar.advance()
-            if run_shipped is not None:
-                bar.start("shipped losses and samplers")
-                results += run_shipped(impl, objectives=wanted or None)
+            for step in steps:  # one at a time, for the progress display
+                bar.start(step.label)
+                results += step.run()
                 bar.advance()
         except KeyboardInterrupt:
             interrupted = True
     seconds = time.perf_counter() - start
-    nothing = not interrupted and not any(r.status in ("pass", "fail") for r in results)
-    if nothing:  # a run that checked nothing fails, as run_checks reports it
-        results.append(nothing_checked(impl, results))
+    nothing = False
+    if not interrupted:  # a run that checked nothing fails, as run_checks reports it
+        finished = finish_results(impl, results)
+        nothing = len(finished) > len(results)
+        results = finished
     not_provided = sorted(
         {
             ".".join(r.check.split(".")[:2])
@@ -588,7 +576,7 @@ def _cmd_check(args: argparse.Namespace, progress: Progress) -> int:
         note = None
         if interrupted:
             note = (
-                f"The run was interrupted (Ctrl-C) after {len(results)} of {len(checks)} "
+                f"The run was interrupted (Ctrl-C) after {len(results)} of {len(steps)} "
                 "checks; the checks that did not run are not listed."
             )
         try:
@@ -600,10 +588,10 @@ def _cmd_check(args: argparse.Namespace, progress: Progress) -> int:
     print(json.dumps(counts))
     if interrupted:
         wrote = f"wrote {', '.join(written)} (marked incomplete)" if written else "nothing written"
-        return _interrupted(args, f"{len(results)} of {len(checks)} checks finished; {wrote}")
+        return _interrupted(args, f"{len(results)} of {len(steps)} checks finished; {wrote}")
     if nothing:
         print(
-            f"{_prog(args)}: nothing was checked: all {len(results)} selected checks were "
+            f"{_prog(args)}: nothing was checked: all {len(results) - 1} selected checks were "
             "skipped (see the reasons above); that is a failure, not a pass",
             file=sys.stderr,
         )

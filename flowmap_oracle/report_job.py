@@ -208,7 +208,7 @@ def objectives_inputs(
 
 def oracle_inputs(*, quick: bool = False, progress: Progress | None = None) -> OracleSectionInputs:
     """Run the oracle on the reference, the mutants and (not quick) the example implementations."""
-    from .oracle import OracleSettings, checks_for, load_implementation, run_check, runner
+    from .oracle import OracleSettings, checks_for, load_implementation, runner
     from .oracle.mutants import mutant_names, run_mutant
 
     progress = progress or Progress.disabled()
@@ -216,25 +216,23 @@ def oracle_inputs(*, quick: bool = False, progress: Progress | None = None) -> O
     checks = checks_for()
     mutants = mutant_names()
     specs = () if quick else EXAMPLES
-    # the checks of losses and samplers as they ship, where this version of the oracle has them
-    run_shipped = getattr(runner, "run_shipped", None)
-    per_impl = len(checks) + (run_shipped is not None)
+
+    def plan(impl: Any) -> list[Any]:
+        return runner.plan_checks(impl, settings)
+
+    per_impl = len(checks) + 1  # registered checks, then one step for shipped losses/samplers
     with progress.bar("oracle", per_impl * (1 + len(specs)) + len(mutants), unit="run") as bar:
 
         def check_all(impl: Any, who: str) -> tuple[Any, ...]:
-            """``run_checks(impl, settings)``, one check at a time for the progress display."""
-            results = []
-            for chk in checks:
-                bar.start(f"{who}: {chk.name}")
-                results.append(run_check(chk, impl, settings))
+            """``run_checks(impl, settings)``, one step at a time for the progress display."""
+            results: list[Any] = []
+            steps = plan(impl)
+            for step in steps:
+                bar.start(f"{who}: {step.label}")
+                results += step.run()
                 bar.advance()
-            if run_shipped is not None:
-                bar.start(f"{who}: shipped losses and samplers")
-                results += run_shipped(impl)
-                bar.advance()
-            if not any(r.status in ("pass", "fail") for r in results):
-                results.append(runner.nothing_checked(impl, results))
-            return tuple(results)
+            bar.advance(per_impl - len(steps))
+            return tuple(runner.finish_results(impl, results))
 
         reference = load_implementation("flowmap_oracle.oracle.reference:implementation")
         reference_results = check_all(reference, "reference")

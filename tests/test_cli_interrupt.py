@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-import flowmap_oracle.oracle as oracle_package
+import flowmap_oracle.oracle.runner as oracle_runner
 from flowmap_oracle.cli import EXIT_INTERRUPTED, main
 from flowmap_oracle.oracle import CheckResult
 
@@ -46,7 +46,7 @@ def test_check_writes_the_finished_checks_to_json_and_pdf(tmp_path, capsys, monk
     def passed(chk, impl, settings=None):  # a fast stand-in for a real check
         return CheckResult(chk.name, chk.objective, "pass", "passed", seconds=0.25)
 
-    monkeypatch.setattr(oracle_package, "run_check", _after(2, passed))
+    monkeypatch.setattr(oracle_runner, "run_check", _after(2, passed))
     out_json, out_pdf = tmp_path / "c.json", tmp_path / "c.pdf"
     argv = ["check", "flowmap_oracle.oracle.reference:implementation", "--only", "flow_matching"]
     code = main([*argv, "meanflow", "--json", str(out_json), "--pdf", str(out_pdf)])

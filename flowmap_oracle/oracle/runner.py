@@ -14,10 +14,12 @@ then adds a failing result named :data:`NOTHING_CHECKED`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 import traceback
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from hypothesis import HealthCheck, Phase, Verbosity, given
@@ -35,8 +37,11 @@ from .shipped import run_shipped_checks
 
 __all__ = [
     "NOTHING_CHECKED",
+    "PlannedCheck",
     "checks_for",
+    "finish_results",
     "nothing_checked",
+    "plan_checks",
     "reproduce",
     "reproduction_snippet",
     "run_check",
@@ -164,6 +169,54 @@ def _n_cases(chk: Check, settings: OracleSettings, space: CaseSpace) -> str:
     return f"{n} explicit + {settings.examples} drawn" if chk.draws else f"{n} explicit"
 
 
+@dataclass(frozen=True)
+class PlannedCheck:
+    """One step of a check run: a label for progress displays and the call that runs it."""
+
+    label: str
+    run: Callable[[], list[CheckResult]]
+
+
+def plan_checks(
+    impl: Implementation,
+    settings: OracleSettings | None = None,
+    *,
+    objectives: Iterable[str] | None = None,
+) -> list[PlannedCheck]:
+    """What :func:`run_checks` runs, step by step: each registered check (of ``objectives``),
+    then the checks of the shipped losses and samplers (one step). Callers that show progress
+    run the steps themselves and end with :func:`finish_results`."""
+    wanted = None if objectives is None else set(objectives)
+    steps = [
+        PlannedCheck(chk.name, functools.partial(_run_one, chk, impl, settings))
+        for chk in checks_for()
+        if wanted is None or chk.objective in wanted
+    ]
+    shipped_wanted = wanted is None or bool(
+        wanted & ({*impl.shipped_losses} | ({"sampler"} if impl.samplers else set()))
+    )
+    if (impl.shipped_losses or impl.samplers) and shipped_wanted:
+        steps.append(
+            PlannedCheck(
+                "shipped losses and samplers", lambda: run_shipped(impl, objectives=wanted)
+            )
+        )
+    return steps
+
+
+def _run_one(
+    chk: Check, impl: Implementation, settings: OracleSettings | None
+) -> list[CheckResult]:
+    return [run_check(chk, impl, settings)]
+
+
+def finish_results(impl: Implementation, results: list[CheckResult]) -> list[CheckResult]:
+    """``results``, ending with a failing :data:`NOTHING_CHECKED` when nothing was checked."""
+    if not any(r.status in ("pass", "fail") for r in results):
+        return [*results, nothing_checked(impl, results)]
+    return results
+
+
 def run_checks(
     impl: Implementation,
     settings: OracleSettings | None = None,
@@ -171,25 +224,18 @@ def run_checks(
     objectives: Iterable[str] | None = None,
     stop_at_first_failure: bool = False,
 ) -> list[CheckResult]:
-    """Run every applicable check (of ``objectives``) on ``impl``.
+    """Run every applicable check (of ``objectives``) on ``impl`` (the steps of
+    :func:`plan_checks`).
 
     When every check was skipped (or none was selected), the list ends with a failing result
     named :data:`NOTHING_CHECKED`: a run that checked nothing does not pass.
     """
-    wanted = None if objectives is None else set(objectives)
-    results = []
-    for chk in checks_for():
-        if wanted is not None and chk.objective not in wanted:
-            continue
-        res = run_check(chk, impl, settings)
-        results.append(res)
-        if stop_at_first_failure and res.status == "fail":
+    results: list[CheckResult] = []
+    for step in plan_checks(impl, settings, objectives=objectives):
+        results += step.run()
+        if stop_at_first_failure and any(r.status == "fail" for r in results):
             break
-    if not (stop_at_first_failure and any(r.status == "fail" for r in results)):
-        results += run_shipped(impl, objectives=wanted)
-    if not any(r.status in ("pass", "fail") for r in results):
-        results.append(nothing_checked(impl, results))
-    return results
+    return finish_results(impl, results)
 
 
 def run_shipped(
