@@ -364,7 +364,11 @@ class Batch:
         unknown = set(changes) - set(fields)
         if unknown:
             raise TypeError(f"Batch.replace: unknown fields {sorted(unknown)}")
-        return Batch.build(**{**fields, **changes}, path=self.path)  # type: ignore[arg-type]
+        merged = {**fields, **changes}
+        data, noise, t, s = (merged[k] for k in ("data", "noise", "t", "s"))
+        if data is None or noise is None or t is None or s is None:
+            raise TypeError("Batch.replace: data, noise, t and s cannot be None")
+        return Batch.build(data, noise, t, s, merged["r"], path=self.path)
 
     @property
     def conditional_velocity(self) -> Tensor:
