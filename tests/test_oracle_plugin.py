@@ -156,8 +156,15 @@ def implementation():
 """
 
 
-def test_a_convention_that_cannot_run_is_a_usage_error(user_repo):
-    jax = pytest.importorskip("jax")
+@pytest.fixture
+def jax_first():
+    """JAX, imported before pytester's fixture snapshots ``sys.modules``: a first import inside
+    the test would be dropped at teardown, and importing jaxlib a second time aborts."""
+    return pytest.importorskip("jax")
+
+
+def test_a_convention_that_cannot_run_is_a_usage_error(jax_first, user_repo):
+    jax = jax_first
     if jax.config.read("jax_enable_x64"):
         pytest.skip("x64 is enabled in this process")
     user_repo.makepyfile(jax64impl=JAX64)
