@@ -64,12 +64,16 @@ class LossOutput:
         target: the stop-gradient target where the objective has one (else ``None``).
         per_sample: each sample's contribution to the loss before averaging, detached, ``(N,)``;
             for IMM, whose loss is a mean over groups of particles, each group's ``MMD^2``.
+        parts: for a loss that is a sum of named parts (FACM's consistency part and its
+            flow-matching anchor), each part as a differentiable scalar; they sum to ``loss``.
+            ``None`` for a loss of one part.
     """
 
     loss: Tensor
     residual: Tensor
     target: Tensor | None = None
     per_sample: Tensor | None = None
+    parts: dict[str, Tensor] | None = None
 
     @classmethod
     def weighted_mean(

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Literal
 
 import torch
@@ -117,6 +118,7 @@ def facm_loss(
     if time_weight:
         cm = cm * torch.sin(0.5 * math.pi * t)
     per_sample = cm
+    parts = {"consistency part": cm.mean()}
     if fm_weight:
         tau = 2 - t if time_encoding == "expanded" else t
         f_fm = model(x_t, tau, tau)
@@ -124,4 +126,6 @@ def facm_loss(
         if fm_cosine:
             fm = fm + cosine_distance(f_fm, v)
         per_sample = per_sample + fm_weight * fm
-    return LossOutput.weighted_mean(per_sample, weight=None, residual=out - f_tgt, target=target)
+        parts["flow-matching anchor"] = (fm_weight * fm).mean()
+    result = LossOutput.weighted_mean(per_sample, weight=None, residual=out - f_tgt, target=target)
+    return replace(result, parts=parts)

@@ -13,9 +13,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -36,12 +36,14 @@ __all__ = [
     "call_target",
     "compare_gradients",
     "compare_loss",
+    "explain_parts",
     "loss_inputs",
     "our_value",
     "reduce_entries",
     "reference_gradients",
     "register_target_checks",
     "regression_in_user_units",
+    "regression_terms_in_user_units",
     "surrogate_in_user_units",
     "target_inputs",
     "user_gradients",
@@ -110,6 +112,7 @@ class Term:
     t: Tensor
     s: Tensor
     kind: TargetKind
+    name: str = "regression"
 
 
 def regression_in_user_units(ctx: CheckContext, terms: list[Term]) -> Tensor:
@@ -122,24 +125,103 @@ def regression_in_user_units(ctx: CheckContext, terms: list[Term]) -> Tensor:
     return reduce_entries(total, ctx.impl.loss_reduction)
 
 
+def regression_terms_in_user_units(ctx: CheckContext, terms: list[Term]) -> dict[str, Tensor]:
+    """:func:`regression_in_user_units` broken into named parts that sum to it.
+
+    Each :class:`Term` is one part (by its ``name``); a term with rows both on the diagonal
+    ``s = t`` (flow-matching rows) and off it is split into those two row sets. Both reductions
+    are linear in the squared entries, so the parts add up to the whole loss exactly (up to
+    rounding); a loss-value mismatch is then reported per part (:func:`compare_loss`).
+    """
+    squares = []
+    for term in terms:
+        N = ctx.network_output_in_user_units(term.F, term.x, term.t, term.s)
+        N_tgt = N.detach() - ctx.residual_to_user(term.R.detach(), term.t, term.s, term.kind)
+        squares.append((term, (N - N_tgt).pow(2)))
+    shape = torch.broadcast_shapes(*(sq.shape for _, sq in squares))
+    parts: dict[str, Tensor] = {}
+    for term, sq in squares:
+        sq = sq.expand(shape)
+        diagonal = (term.t == term.s).reshape(-1, *([1] * (sq.ndim - 1)))
+        masks = (
+            {"": None}
+            if bool(diagonal.all()) or not bool(diagonal.any())
+            else {
+                ": rows with s = t": diagonal,
+                ": rows with s != t": ~diagonal,
+            }
+        )
+        for suffix, mask in masks.items():
+            part = sq if mask is None else torch.where(mask, sq, torch.zeros_like(sq))
+            key = term.name + suffix
+            value = reduce_entries(part, ctx.impl.loss_reduction)
+            parts[key] = parts[key] + value if key in parts else value
+    return parts
+
+
 def surrogate_in_user_units(ctx: CheckContext, g: Tensor, direction: Tensor) -> Tensor:
     """``reduce(1/2 ||g - sg(g - d)||^2)``: gradient ``mean (d_theta g)^T d`` (user units)."""
     return reduce_entries(0.5 * (g - (g - direction).detach()).pow(2), ctx.impl.loss_reduction)
 
 
 def reference_gradients(
-    net: RandomNetwork, build: Callable[[torch.nn.Module], Tensor]
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """Evaluate the reference loss ``build(module)`` on ``net`` and its parameter gradients."""
+    net: RandomNetwork, build: Callable[[torch.nn.Module], Tensor | Mapping[str, Tensor]]
+) -> tuple[Tensor, dict[str, Tensor], dict[str, float]]:
+    """Evaluate the reference loss ``build(module)`` on ``net`` and its parameter gradients.
+
+    ``build`` returns the loss, or its named parts (which sum to it).
+
+    Returns:
+        The loss (detached), its gradient per parameter, and the value of each named part
+        (empty when ``build`` returned one tensor).
+    """
     module = net.module()
-    loss = build(module)
+    built = build(module)
+    parts = dict(built) if isinstance(built, Mapping) else {}
+    loss = sum(parts.values(), torch.zeros(())) if parts else cast(Tensor, built)
     names = list(module.params.keys())
     grads = torch.autograd.grad(loss, [module.params[k] for k in names], allow_unused=True)
     out = {
         k: torch.zeros_like(module.params[k]) if g is None else g
         for k, g in zip(names, grads, strict=True)
     }
-    return loss.detach(), out
+    return loss.detach(), out, {k: float(v.detach()) for k, v in parts.items()}
+
+
+PART_FACTORS = (0.0, 2.0, 0.5, -1.0, 4.0, 0.25)
+"""Factors on one part of a loss tried as explanations of a loss-value mismatch: the part
+missing, counted twice, halved, with its sign flipped, squared-norm/mean confusions (4, 1/4)."""
+
+
+def explain_parts(expected: float, got: float, parts: Mapping[str, float], atol: float) -> str:
+    """A loss-value mismatch in terms of the reference's named parts.
+
+    Lists each part's value and, when changing a single part by one of :data:`PART_FACTORS`
+    reproduces ``got`` within ``atol``, names it (``"your loss equals the reference with the
+    part 'x' counted twice"``). Returns ``""`` when there is nothing to say (fewer than two
+    parts and no factor explains the gap).
+    """
+    if not parts:
+        return ""
+    words = {
+        0.0: "left out",
+        2.0: "counted twice",
+        0.5: "halved",
+        -1.0: "with its sign flipped",
+        4.0: "multiplied by 4",
+        0.25: "divided by 4",
+    }
+    explained = [
+        f"the part '{name}' {words[c]}"
+        for name, value in parts.items()
+        for c in PART_FACTORS
+        if abs(value) > atol and abs(expected + (c - 1.0) * value - got) <= atol
+    ]
+    listing = ", ".join(f"'{k}' {v:.6g}" for k, v in parts.items())
+    text = f"the reference's parts: {listing} (sum {expected:.6g}; yours {got:.6g})"
+    if explained:
+        text = f"your loss equals the reference with {' or '.join(explained)}; " + text
+    return text if explained or len(parts) > 1 else ""
 
 
 def user_gradients(
@@ -220,7 +302,7 @@ def compare_loss(
     ctx: CheckContext,
     objective: str,
     net: RandomNetwork,
-    build: Callable[[torch.nn.Module], Tensor],
+    build: Callable[[torch.nn.Module], Tensor | Mapping[str, Tensor]],
     args: list[Any],
     *,
     what: str,
@@ -233,22 +315,34 @@ def compare_loss(
         objective: the objective whose loss is called as ``(net[, net_sg], *args)``.
         net: the random network both sides differentiate in.
         build: ``build(module) -> loss``, the reference loss on ``net`` as a module (in the
-            implementation's units and reduction).
+            implementation's units and reduction), or its named parts (a mapping whose values
+            sum to the loss, e.g. :func:`regression_terms_in_user_units`): a value mismatch is
+            then reported part by part (:func:`explain_parts`).
         args: the loss's arguments after the network(s), in the implementation's conventions.
         what: the loss's name in failure messages.
         value: compare loss values too (``False`` for gradient-defined losses, whose values are
             arbitrary); gradients in every parameter are always compared.
         frozen_copy: pass a stop-gradiented copy of the network as well (CTM's ``sg(theta)``).
     """
-    e_loss, e_grads = reference_gradients(net, build)
+    e_loss, e_grads, parts = reference_gradients(net, build)
     g_loss, g_grads = user_gradients(ctx, objective, net, args, frozen_copy=frozen_copy)
     if value:
-        compare(
-            e_loss.reshape(1),
-            g_loss.reshape(1).to(e_loss.dtype),
-            ctx.tol(STANDARD),
-            quantity=f"{what} value (implementation units, reduction {ctx.impl.loss_reduction!r})",
-        )
+        tol = ctx.tol(STANDARD)
+        try:
+            compare(
+                e_loss.reshape(1),
+                g_loss.reshape(1).to(e_loss.dtype),
+                tol,
+                quantity=f"{what} value (implementation units, reduction "
+                f"{ctx.impl.loss_reduction!r})",
+            )
+        except CheckFailure as failure:
+            expected, got = float(e_loss), float(g_loss)
+            note = explain_parts(expected, got, parts, tol.atol + tol.rtol * abs(expected))
+            if note:
+                failure.message = f"{failure.message}; {note}"
+                failure.args = (failure.message,)
+            raise
     compare_gradients(ctx, what, e_grads, g_grads)
 
 

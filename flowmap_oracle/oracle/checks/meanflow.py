@@ -25,7 +25,7 @@ from ._common import (
     compare_loss,
     loss_inputs,
     register_target_checks,
-    regression_in_user_units,
+    regression_terms_in_user_units,
     target_inputs,
     user_target,
 )
@@ -124,6 +124,6 @@ def loss_value_and_gradient(ctx: CheckContext, case: Case, space: CaseSpace) -> 
 
     def build(model):
         F, F_tgt = meanflow_target(model, b.x, b.t, b.s, b.conditional_velocity)
-        return regression_in_user_units(ctx, [Term(F, F - F_tgt, b.x, b.t, b.s, KIND)])
+        return regression_terms_in_user_units(ctx, [Term(F, F - F_tgt, b.x, b.t, b.s, KIND)])
 
     compare_loss(ctx, OBJECTIVE, net, build, loss_inputs(ctx, b, b.t, b.s), what="MeanFlow loss")
