@@ -59,6 +59,16 @@ class Method(StrEnum):
     REFLOW = "reflow"
     IMM = "imm"
     CTM = "ctm"
+    FMM_LAGRANGIAN = "fmm_lagrangian"
+    """Flow map matching's Lagrangian map distillation (Boffi, Albergo, Vanden-Eijnden 2024)."""
+    FMM_EULERIAN = "fmm_eulerian"
+    """Flow map matching's Eulerian map distillation (Boffi, Albergo, Vanden-Eijnden 2024)."""
+    LSD = "lsd"
+    """Lagrangian self-distillation (Boffi, Albergo, Vanden-Eijnden 2025)."""
+    ESD = "esd"
+    """Eulerian self-distillation (Boffi, Albergo, Vanden-Eijnden 2025)."""
+    PSD = "psd"
+    """Progressive self-distillation (Boffi, Albergo, Vanden-Eijnden 2025)."""
 
     # Deliberately shadows str.title() (Method is a StrEnum) with a property; public API.
     @property
@@ -103,6 +113,11 @@ _TITLES: dict[Method, str] = {
     Method.REFLOW: "ReFlow",
     Method.IMM: "Inductive moment matching (IMM)",
     Method.CTM: "Consistency trajectory models (CTM)",
+    Method.FMM_LAGRANGIAN: "Flow map matching (Lagrangian map distillation)",
+    Method.FMM_EULERIAN: "Flow map matching (Eulerian map distillation)",
+    Method.LSD: "Lagrangian self-distillation (LSD)",
+    Method.ESD: "Eulerian self-distillation (ESD)",
+    Method.PSD: "Progressive self-distillation (PSD)",
 }
 
 _ALIASES: dict[str, Method] = {
@@ -118,6 +133,9 @@ _ALIASES: dict[str, Method] = {
     "emd": Method.AYF_EMD,
     "lmd": Method.AYF_LMD,
     "mean_flow": Method.MEANFLOW,
+    "fmm": Method.FMM_LAGRANGIAN,
+    "fmm_lmd": Method.FMM_LAGRANGIAN,
+    "fmm_emd": Method.FMM_EULERIAN,
 }
 
 

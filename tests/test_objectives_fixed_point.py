@@ -44,6 +44,11 @@ EXPECTED_TYPES = {
     "reflow": "a",
     "imm": "c",
     "ctm": "a",
+    "fmm_lagrangian": "a",
+    "fmm_eulerian": "b",
+    "lsd": "a",
+    "esd": "b",
+    "psd": "c",
 }
 ALL = [spec.name for spec in OBJECTIVES]
 

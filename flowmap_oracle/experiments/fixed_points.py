@@ -39,10 +39,15 @@ from ..objectives import (
     ayf_lmd_loss,
     consistency_loss,
     ctm_loss,
+    esd_loss,
     facm_loss,
     flow_matching_loss,
+    fmm_eulerian_loss,
+    fmm_lagrangian_loss,
     imm_loss,
+    lsd_loss,
     meanflow_loss,
+    psd_loss,
     rectified_velocity,
     reflow_couplings,
     reflow_loss,
@@ -229,6 +234,35 @@ def _ctm(ctx, m):
     return [out.residual, dsm]
 
 
+def _fmm_lagrangian(ctx, m):
+    out = fmm_lagrangian_loss(
+        m, ctx.x0, ctx.x1, ctx.t, ctx.s, velocity=_v(ctx), derivative=FD, path=ctx.path
+    )
+    return [out.residual]
+
+
+def _fmm_eulerian(ctx, m):
+    out = fmm_eulerian_loss(
+        m, ctx.x0, ctx.x1, ctx.t, ctx.s, velocity=_v(ctx), derivative=FD, path=ctx.path
+    )
+    return [out.residual]
+
+
+def _lsd(ctx, m):
+    out = lsd_loss(m, ctx.x0, ctx.x1, ctx.t, ctx.s, velocity=_v(ctx), derivative=FD, path=ctx.path)
+    return [out.residual]
+
+
+def _esd(ctx, m):
+    out = esd_loss(m, ctx.x0, ctx.x1, ctx.t, ctx.s, velocity=_v(ctx), derivative=FD, path=ctx.path)
+    return [out.residual]
+
+
+def _psd(ctx, m):
+    out = psd_loss(m, ctx.x0, ctx.x1, ctx.t, ctx.r, ctx.s, velocity=_v(ctx), path=ctx.path)
+    return [out.residual]
+
+
 class _RectifiedFlowModel(FlowMapModel):
     """The rectified flow of the ReFlow coupling as a model: its velocity ``v'(x, t)``, for
     every ``s``, by Newton inversion of the interpolation (memoised per call)."""
@@ -281,6 +315,7 @@ def _spec(name, loss_type, module, evaluate, tol, teacher, *, control=None, kind
 
 
 MARGINAL = "marginal velocity"
+SELF = "the map's own diagonal off it, the marginal velocity on it (s = t)"
 OBJECTIVES: tuple[ObjectiveSpec, ...] = (
     _spec("flow_matching", "a", "flow_matching", _fm, VEL_TOL, MARGINAL),
     _spec("meanflow", "b", "meanflow", _meanflow, FD_TOL, MARGINAL),
@@ -311,6 +346,11 @@ OBJECTIVES: tuple[ObjectiveSpec, ...] = (
         control=f"{IMM_CONTROL_SCALE:g} x F* (a 0.05 additive perturbation is below the noise)",
     ),
     _spec("ctm", "a", "ctm", _ctm, MAP_TOL, "exact solver; DSM term with the " + MARGINAL),
+    _spec("fmm_lagrangian", "a", "flow_map_matching", _fmm_lagrangian, FD_TOL, MARGINAL),
+    _spec("fmm_eulerian", "b", "flow_map_matching", _fmm_eulerian, FD_TOL, MARGINAL),
+    _spec("lsd", "a", "self_distillation", _lsd, FD_TOL, SELF),
+    _spec("esd", "b", "self_distillation", _esd, FD_TOL, SELF),
+    _spec("psd", "c", "self_distillation", _psd, MAP_TOL, "own composition; " + SELF),
 )
 """Every objective, in the order of the seed document."""
 

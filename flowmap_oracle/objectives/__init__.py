@@ -15,6 +15,11 @@ module                               loss                        type
 :mod:`.reflow`                       :func:`reflow_loss`         (a)
 :mod:`.imm`                          :func:`imm_loss`            (c)
 :mod:`.ctm`                          :func:`ctm_loss`            (a)
+:mod:`.flow_map_matching`            :func:`fmm_lagrangian_loss` (a)
+:mod:`.flow_map_matching`            :func:`fmm_eulerian_loss`   (b)
+:mod:`.self_distillation`            :func:`lsd_loss`            (a)
+:mod:`.self_distillation`            :func:`esd_loss`            (b)
+:mod:`.self_distillation`            :func:`psd_loss`            (c)
 ===================================  ==========================  =========
 
 Loss types follow the seed: (a) forward, (b) backward, (c) self-consistency. Shared pieces:
@@ -29,10 +34,18 @@ from .continuous_consistency import consistency_tangent, scm_loss
 from .ctm import ctm_loss
 from .derivatives import FiniteDifference, directional_derivative, s_derivative, total_derivative
 from .facm import facm_loss
+from .flow_map_matching import fmm_eulerian_loss, fmm_lagrangian_loss
 from .flow_matching import flow_matching_loss, flow_matching_residual
 from .imm import imm_loss, mmd2_unbiased
 from .meanflow import meanflow_loss, meanflow_target
 from .reflow import RectifiedVelocity, rectified_velocity, reflow_couplings, reflow_loss
+from .self_distillation import (
+    esd_loss,
+    lsd_loss,
+    psd_loss,
+    psd_target,
+    self_distillation_times,
+)
 from .shortcut import shortcut_loss, shortcut_residual
 from .split_meanflow import split_meanflow_loss, split_residual, split_target
 from .teacher_solvers import EulerSolver, ExactSolver, HeunSolver, TeacherSolver
@@ -53,18 +66,25 @@ __all__ = [
     "consistency_tangent",
     "ctm_loss",
     "directional_derivative",
+    "esd_loss",
     "facm_loss",
     "flow_matching_loss",
     "flow_matching_residual",
+    "fmm_eulerian_loss",
+    "fmm_lagrangian_loss",
     "imm_loss",
+    "lsd_loss",
     "meanflow_loss",
     "meanflow_target",
     "mmd2_unbiased",
+    "psd_loss",
+    "psd_target",
     "rectified_velocity",
     "reflow_couplings",
     "reflow_loss",
     "s_derivative",
     "scm_loss",
+    "self_distillation_times",
     "shortcut_loss",
     "shortcut_residual",
     "split_meanflow_loss",
