@@ -21,7 +21,18 @@ from flowmap_oracle.identities._functions import (
 from flowmap_oracle.identities._notation import X, s, t
 from flowmap_oracle.identities.meanflow import meanflow_residual
 
-FAMILIES = {"boundary", "meanflow", "facm", "split", "ayf", "consistency", "paths", "reflow", "imm"}
+FAMILIES = {
+    "boundary",
+    "meanflow",
+    "facm",
+    "split",
+    "ayf",
+    "consistency",
+    "paths",
+    "reflow",
+    "imm",
+    "fmm",
+}
 
 
 # --------------------------------------------------------------------------- registry
