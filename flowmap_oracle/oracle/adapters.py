@@ -45,6 +45,7 @@ points to an implementation; ``user -> ours`` to read what it returns) and both 
 
 from __future__ import annotations
 
+import math
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
@@ -63,6 +64,7 @@ __all__ = [
     "SIGNATURES",
     "TARGET_KINDS",
     "TIMES",
+    "TIME_INPUTS",
     "ConventionAdapter",
     "ConventionError",
     "Conventions",
@@ -72,6 +74,7 @@ __all__ = [
     "Signature",
     "TargetKind",
     "Time",
+    "TimeInput",
 ]
 
 
@@ -91,6 +94,7 @@ class Signature(StrEnum):
     X_S_T = "x_s_t"
     X_T_DT = "x_t_dt"
     SHORTCUT_LOG2 = "shortcut_log2"
+    X_T = "x_t"
 
 
 class Prediction(StrEnum):
@@ -99,6 +103,24 @@ class Prediction(StrEnum):
     AVERAGE_VELOCITY = "average_velocity"
     X0 = "x0"
     EPSILON = "epsilon"
+
+
+class Preconditioning(StrEnum):
+    """The preconditioning the user's code wraps around a raw single-time network."""
+
+    NONE = "none"
+    EDM = "edm"
+    CONSISTENCY = "consistency"
+    TRIGFLOW = "trigflow"
+
+
+class TimeInput(StrEnum):
+    """How a single-time network reads its time: ``"time"`` (the user's time itself, times
+    ``time_input_scale``) or ``"log_time/4"`` (``time_input_scale * log(tau) / 4``, EDM's
+    ``c_noise``)."""
+
+    TIME = "time"
+    LOG_TIME_4 = "log_time/4"
 
 
 class Framework(StrEnum):
@@ -116,6 +138,8 @@ SIGNATURES = tuple(m.value for m in Signature)
 PREDICTIONS = tuple(m.value for m in Prediction)
 FRAMEWORKS = tuple(m.value for m in Framework)
 DTYPES = tuple(m.value for m in DType)
+PRECONDITIONINGS = tuple(m.value for m in Preconditioning)
+TIME_INPUTS = tuple(m.value for m in TimeInput)
 TARGET_KINDS = ("value", "time_derivative")
 
 _VOCABULARY: dict[str, type[StrEnum]] = {
@@ -124,6 +148,7 @@ _VOCABULARY: dict[str, type[StrEnum]] = {
     "prediction": Prediction,
     "framework": Framework,
     "dtype": DType,
+    "preconditioning": Preconditioning,
 }
 
 TargetKind = Literal["value", "time_derivative"]
@@ -180,6 +205,11 @@ class Conventions:
     dtype: DType = DType.FLOAT64
     shortcut_levels: int | None = None
     path: str = "linear"
+    preconditioning: Preconditioning = Preconditioning.NONE
+    sigma_data: float = 1.0
+    sigma_min: float | None = None
+    time_input: TimeInput | None = None
+    time_input_scale: float = 1.0
 
     def __post_init__(self) -> None:
         for name, vocabulary in _VOCABULARY.items():
@@ -223,6 +253,75 @@ class Conventions:
                 f"shortcut_levels is only meaningful with signature 'shortcut_log2', "
                 f"not {self.signature.value!r}"
             )
+        self._check_single_time()
+
+    def _check_single_time(self) -> None:
+        """Validate ``preconditioning``, ``sigma_data``, ``sigma_min`` and ``time_input``."""
+        for name in ("sigma_data", "time_input_scale"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConventionError(f"{name} must be a number, got {value!r}")
+            if not (math.isfinite(value) and value > 0):
+                raise ConventionError(f"{name} must be a finite positive number, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        if self.time_input is not None:
+            try:
+                object.__setattr__(self, "time_input", TimeInput(self.time_input))
+            except ValueError:
+                raise ConventionError(
+                    f"unknown time_input {self.time_input!r}; choose one of "
+                    f"{', '.join(TIME_INPUTS)}"
+                ) from None
+        single = self.signature == Signature.X_T
+        plain_input = self.time_input in (None, TimeInput.TIME) and self.time_input_scale == 1.0
+        if not single and not plain_input:
+            raise ConventionError(
+                "time_input and time_input_scale describe a single-time network; declare "
+                f"signature 'x_t' (got {self.signature.value!r})"
+            )
+        if self.sigma_data != 1.0 and self.prediction == Prediction.EPSILON:
+            raise ConventionError(
+                "sigma_data with prediction 'epsilon' is ambiguous (is the noise scaled by "
+                "sigma_data or not?); declare prediction 'x0' or 'average_velocity'"
+            )
+        p = self.preconditioning
+        needs_min = p == Preconditioning.CONSISTENCY
+        if self.sigma_min is not None and not needs_min:
+            raise ConventionError(
+                f"sigma_min is only meaningful with preconditioning 'consistency', not {p.value!r}"
+            )
+        if p == Preconditioning.NONE:
+            return
+        wanted = Time.TRIGFLOW_ANGLE if p == Preconditioning.TRIGFLOW else Time.EDM_SIGMA
+        if self.time != wanted:
+            raise ConventionError(
+                f"preconditioning {p.value!r} is written in time {wanted.value!r}; "
+                f"got time {self.time.value!r}"
+            )
+        if not single or self.prediction != Prediction.X0:
+            raise ConventionError(
+                f"preconditioning {p.value!r} wraps a raw single-time network into a data "
+                "prediction: declare signature 'x_t' and prediction 'x0' (got signature "
+                f"{self.signature.value!r}, prediction {self.prediction.value!r})"
+            )
+        if needs_min:
+            m = self.sigma_min
+            if isinstance(m, bool) or not isinstance(m, int | float) or not m >= 0:
+                raise ConventionError(
+                    "preconditioning 'consistency' needs sigma_min, the smallest sigma (>= 0) "
+                    f"where c_skip = 1 and c_out = 0; got {m!r}"
+                )
+            object.__setattr__(self, "sigma_min", float(m))
+
+    @property
+    def resolved_time_input(self) -> TimeInput:
+        """``time_input``, or its default: ``"log_time/4"`` under EDM and consistency
+        preconditioning, ``"time"`` otherwise."""
+        if self.time_input is not None:
+            return self.time_input
+        if self.preconditioning in (Preconditioning.EDM, Preconditioning.CONSISTENCY):
+            return TimeInput.LOG_TIME_4
+        return TimeInput.TIME
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any] | Conventions) -> Conventions:
@@ -251,6 +350,16 @@ class Conventions:
             del out["shortcut_levels"]
         if out["path"] == "linear":
             del out["path"]
+        defaults = {
+            "preconditioning": "none",
+            "sigma_data": 1.0,
+            "sigma_min": None,
+            "time_input": None,
+            "time_input_scale": 1.0,
+        }
+        for key, default in defaults.items():
+            if out[key] == default:
+                del out[key]
         return out
 
     def describe(self) -> str:
@@ -302,6 +411,12 @@ class _Ops:
 
     def abs(self, a):
         return self.xp.abs(a)
+
+    def log(self, a):
+        return self.xp.log(a)
+
+    def exp(self, a):
+        return self.xp.exp(a)
 
     def clip(self, a, lo: float, hi: float):
         return self.xp.clip(a, lo, hi)
@@ -460,6 +575,43 @@ class _TrigFlowAngle(_Time):
         return 2 * (t + s - 1) / (rt * (rt + rs))
 
 
+@dataclass(frozen=True)
+class _InUnits(_Time):
+    """A time convention in the user's units of data: ``x_u = unit a(t) x`` (``unit`` is
+    ``sigma_data``) at user time ``time_unit tau(t)`` (``time_unit = sigma_data`` for EDM's
+    sigma, whose noise is not scaled with the data, else 1)."""
+
+    base: _Time | None = None
+    unit: float = 1.0
+    time_unit: float = 1.0
+
+    @property
+    def _b(self) -> _Time:
+        assert self.base is not None
+        return self.base
+
+    def tau(self, o, t):
+        return self.time_unit * self._b.tau(o, t)
+
+    def _t_of(self, o, tau):
+        return self._b._t_of(o, tau / self.time_unit)
+
+    def dtau(self, o, t):
+        return self.time_unit * self._b.dtau(o, t)
+
+    def slope(self, o, t, s):
+        return self.time_unit * self._b.slope(o, t, s)
+
+    def scale(self, o, t):
+        return self.unit * self._b.scale(o, t)
+
+    def dscale(self, o, t):
+        return self.unit * self._b.dscale(o, t)
+
+    def scale_quotient(self, o, t, s):
+        return self._b.scale_quotient(o, t, s)
+
+
 _TIME_IMPLS: dict[str, _Time] = {
     "noise_at_1": _NoiseAtOne("noise_at_1", 0.0, 1.0, True),
     "noise_at_0": _NoiseAtZero("noise_at_0", 0.0, 1.0, True),
@@ -485,7 +637,15 @@ class ConventionAdapter:
         self.conventions = Conventions.from_mapping(conventions)
         c = self.conventions
         eps = torch.finfo(getattr(torch, c.dtype)).eps
-        self._time = replace(_TIME_IMPLS[c.time], rounding=_ROUNDING_EPS * eps)
+        base = _TIME_IMPLS[c.time]
+        rounding = _ROUNDING_EPS * eps
+        if c.sigma_data == 1.0:
+            self._time: _Time = replace(base, rounding=rounding)
+        else:
+            time_unit = c.sigma_data if c.time == Time.EDM_SIGMA else 1.0
+            self._time = _InUnits(
+                base.name, base.lo, base.hi, base.linear, rounding, base, c.sigma_data, time_unit
+            )
         self._ops = _Ops(c.framework)
         self._torch_ops = _Ops("torch")
 
@@ -635,10 +795,52 @@ class ConventionAdapter:
 
     # -- network signature ----------------------------------------------------------------
 
-    def encode_times(self, tau, rho, *, ops: _Ops | None = None) -> tuple[Any, Any]:
-        """The two time arguments the user's network takes for a map from ``tau`` to ``rho``."""
+    @property
+    def n_time_args(self) -> int:
+        """How many time arguments the user's network takes (1 for ``"x_t"``, else 2)."""
+        return 1 if self.conventions.signature == Signature.X_T else 2
+
+    @property
+    def single_time_end(self) -> Literal["diagonal", "data"] | None:
+        """What map a single-time network's call is recorded as: ``"diagonal"`` (the velocity,
+        ``s = t``; prediction ``average_velocity``), ``"data"`` (the consistency function,
+        ``s = 0``; predictions ``x0`` and ``epsilon``), ``None`` for two-time signatures."""
+        if self.conventions.signature != Signature.X_T:
+            return None
+        if self.conventions.prediction == Prediction.AVERAGE_VELOCITY:
+            return "diagonal"
+        return "data"
+
+    def time_to_input(self, tau, *, ops: _Ops | None = None):
+        """A single-time network's time argument for user time ``tau`` (``time_input``)."""
+        o = ops or self._ops
+        c = self.conventions
+        if c.resolved_time_input == TimeInput.LOG_TIME_4:
+            return c.time_input_scale * o.log(tau) / 4
+        return c.time_input_scale * tau
+
+    def input_to_time(self, a, *, ops: _Ops | None = None):
+        """Inverse of :meth:`time_to_input`."""
+        o = ops or self._ops
+        c = self.conventions
+        if c.resolved_time_input == TimeInput.LOG_TIME_4:
+            return o.exp(4 * a / c.time_input_scale)
+        return a / c.time_input_scale
+
+    def _single_end(self, o: _Ops, tau):
+        """The user time of a single-time call's map end: ``tau`` itself or the data end."""
+        if self.single_time_end == "diagonal":
+            return tau
+        return self._time.tau(o, o.zeros_like(tau))
+
+    def encode_times(self, tau, rho, *, ops: _Ops | None = None) -> tuple[Any, ...]:
+        """The time arguments the user's network takes for a map from ``tau`` to ``rho`` (two,
+        or one for ``"x_t"``, where ``rho`` must be the end that signature implies)."""
         o = ops or self._ops
         sig = self.conventions.signature
+        if sig == "x_t":
+            _require_same(rho, self._single_end(o, tau), self.single_time_end)
+            return (self.time_to_input(tau, ops=o),)
         if sig == "x_t_s":
             return tau, rho
         if sig == "x_s_t":
@@ -647,10 +849,14 @@ class ConventionAdapter:
             return tau, tau - rho
         return tau, self._level_of_step(o, tau, rho)
 
-    def decode_times(self, a1, a2, *, ops: _Ops | None = None) -> tuple[Any, Any]:
-        """Inverse of :meth:`encode_times`: ``(tau, rho)`` from the network's time arguments."""
+    def decode_times(self, a1, a2=None, *, ops: _Ops | None = None) -> tuple[Any, Any]:
+        """Inverse of :meth:`encode_times`: ``(tau, rho)`` from the network's time arguments
+        (``a2`` is ``None`` for ``"x_t"``)."""
         o = ops or self._ops
         sig = self.conventions.signature
+        if sig == "x_t":
+            tau = self.input_to_time(a1, ops=o)
+            return tau, self._single_end(o, tau)
         if sig == "x_t_s":
             return a1, a2
         if sig == "x_s_t":
@@ -712,10 +918,25 @@ class ConventionAdapter:
             q = self._time.scale_quotient(o, t, s)
             k = self._time.slope(o, t, s) / self._time.scale(o, s)
         elif p == "x0":
-            q, k = 1 / t + 0 * s, -1 / t + 0 * s
+            # D is a point at the data end: in the user's units it is scale(0) times ours.
+            q, k = 1 / t + 0 * s, -1 / (t * self._time.scale(o, 0 * t)) + 0 * s
         else:
             q, k = -1 / (1 - t) + 0 * s, 1 / (1 - t) + 0 * s
         return q, k
+
+    def output_gain(self, t, s, *, ops: _Ops | None = None):
+        """``dF / d(output)`` per row (our ``F`` per unit of what the user's network returns):
+        ``k``, times ``c_out`` under preconditioning (the network is the raw one)."""
+        o = ops or self._ops
+        _, k = self.output_coefficients(t, s, ops=o)
+        if self.conventions.preconditioning == Preconditioning.NONE:
+            return k
+        return k * self.preconditioning_coefficients(self._time.tau(o, t), ops=o)[1]
+
+    @property
+    def data_unit(self) -> float:
+        """``sigma_data``: the user's data are ours times this (1 unless declared)."""
+        return self.conventions.sigma_data
 
     def residual_factor(self, t, s, kind: TargetKind, *, ops: _Ops | None = None):
         """``w(t, s)``: 1 for value targets; ``tau'(t) / slope(t, s)`` for time-derivative ones."""
@@ -739,14 +960,32 @@ class ConventionAdapter:
         o = self._ops
         if ours_dtype is None and o.framework == "torch":
             ours_dtype = torch.float64
+        n_args = self.n_time_args
+        precond = self.conventions.preconditioning != Preconditioning.NONE
 
-        def network(x_u, a1, a2):
-            tau, rho = self.decode_times(a1, a2, ops=o)
-            x_u, tau, rho = _cast(o, ours_dtype, x_u, tau, rho)
+        def network(x_in, *args):
+            if len(args) != n_args:
+                raise TypeError(
+                    f"the network takes x and {n_args} time argument(s) under signature "
+                    f"{self.conventions.signature.value!r}; got {len(args)}"
+                )
+            x_in, *args = _cast(o, ours_dtype, x_in, *args)
+            tau, rho = self.decode_times(*args, ops=o)
+            if precond:
+                c_skip, c_out, c_in = self.preconditioning_coefficients(tau, ops=o)
+                x_u = x_in / o.col(c_in)
+            else:
+                x_u = x_in
             t, s = self._time.t_of(o, tau), self._time.t_of(o, rho)
             x = x_u / o.col(self._time.scale(o, t))
             q, k = self.output_coefficients(t, s, ops=o)
             out = (F(x, t, s) - o.col(q) * x) / o.col(k)
+            if precond:
+                # raw = (D - c_skip x) / c_out; where c_out = 0 (sigma_min) D ignores raw.
+                live = c_out != 0
+                c_safe = o.where(live, c_out, o.ones_like(c_out))
+                raw = (out - o.col(c_skip) * x_u) / o.col(c_safe)
+                out = o.where(o.col(live), raw, o.zeros_like(raw))
             return _cast(o, self.user_dtype, out)[0]
 
         return network
@@ -758,15 +997,47 @@ class ConventionAdapter:
         the user's dtype.
         """
         o = self._ops
+        precond = self.conventions.preconditioning != Preconditioning.NONE
 
         def F(x, t, s):
             tau, rho = self._time.tau(o, t), self._time.tau(o, s)
-            a1, a2 = self.encode_times(tau, rho, ops=o)
+            args = self.encode_times(tau, rho, ops=o)
             x_u = o.col(self._time.scale(o, t)) * x
             q, k = self.output_coefficients(t, s, ops=o)
-            return o.col(q) * x + o.col(k) * N(x_u, a1, a2)
+            if precond:
+                c_skip, c_out, c_in = self.preconditioning_coefficients(tau, ops=o)
+                out = o.col(c_skip) * x_u + o.col(c_out) * N(o.col(c_in) * x_u, *args)
+            else:
+                out = N(x_u, *args)
+            return o.col(q) * x + o.col(k) * out
 
         return F
+
+    def preconditioning_coefficients(self, tau, *, ops: _Ops | None = None):
+        """``(c_skip, c_out, c_in)`` at user time ``tau`` with ``D = c_skip x + c_out
+        raw(c_in x, c_noise)`` (user units; see the module docstring)."""
+        o = ops or self._ops
+        c = self.conventions
+        sd = c.sigma_data
+        p = c.preconditioning
+        if p == Preconditioning.TRIGFLOW:
+            return o.cos(tau), -sd * o.sin(tau), o.ones_like(tau) / sd
+        if p == Preconditioning.NONE:
+            raise ConventionError("no preconditioning was declared")
+        root = o.sqrt(tau**2 + sd**2)
+        lo = c.sigma_min if p == Preconditioning.CONSISTENCY else 0.0
+        assert lo is not None
+        return sd**2 / ((tau - lo) ** 2 + sd**2), (tau - lo) * sd / root, 1 / root
+
+    def inputs_to_ours(self, x_in, *args, ops: _Ops | None = None) -> tuple[Any, Any, Any]:
+        """``(x, t, s)`` in our convention from the arguments of one call of the user's network
+        (the raw network's ``(c_in x, c_noise)`` under preconditioning)."""
+        o = ops or self._ops
+        tau, rho = self.decode_times(*args, ops=o)
+        if self.conventions.preconditioning != Preconditioning.NONE:
+            x_in = x_in / o.col(self.preconditioning_coefficients(tau, ops=o)[2])
+        t, s = self._time.t_of(o, tau), self._time.t_of(o, rho)
+        return self.points_to_ours(x_in, t, ops=o), t, s
 
     # -- points and velocities --------------------------------------------------------------
 
@@ -825,6 +1096,20 @@ class ConventionAdapter:
         w = self.residual_factor(t, s, kind, ops=o)
         N = (F - q[:, None] * x) / k[:, None]
         return N - (F - F_tgt) / (w * k)[:, None]
+
+
+def _require_same(rho, end, kind) -> None:
+    """Refuse a map a single-time network cannot express (skipped for traced arrays)."""
+    try:
+        gap = float(_to_numpy(abs(rho - end)).max()) if _to_numpy(rho).size else 0.0
+    except Exception:  # a tracer (jax.jit, torch.func): the end is not checked there
+        return
+    if gap > 1e-9:
+        raise ConventionError(
+            f"a single-time network ('x_t') computes the map to the "
+            f"{'same time (its velocity)' if kind == 'diagonal' else 'data end'}; it cannot "
+            f"express a map to another end time (off by {gap:.3g} in user time)"
+        )
 
 
 def _to_numpy(a):

@@ -48,6 +48,7 @@ The checks hold for every correct weighting, metric, reduction and time distribu
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -111,6 +112,9 @@ class ShippedLoss:
         make_batch: builds the loss's ``batch`` from a data tensor ``(B, *data_shape)`` (e.g.
             ``lambda x: (x, labels)``); default the tensor itself.
         batch_size: the data samples per call (the statistical test uses at least 256).
+        time_range: ``(lo, hi)``, the times the loss may call the network at, in the user's own
+            time variable (e.g. ``(0.002, 80.0)`` for EDM's sigma, ``(0, 0.994)``); the times
+            check fails a loss whose calls leave it. Default: no declared range.
     """
 
     loss: Callable[..., Any]
@@ -120,8 +124,10 @@ class ShippedLoss:
     data_shape: tuple[int, ...] | None = None
     make_batch: Callable[[Tensor], Any] | None = None
     batch_size: int = 64
+    time_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
+        _check_range(self.time_range)
         if not callable(self.loss):
             raise TypeError("ShippedLoss.loss must be callable")
         if self.velocity not in ("conditional", "teacher"):
@@ -141,15 +147,58 @@ class ShippedSampler:
             samples in the user's dtype (scale it inside if the sampler's convention needs it).
         data_shape: as for :class:`ShippedLoss`.
         batch_size: noise samples per run.
+        time_range: as for :class:`ShippedLoss`: the check fails a sampler that calls the
+            network outside it.
     """
 
     sample: Callable[..., Any]
     data_shape: tuple[int, ...] | None = None
     batch_size: int = 32
+    time_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
+        _check_range(self.time_range)
         if not callable(self.sample):
             raise TypeError("ShippedSampler.sample must be callable")
+
+
+def _check_range(time_range: Any) -> None:
+    if time_range is None:
+        return
+    ok = isinstance(time_range, tuple | list) and len(time_range) == 2
+    if ok:
+        lo, hi = time_range
+        ok = all(isinstance(a, int | float) and not isinstance(a, bool) for a in (lo, hi))
+        ok = ok and math.isfinite(lo) and math.isfinite(hi) and lo < hi
+    if not ok:
+        raise ValueError(
+            f"time_range must be a pair (lo, hi) of finite numbers with lo < hi, got {time_range!r}"
+        )
+
+
+def _outside_range(
+    calls: list[CallRecord], adapter: ConventionAdapter, time_range: tuple[float, float] | None
+) -> tuple[str | None, str]:
+    """Whether the calls' times (``t``, and ``s`` where the network reads it) leave the declared
+    range in the user's time variable: ``(problem or None, the range actually used)``."""
+    o = adapter.torch_ops
+    user = [adapter.time_to_user(c.t, ops=o) for c in calls]
+    if adapter.n_time_args == 2:
+        user += [adapter.time_to_user(c.s, ops=o) for c in calls]
+    tau = torch.cat(user)
+    lo, hi = float(tau.min()), float(tau.max())
+    used = f"user times in [{lo:.4g}, {hi:.4g}]"
+    if time_range is None:
+        return None, used
+    a, b = time_range
+    slack = 1e-6 * max(1.0, abs(a), abs(b))
+    if lo < a - slack or hi > b + slack:
+        return (
+            f"the network was called at user times [{lo:.4g}, {hi:.4g}], outside the declared "
+            f"time_range [{a:g}, {b:g}]",
+            used,
+        )
+    return None, used
 
 
 # ----------------------------------------------------------------------------------------------
@@ -207,7 +256,9 @@ class InstrumentedNetwork(torch.nn.Module):
         data_shape: the shape of one sample in the user's code.
         fields: the perturbation fields ``phi_k`` (our convention).
 
-    Calls take ``(x, a1, a2, *extra, **extra_kw)`` in the user's signature; ``extra`` (labels,
+    Calls take ``(x, a1[, a2], *extra, **extra_kw)`` in the user's signature (one time
+    argument for ``"x_t"``; the raw network's ``(c_in x, c_noise)`` under a declared
+    preconditioning); ``extra`` (labels,
     guidance scales, ...) are accepted and ignored. :attr:`calls` lists the :class:`CallRecord`
     of every call since the last :meth:`reset`.
     """
@@ -238,7 +289,7 @@ class InstrumentedNetwork(torch.nn.Module):
     def reset(self) -> None:
         self.calls = []
 
-    def forward(self, x: Tensor, a1: Any, a2: Any, *extra: Any, **extra_kw: Any) -> Tensor:
+    def forward(self, x: Tensor, *args: Any, **extra_kw: Any) -> Tensor:
         if not isinstance(x, Tensor):
             raise TypeError(f"the network takes a torch.Tensor x, got {type(x).__name__}")
         n = x.shape[0]
@@ -247,17 +298,19 @@ class InstrumentedNetwork(torch.nn.Module):
                 f"the network was called with x of shape {tuple(x.shape)}; the data are "
                 f"(batch, {', '.join(map(str, self.data_shape))})"
             )
-        a1 = _as_times(a1, n, x)
-        a2 = _as_times(a2, n, x)
+        n_times = self.adapter.n_time_args
+        if len(args) < n_times:
+            raise TypeError(
+                f"the network takes x and {n_times} time argument(s) under signature "
+                f"{self.adapter.conventions.signature.value!r}; got {len(args)}"
+            )
+        times = [_as_times(a, n, x) for a in args[:n_times]]
         with torch.no_grad():
             ops = self.adapter.torch_ops
-            tau, rho = self.adapter.decode_times(_plain(a1).double(), _plain(a2).double(), ops=ops)
-            t = self.adapter.time_to_ours(tau, ops=ops)
-            s = self.adapter.time_to_ours(rho, ops=ops)
-            x_ours = self.adapter.points_to_ours(
-                _plain(x).reshape(n, -1).double(), t, ops=self.adapter.torch_ops
+            x_ours, t, s = self.adapter.inputs_to_ours(
+                _plain(x).reshape(n, -1).double(), *(_plain(a).double() for a in times), ops=ops
             )
-        out = self._user(x.reshape(n, -1), a1, a2)
+        out = self._user(x.reshape(n, -1), *times)
         with _outside_transforms_keep_grad():
             probe = torch.zeros(tuple(out.shape), dtype=out.dtype, requires_grad=True)
         record = CallRecord(
@@ -391,7 +444,8 @@ class _Harness:
         return cls(conventions, teacher, net, shape, adapter.user_dtype)
 
     def data(self, n: int) -> Tensor:
-        x = self.teacher.mixture.sample(n, generator=self.generator)
+        """``n`` teacher samples in the user's units (times ``sigma_data``), shape and dtype."""
+        x = self.teacher.mixture.sample(n, generator=self.generator) * self.net.adapter.data_unit
         return x.reshape(n, *self.data_shape).to(self.user_dtype)
 
     def teacher_velocity(self) -> Callable[[Tensor, Tensor], Tensor]:
@@ -504,10 +558,13 @@ def check_times(method: str, shipped: ShippedLoss, harness: _Harness) -> CheckRe
         )
     if not all(c.finite for c in calls):
         problems.append("the network returned non-finite values at the times the loss chose")
+    outside, used = _outside_range(calls, harness.net.adapter, shipped.time_range)
+    if outside:
+        problems.append(outside)
     diag = float((s == t).double().mean())
     summary = (
         f"{len(calls)} network calls, {t.numel()} evaluations; t in [{float(t.min()):.3g}, "
-        f"{float(t.max()):.3g}], {diag:.0%} on the diagonal s = t"
+        f"{float(t.max()):.3g}] (ours), {used}, {diag:.0%} on the diagonal s = t"
     )
     if problems:
         return _result(name, method, "fail", "; ".join(problems) + f" ({summary})", start)
@@ -614,6 +671,18 @@ ALIGNED_METHODS = ("flow_matching", "meanflow")
 its diagonal ``s = t``): the alignment check applies to them."""
 
 
+def _data_in_ours(harness: Any) -> Tensor:
+    """The harness's :attr:`last_data` in our units (divided by ``sigma_data``), ``(B, d)``
+    float64 torch (any harness with ``last_data`` and ``conventions``)."""
+    data = harness.last_data
+    assert data is not None
+    if not isinstance(data, Tensor):
+        import numpy as np
+
+        data = torch.from_numpy(np.asarray(data, dtype=np.float64).copy())
+    return data.reshape(data.shape[0], -1).double() / harness.conventions.sigma_data
+
+
 def _matched_velocity(
     harness: _Harness, shipped: ShippedLoss, call: CallRecord
 ) -> tuple[Tensor, Tensor] | str:
@@ -627,8 +696,7 @@ def _matched_velocity(
     x, t = call.x, call.t
     if shipped.velocity == "teacher":
         return harness.teacher.velocity(x, t), torch.ones_like(t, dtype=torch.bool)
-    assert harness.last_data is not None
-    data = harness.last_data.reshape(harness.last_data.shape[0], -1).double()
+    data = _data_in_ours(harness)
     n, b = x.shape[0], data.shape[0]
     if n % b:
         return (
@@ -778,9 +846,13 @@ def check_sampler(name: str, sampler: ShippedSampler, conventions: Conventions) 
             f"{getattr(out, 'shape', type(out).__name__)}; expected {tuple(noise.shape)}",
             start,
         )
-    first = net.calls[0]
-    times = [(float(c.t[0]), float(c.s[0])) for c in net.calls]
+    calls = list(net.calls)
+    first = calls[0]
+    times = [(float(c.t[0]), float(c.s[0])) for c in calls]
     shown = ", ".join(f"{a:.3g}->{b:.3g}" for a, b in times[:8])
+    outside, _ = _outside_range(calls, net.adapter, sampler.time_range)
+    if outside:
+        return _result(check, "sampler", "fail", f"{outside}; calls: {shown}", start)
     if any(b > a + 1e-9 for a, b in times):
         return _result(
             check,
@@ -804,10 +876,10 @@ def check_sampler(name: str, sampler: ShippedSampler, conventions: Conventions) 
     # sampler that starts at pure noise, below 1 for EDM's sigma_max) to the data end.
     t0 = first.t.double()
     expected = ExactFlowMap(harness.teacher)(first.x, t0, torch.zeros_like(t0))
-    got = out.reshape(n, -1).double()
+    got = out.reshape(n, -1).double() / net.adapter.data_unit
     max_err = float((got - expected).norm(dim=1).max())
     scale = float(expected.norm(dim=1).max())
-    if all(bool((c.t == c.s).all()) for c in net.calls):
+    if all(bool((c.t == c.s).all()) for c in calls):
         # Every call asked for the instantaneous velocity F(x, t, t): the sampler is an ODE
         # solver whose discretisation error is its own, not a defect.
         rmse = float((got - expected).pow(2).sum(1).mean().sqrt())
@@ -821,6 +893,15 @@ def check_sampler(name: str, sampler: ShippedSampler, conventions: Conventions) 
             start,
         )
     tol = (1e-4 if harness.user_dtype == torch.float32 else 1e-7) * max(1.0, scale)
+    try:
+        with torch.no_grad():
+            again = sampler.sample(net, noise)
+    except Exception as err:  # the user's sampler raised on a second run
+        return _result(
+            check, "sampler", "fail", f"the sampler raised {type(err).__name__}: {err}", start
+        )
+    if isinstance(again, Tensor) and not torch.equal(again, out):
+        return _stochastic_sampler(check, harness, calls, got, tol, shown, start)
     msg = f"max error {max_err:.2e} against the exact map Phi_(t0->0) (allowed {tol:.1e}); calls: {shown}"
     if max_err > tol:
         return _result(
@@ -832,6 +913,97 @@ def check_sampler(name: str, sampler: ShippedSampler, conventions: Conventions) 
             start,
         )
     return _result(check, "sampler", "pass", msg, start)
+
+
+def _stochastic_sampler(
+    check: str,
+    harness: _Harness,
+    calls: list[CallRecord],
+    got: Tensor,
+    tol: float,
+    shown: str,
+    start: float,
+) -> CheckResult:
+    """A sampler that draws fresh noise (multistep consistency sampling, CTM's gamma): each
+    call's point must be the previous call's exact end carried forward to the call's time by
+    the path's own noising, ``x_t = (alpha_t / alpha_s) y + sigma_(t|s) n``, with standard
+    normal ``n`` (a chi-square test on the recovered ``n`` at :data:`FALSE_ALARM`), or that end
+    itself at ``t = s``; the samples are the last call's exact end at the data."""
+    from scipy.stats import chi2
+
+    exact = ExactFlowMap(harness.teacher)
+    schedule = harness.teacher.path.schedule
+    recovered: list[Tensor] = []
+    for prev, call in itertools.pairwise(calls):
+        y = exact(prev.x, prev.t, prev.s)
+        if call.x.shape != y.shape:
+            return _result(check, "sampler", "fail", "the sampler changed the batch", start)
+        if float((call.t - prev.s).min()) < -1e-9:
+            return _result(
+                check,
+                "sampler",
+                "fail",
+                "a call starts at an earlier time than the previous call's map reached "
+                f"(noise removed without the network); calls: {shown}",
+                start,
+            )
+        same = (call.t - prev.s).abs() <= 1e-9
+        if bool(same.any()) and float((call.x - y)[same].norm(dim=1).max()) > tol:
+            return _result(
+                check,
+                "sampler",
+                "fail",
+                "a step does not start where the previous step's map ended (a step size that "
+                f"differs from the times the network was asked for); calls: {shown}",
+                start,
+            )
+        a_t, a_s = schedule(call.t), schedule(prev.s)
+        ratio = a_t.alpha / a_s.alpha
+        var = a_t.beta**2 - ratio**2 * a_s.beta**2
+        noisy = ~same & (var > 1e-8)
+        if noisy.any():
+            n = (call.x - ratio[:, None] * y)[noisy] / var[noisy].sqrt()[:, None]
+            recovered.append(n)
+    last = calls[-1]
+    if float(last.s.abs().max()) > 1e-9:
+        return _result(
+            check,
+            "sampler",
+            "fail",
+            f"the sampler's last call maps to s = {float(last.s.max()):.3g}, not to the data; "
+            f"calls: {shown}",
+            start,
+        )
+    err = float((got - exact(last.x, last.t, last.s)).norm(dim=1).max())
+    if err > tol:
+        return _result(
+            check,
+            "sampler",
+            "fail",
+            f"the samples are not the last call's exact map to the data (max error {err:.2e}, "
+            f"allowed {tol:.1e}); calls: {shown}",
+            start,
+        )
+    detail = f"a stochastic sampler ({len(calls)} calls); calls: {shown}"
+    if recovered:
+        n_all = torch.cat(recovered)
+        m = n_all.numel()
+        stat = float(n_all.pow(2).sum())
+        lo, hi = chi2.ppf(FALSE_ALARM / 2, m), chi2.ppf(1 - FALSE_ALARM / 2, m)
+        detail = (
+            f"re-noised points: mean n^2 = {stat / m:.3f} over {m} entries (bounds "
+            f"[{lo / m:.3f}, {hi / m:.3f}], false-alarm rate {FALSE_ALARM:g}); {detail}"
+        )
+        if not lo <= stat <= hi:
+            return _result(
+                check,
+                "sampler",
+                "fail",
+                "the sampler re-noises to another time than it asks the network for (the "
+                f"noise recovered at the asked time is not standard normal: {detail})",
+                start,
+            )
+    return _result(check, "sampler", "pass", f"max error {err:.2e}; {detail}", start)
 
 
 def run_shipped_checks(
