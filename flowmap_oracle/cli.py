@@ -835,8 +835,228 @@ def _add_bench_meanflow(bench: argparse._SubParsersAction) -> None:
     )
 
 
+def _objective_name(text: str) -> str:
+    """``bench objectives --objectives``: a method name the benchmark trains."""
+    from .experiments.bench_objectives import OBJECTIVES
+
+    name = method_name(text)
+    if name not in OBJECTIVES:
+        _invalid(f"the benchmark does not train {name!r}; it trains: {', '.join(OBJECTIVES)}")
+    return name
+
+
+def _ray_address(text: str) -> str:
+    """``bench objectives --ray``: ``auto`` or ``HOST:PORT`` / ``ray://HOST:PORT``."""
+    from .experiments.ray_backend import check_address
+
+    try:
+        return check_address(text)
+    except ValueError as err:
+        _invalid(str(err))
+
+
+def _objectives_config(args: argparse.Namespace) -> Any:
+    """The grid the options ask for (one line and exit 2 on a bad combination)."""
+    from dataclasses import replace
+
+    from .experiments.bench_objectives import auto_config, cpu_config, gpu_config
+
+    if args.device == "auto":
+        config = auto_config(quick=args.quick)
+    elif args.device.startswith("cuda"):
+        config = gpu_config(device=args.device)
+    else:
+        config = cpu_config(quick=args.quick)
+    changes: dict[str, Any] = {}
+    for option, attr in (
+        ("teachers", "teachers"),
+        ("objectives", "objectives"),
+        ("paths", "paths"),
+        ("steps", "steps"),
+    ):
+        value = getattr(args, option)
+        if value:
+            changes[attr] = tuple(dict.fromkeys(value))
+    for option in ("seeds", "train_steps", "batch"):
+        if getattr(args, option) is not None:
+            changes[option] = getattr(args, option)
+    if args.threads is not None:
+        changes["threads"] = args.threads
+    try:
+        return replace(config, **changes)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def _cmd_bench_objectives(args: argparse.Namespace, progress: Progress) -> int:
+    from .experiments.bench_objectives import (
+        ResultStore,
+        format_summary,
+        plan_tasks,
+        run_grid,
+        summarise,
+    )
+    from .experiments.records import environment
+
+    config = _objectives_config(args)
+    if args.ray is not None:
+        from .experiments.ray_backend import INSTALL_HINT, ray_available
+
+        if not ray_available():
+            raise UsageError(f"argument --ray: Ray is not installed; {INSTALL_HINT}")
+    store_path = args.store or Path(f"build/bench-objectives-{config.name}.jsonl")
+    store = ResultStore(store_path)
+    try:
+        tasks = plan_tasks(config, store.finished())
+    except OSError as err:
+        raise UsageError(f"argument --store: cannot read {str(store_path)!r}: {err}") from None
+    start = time.perf_counter()
+    interrupted, failed = False, 0
+    with progress.bar("bench objectives", len(tasks), unit="task") as bar:
+
+        def done(task: Any, records: list[dict[str, Any]]) -> None:
+            bar.advance()
+
+        try:
+            if args.ray is not None:
+                from .experiments.ray_backend import run_grid_ray
+
+                failed = len(
+                    run_grid_ray(config, store, address=args.ray, on_done=done, tasks=tasks).failed
+                )
+            else:
+                failed = len(
+                    run_grid(
+                        config,
+                        store,
+                        tasks=tasks,
+                        on_task=lambda task: bar.start(task.label),
+                        on_done=done,
+                    ).failed
+                )
+        except KeyboardInterrupt:
+            interrupted = True
+    keys = {(o, t, p) for o in config.objectives for t in config.teachers for p in config.paths}
+    cells = [
+        r
+        for r in store.latest()
+        if r.get("config") == config.name
+        and (r["objective"], r["teacher"], r["path"]) in keys
+        and int(r["seed"]) < config.seeds
+        and int(r["steps"]) in config.steps
+        and int(r["train_steps"]) == config.train_steps
+        and int(r["batch"]) == config.batch
+    ]
+    print(format_summary(summarise(cells)))
+    written = None
+    if args.json is not None:
+        document = _document(
+            args,
+            cells,
+            complete=not interrupted,
+            seconds=time.perf_counter() - start,
+            config=config.to_json(),
+            store=str(store_path),
+            tasks_run=len(tasks),
+            environment=environment(config.device),
+        )
+        written = _write_json(args.json, document)
+    if interrupted:
+        return _interrupted(args, f"finished cells are in {store_path}; {_wrote(written, False)}")
+    print(f"{len(tasks)} tasks run, {failed} failed; store {store_path}")
+    if written is not None:
+        print(f"wrote {written}")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _add_bench_objectives(bench: argparse._SubParsersAction) -> None:
+    from .conventions import PATH_NAMES
+
+    p = bench.add_parser(
+        "objectives",
+        help="train every objective on the teachers and measure it against the exact map",
+        parents=[_common()],
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="one teacher (ring8, linear path), 2 seeds, 1000 steps: about 10 min",
+    )
+    p.add_argument(
+        "--json",
+        metavar="PATH",
+        type=output_path,
+        help="write the grid's cells (one object each) as JSON",
+    )
+    p.add_argument(
+        "--store",
+        metavar="PATH",
+        type=output_path,
+        help="the JSON-lines results store (finished cells are skipped on a rerun; "
+        "default build/bench-objectives-CONFIG.jsonl)",
+    )
+    p.add_argument(
+        "--teachers",
+        nargs="+",
+        metavar="PRESET",
+        type=preset_name,
+        help="teacher presets (default: the configuration's)",
+    )
+    p.add_argument(
+        "--objectives",
+        nargs="+",
+        metavar="NAME",
+        type=_objective_name,
+        help="objectives (default: all)",
+    )
+    p.add_argument(
+        "--paths",
+        nargs="+",
+        metavar="PATH",
+        choices=PATH_NAMES,
+        help="probability paths (default: the configuration's)",
+    )
+    p.add_argument("--seeds", type=positive_int, default=None, help="number of seeds (>= 1)")
+    p.add_argument(
+        "--steps",
+        nargs="+",
+        type=positive_int,
+        metavar="K",
+        help="sampling steps (default 1 2 4 8)",
+    )
+    p.add_argument(
+        "--train-steps",
+        type=positive_int,
+        default=None,
+        help="training steps per run (default: the configuration's)",
+    )
+    p.add_argument(
+        "--batch",
+        type=positive_int,
+        default=None,
+        help="batch per seed, a multiple of 32 (default 256)",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        type=lambda text: text if text == "auto" else device_name(text),
+        help="auto (cuda when available: the GPU configuration), cpu or cuda",
+    )
+    p.add_argument(
+        "--ray",
+        metavar="auto|ADDRESS",
+        type=_ray_address,
+        default=None,
+        help="run every task on Ray (auto: a new local cluster or RAY_ADDRESS)",
+    )
+    p.add_argument(
+        "--threads", type=positive_int, default=None, help="torch CPU threads per task (default 1)"
+    )
+    p.set_defaults(func=_cmd_bench_objectives)
+
+
 # Each entry adds one ``flowmap-oracle bench <name>`` subcommand to the ``bench`` group.
-BENCHMARKS = [_add_bench_teachers, _add_bench_meanflow]
+BENCHMARKS = [_add_bench_teachers, _add_bench_meanflow, _add_bench_objectives]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,13 @@ import torch
 from ..reference_models import ExactFlowMap
 from .models import FlowMapModel
 
-__all__ = ["one_step_error"]
+__all__ = ["one_step_error", "rmse"]
+
+
+def rmse(pred: torch.Tensor, exact: torch.Tensor) -> float:
+    """``sqrt(E || pred - exact ||^2)`` over the rows of two ``(n, d)`` point sets (float64)."""
+    diff = pred.to(torch.float64) - exact.to(torch.float64)
+    return float(diff.pow(2).sum(dim=1).mean().sqrt())
 
 
 @torch.no_grad()
@@ -28,5 +34,5 @@ def one_step_error(
     exact = flow_map(x1, 1.0, 0.0)
     dtype = next(model.parameters(), exact).dtype
     ones, zeros = torch.ones(n, dtype=dtype), torch.zeros(n, dtype=dtype)
-    pred = model.flow(x1.to(dtype), ones, zeros).to(torch.float64)
-    return float((pred - exact).pow(2).sum(dim=1).mean().sqrt())
+    pred = model.flow(x1.to(dtype), ones, zeros)
+    return rmse(pred, exact)
