@@ -68,6 +68,7 @@ from .shipped import (
     CallRecord,
     ShippedLoss,
     ShippedSampler,
+    _outside_range,
     _perturbation_fields,
     _result,
     _UserProblem,
@@ -213,8 +214,7 @@ class _Raw:
     """What one call sent to the host: the user's inputs and output (numpy)."""
 
     x: np.ndarray
-    a1: np.ndarray
-    a2: np.ndarray
+    times: tuple[np.ndarray, ...]
     out: np.ndarray
     traced: bool
 
@@ -286,7 +286,7 @@ class JaxInstrumentedNetwork:
         self._raw = {}
         self._all = []
 
-    def _call(self, params: Any, x: Any, a1: Any, a2: Any) -> Any:
+    def _call(self, params: Any, x: Any, *args: Any) -> Any:
         import jax
         import jax.numpy as jnp
 
@@ -310,14 +310,20 @@ class JaxInstrumentedNetwork:
                 "the network's first argument must be the params the oracle handed to the loss "
                 "(a dict with 'theta' and 'probes'), passed on unchanged"
             ) from None
+        n_times = self.adapter.n_time_args
+        if len(args) < n_times:
+            raise TypeError(
+                f"the network takes params, x and {n_times} time argument(s) under signature "
+                f"{self.adapter.conventions.signature.value!r}; got {len(args)} time argument(s)"
+            )
         n = x.shape[0]
-        a1, a2 = _times(a1, n, x), _times(a2, n, x)
+        times = [_times(a, n, x) for a in args[:n_times]]
         k = self._counter
         self._counter += 1
         user = self.adapter.network_to_user(functools.partial(self._ours_jit, theta))
-        out = user(x.reshape(n, -1), a1, a2)
-        traced = any(isinstance(a, jax.core.Tracer) for a in (x, a1, a2))
-        jax.debug.callback(functools.partial(self._record, k, traced), x, a1, a2, out)
+        out = user(x.reshape(n, -1), *times)
+        traced = any(isinstance(a, jax.core.Tracer) for a in (x, *times))
+        jax.debug.callback(functools.partial(self._record, k, traced), x, out, *times)
         if len(probes):  # the second run: probes were handed over
             if k >= len(probes) or tuple(probes[k].shape) != tuple(out.shape):
                 raise _UserProblem(
@@ -328,8 +334,8 @@ class JaxInstrumentedNetwork:
             out = out + probes[k]
         return jnp.reshape(out, x.shape)
 
-    def _record(self, k: int, traced: bool, x: Any, a1: Any, a2: Any, out: Any) -> None:
-        raw = _Raw(np.asarray(x), np.asarray(a1), np.asarray(a2), np.asarray(out), traced)
+    def _record(self, k: int, traced: bool, x: Any, out: Any, *times: Any) -> None:
+        raw = _Raw(np.asarray(x), tuple(np.asarray(a) for a in times), np.asarray(out), traced)
         self._all.append(raw)
         self._raw.setdefault(k, raw)
 
@@ -340,13 +346,9 @@ class JaxInstrumentedNetwork:
         out = []
         for i, raw in enumerate(raws):
             n = raw.x.shape[0]
-            a1 = torch.from_numpy(np.asarray(raw.a1, dtype=np.float64).copy())
-            a2 = torch.from_numpy(np.asarray(raw.a2, dtype=np.float64).copy())
-            tau, rho = self.adapter.decode_times(a1, a2, ops=o)
-            t = self.adapter.time_to_ours(tau, ops=o)
-            s = self.adapter.time_to_ours(rho, ops=o)
-            x_u = torch.from_numpy(np.asarray(raw.x, dtype=np.float64).reshape(n, -1).copy())
-            x = self.adapter.points_to_ours(x_u, t, ops=o)
+            times = [torch.from_numpy(np.asarray(a, dtype=np.float64).copy()) for a in raw.times]
+            x_in = torch.from_numpy(np.asarray(raw.x, dtype=np.float64).reshape(n, -1).copy())
+            x, t, s = self.adapter.inputs_to_ours(x_in, *times, ops=o)
             probe = torch.zeros(raw.out.shape, dtype=torch.float64, requires_grad=True)
             if grads is not None:
                 probe.grad = torch.from_numpy(np.asarray(grads[i], dtype=np.float64).copy())
@@ -364,13 +366,15 @@ class JaxInstrumentedNetwork:
 
 
 class _Apply:
-    """The network as the user's code calls it: ``apply(params, x, a1, a2, *extra)``."""
+    """The network as the user's code calls it: ``apply(params, x, a1, a2, *extra)`` (one time
+    argument under signature ``"x_t"``; the raw network's ``(c_in x, c_noise)`` under a declared
+    preconditioning)."""
 
     def __init__(self, net: JaxInstrumentedNetwork) -> None:
         self._net = net
 
-    def __call__(self, params: Any, x: Any, a1: Any, a2: Any, *extra: Any, **extra_kw: Any) -> Any:
-        return self._net._call(params, x, a1, a2)
+    def __call__(self, params: Any, x: Any, *args: Any, **extra_kw: Any) -> Any:
+        return self._net._call(params, x, *args)
 
     @property
     def apply(self) -> _Apply:
@@ -476,8 +480,9 @@ class JaxHarness:
         return cls(conv, teacher, net, shape, dtype, jax.random.PRNGKey(0))
 
     def data(self, n: int) -> Tensor:
-        """``n`` data samples ``(n, *data_shape)`` (torch, the declared precision)."""
-        x = self.teacher.mixture.sample(n, generator=self.generator)
+        """``n`` data samples ``(n, *data_shape)`` in the user's units (times ``sigma_data``;
+        torch, the declared precision)."""
+        x = self.teacher.mixture.sample(n, generator=self.generator) * self.net.adapter.data_unit
         return x.reshape(n, *self.data_shape).to(self.user_dtype)
 
     def teacher_velocity(self) -> Callable[[Any, Any], Any]:
@@ -635,6 +640,9 @@ def check_jax_sampler(
             f"{tuple(noise.shape)}",
             start,
         )
+    outside, _ = _outside_range(calls, net.adapter, sampler.time_range)
+    if outside:
+        return _result(check, "sampler", "fail", outside, start)
     first = calls[0]
     pairs = [(float(c.t[0]), float(c.s[0])) for c in calls]
     shown = ", ".join(f"{a:.3g}->{b:.3g}" for a, b in pairs[:8])
@@ -659,6 +667,7 @@ def check_jax_sampler(
     t0 = first.t.double()
     expected = ExactFlowMap(harness.teacher)(first.x, t0, torch.zeros_like(t0))
     got = torch.from_numpy(np.asarray(out, dtype=np.float64).reshape(n, -1).copy())
+    got = got / net.adapter.data_unit
     if all(bool((c.t == c.s).all()) for c in calls):
         rmse = float((got - expected).pow(2).sum(1).mean().sqrt())
         return _result(
