@@ -34,6 +34,7 @@ from ..conventions import Method
 from .adapters import ConventionAdapter, Conventions
 from .protocols import MODEL, PROTOCOLS, Role, accepts_positional, arity, signature_of
 from .shipped import ShippedLoss, ShippedSampler
+from .user_network import UserNetwork
 
 __all__ = [
     "ENV_VAR",
@@ -75,6 +76,10 @@ class Implementation:
             instrumented network (:mod:`.shipped`).
         samplers: name -> :class:`~.shipped.ShippedSampler`: samplers as they ship
             (``sample(model, noise)`` with their own hard-coded times).
+        network: the user's own network as it ships, a
+            :class:`~.user_network.UserNetwork` (or the bare ``nn.Module`` / callable, taken
+            with its defaults): its forward-mode derivative and how it reads its times are
+            checked (:mod:`.user_network`).
 
     After construction ``conventions`` is always a :class:`~.adapters.Conventions` (a mapping is
     converted), and it is typed so. ``dataclasses.replace`` runs the same conversion, but a type
@@ -92,6 +97,7 @@ class Implementation:
     spec: str | None = None
     shipped_losses: Mapping[str, ShippedLoss] = field(default_factory=dict)
     samplers: Mapping[str, ShippedSampler] = field(default_factory=dict)
+    network: UserNetwork | None = None
 
     if TYPE_CHECKING:
         # The signature type checkers see: the generated __init__ (same fields, same order and
@@ -108,6 +114,7 @@ class Implementation:
             spec: str | None = ...,
             shipped_losses: Mapping[str, ShippedLoss] = ...,
             samplers: Mapping[str, ShippedSampler] = ...,
+            network: UserNetwork | Callable[..., Any] | None = ...,
         ) -> None: ...
 
     def __post_init__(self) -> None:
@@ -132,6 +139,13 @@ class Implementation:
         ):
             raise ImplementationError("samplers must be a mapping name -> ShippedSampler")
         object.__setattr__(self, "samplers", dict(self.samplers))
+        if self.network is not None:
+            if not callable(self.network) and not isinstance(self.network, UserNetwork):
+                raise ImplementationError(
+                    "network must be a UserNetwork, an nn.Module or a callable, got "
+                    f"{type(self.network).__name__}"
+                )
+            object.__setattr__(self, "network", UserNetwork.of(self.network))
 
     @property
     def adapter(self) -> ConventionAdapter:
@@ -154,6 +168,8 @@ class Implementation:
             out.append("model.flow_map")
         out += [f"{m}.shipped_loss" for m in self.shipped_losses]
         out += [f"sampler.{name}" for name in self.samplers]
+        if self.network is not None:
+            out.append("network")
         return out
 
 

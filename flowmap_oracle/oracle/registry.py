@@ -36,6 +36,8 @@ class Check:
         draws: whether hypothesis draws cases beyond the explicit ones (off for checks that
             solve ODEs per case).
         cost: rough relative cost; the runner orders cheap checks first.
+        prepare: ``prepare(ctx, space) -> space``: the check's restriction of its case space;
+            the runner draws the explicit and hypothesis cases from the restricted space.
     """
 
     name: str
@@ -46,6 +48,7 @@ class Check:
     body: Callable[[CheckContext, Case, CaseSpace], None]
     draws: bool = True
     cost: int = 1
+    prepare: Callable[[CheckContext, CaseSpace], CaseSpace] | None = None
 
     def __str__(self) -> str:
         return self.name

@@ -34,8 +34,10 @@ from .protocols import MODEL
 from .registry import CHECKS, Check
 from .results import Case, CheckFailure, CheckResult, CheckSkipped, SkipReason, Status
 from .shipped import run_shipped_checks
+from .user_network import run_network_checks
 
 __all__ = [
+    "NETWORK",
     "NOTHING_CHECKED",
     "PlannedCheck",
     "checks_for",
@@ -48,6 +50,9 @@ __all__ = [
     "run_checks",
     "run_shipped",
 ]
+
+NETWORK = "network"
+"""The objective of the user-network checks (:mod:`.user_network`)."""
 
 NOTHING_CHECKED = "oracle.nothing_checked"
 """The name of the failing result :func:`run_checks` adds when every check was skipped."""
@@ -121,7 +126,7 @@ def run_check(
     guard.enter_context(oracle_warnings())
     try:
         ctx = CheckContext(impl, settings)
-        space = ctx.space(chk.space)
+        space = _space(chk, ctx)
         for case in space.explicit():
             _run_case(chk, ctx, case, space)
         if chk.draws and settings.examples > 0:
@@ -150,6 +155,13 @@ def run_check(
         guard.close()
     notes = "".join(f"; note: {text}" for text in ctx.notes)
     return result("pass", f"passed ({_n_cases(chk, settings, space)} cases){notes}")
+
+
+def _space(chk: Check, ctx: CheckContext) -> CaseSpace:
+    """The check's case space in the declared conventions, restricted by its ``prepare``: the
+    explicit and drawn cases come from the space the check's body evaluates on."""
+    space = ctx.space(chk.space)
+    return space if chk.prepare is None else chk.prepare(ctx, space)
 
 
 def _internal_error(err: Exception) -> str:
@@ -184,8 +196,9 @@ def plan_checks(
     objectives: Iterable[str] | None = None,
 ) -> list[PlannedCheck]:
     """What :func:`run_checks` runs, step by step: each registered check (of ``objectives``),
-    then the checks of the shipped losses and samplers (one step). Callers that show progress
-    run the steps themselves and end with :func:`finish_results`."""
+    then the checks of the shipped losses and samplers (one step), then the checks of the user's
+    own network (:mod:`.user_network`, objective ``"network"``; one step). Callers that show
+    progress run the steps themselves and end with :func:`finish_results`."""
     wanted = None if objectives is None else set(objectives)
     steps = [
         PlannedCheck(chk.name, functools.partial(_run_one, chk, impl, settings))
@@ -201,6 +214,8 @@ def plan_checks(
                 "shipped losses and samplers", lambda: run_shipped(impl, objectives=wanted)
             )
         )
+    if impl.network is not None and (wanted is None or NETWORK in wanted):
+        steps.append(PlannedCheck("the user's network", lambda: run_network_checks(impl)))
     return steps
 
 
@@ -323,5 +338,5 @@ def reproduce(
     settings = OracleSettings(batch=batch, teacher=teacher)
     with oracle_warnings():
         ctx = CheckContext(impl, settings)
-        space = ctx.space(chk.space)
+        space = _space(chk, ctx)
         _run_case(chk, ctx, Case(seed, t, s, r), space)

@@ -21,7 +21,7 @@ from ...objectives.shortcut import shortcut_residual
 from ...objectives.split_meanflow import split_meanflow_loss, split_target
 from ..cases import CaseSpace
 from ..context import CheckContext
-from ..registry import check
+from ..registry import CHECKS, check
 from ..results import Case
 from ._common import (
     Term,
@@ -136,3 +136,11 @@ def shortcut_loss(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
 
     args = loss_inputs(ctx, b, b.t, b.s)
     compare_loss(ctx, "shortcut", net, build, args, what="Shortcut loss")
+
+
+# Every Shortcut check draws its cases from the restricted space (steps of level at most
+# ``levels - 2``): under ``shortcut_log2`` the finest level ``L`` is the instantaneous velocity,
+# so a step of ``2^-(L-1)`` has no expressible half step, and no correct implementation can form
+# its target there (drawing from the unrestricted space failed correct code at such steps).
+for _name in [n for n, c in CHECKS.items() if c.objective == "shortcut"]:
+    CHECKS[_name] = replace(CHECKS[_name], prepare=_shortcut_space)
