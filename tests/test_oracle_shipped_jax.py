@@ -210,6 +210,36 @@ def test_distillation_with_the_teacher_velocity_is_stationary_pointwise_and_a_si
         assert res.status == "fail" and "not a fixed point" in res.message
 
 
+def _flow_matching(apply, *, t_max=1.0, target_sign=1.0):
+    """Flow matching in Lipman's convention (data at t = 1) with a velocity network (x, t)."""
+
+    def loss_fn(params, x1, key):
+        k_t, k_e = jax.random.split(key)
+        t = t_max * jax.random.uniform(k_t, (x1.shape[0],), dtype=x1.dtype)
+        x0 = jax.random.normal(k_e, x1.shape, dtype=x1.dtype)
+        xt = t[:, None] * x1 + (1 - t[:, None]) * x0
+        return jnp.mean((apply(params, xt, t) - target_sign * (x1 - x0)) ** 2)
+
+    return loss_fn
+
+
+def test_a_single_time_velocity_network_in_lipmans_convention_with_a_declared_time_range():
+    conv = Conventions(time="noise_at_0", signature="x_t", framework="jax", dtype="float32")
+    h = JaxHarness.build(conv, (2,))
+    good = ShippedLoss(_flow_matching, time_range=(0.0, 1.0))
+    assert check_times("flow_matching", good, h).status == "pass"
+    assert check_alignment("flow_matching", good, h).status == "pass"
+    flipped = ShippedLoss(lambda a: _flow_matching(a, target_sign=-1.0))  # x0 - x1 as target
+    res = check_alignment("flow_matching", flipped, h)
+    assert res.status == "fail" and "not along the reference residual" in res.message
+    # times up to 1 where the loss declares (and e.g. asserts) t <= 0.5
+    narrow = ShippedLoss(_flow_matching, time_range=(0.0, 0.5))
+    res = check_times("flow_matching", narrow, h)
+    assert res.status == "fail" and "outside the declared time_range" in res.message
+    inside = ShippedLoss(lambda a: _flow_matching(a, t_max=0.5), time_range=(0.0, 0.5))
+    assert check_times("flow_matching", inside, h).status == "pass"
+
+
 # -- the example, as it ships -------------------------------------------------------------------
 
 
@@ -299,3 +329,21 @@ def test_the_users_own_exception_propagates_with_their_file_and_line(jit):
     line = inspect.getsourcelines(_raising)[1] + 3  # the raise statement
     frames = user_frames(err)
     assert frames and frames[-1].filename == __file__ and frames[-1].lineno == line
+
+
+if __name__ == "__main__":
+    # False alarms and power of the example's stationarity check over independent runs:
+    # python tests/test_oracle_shipped_jax.py [runs]
+    import sys
+
+    from examples import jax_meanflow_shipped as mod
+
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 30
+    for factory in ("implementation", "wrong_implementation"):
+        impl = getattr(mod, factory)()
+        (shipped,) = impl.shipped_losses.values()
+        h = JaxHarness.build(impl.conventions, shipped.data_shape)
+        statuses = [
+            check_stationarity("meanflow", shipped, h, repeats=16).status for _ in range(runs)
+        ]
+        print(factory, {s: statuses.count(s) for s in sorted(set(statuses))}, f"of {runs}")

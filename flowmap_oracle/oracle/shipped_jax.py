@@ -455,9 +455,14 @@ class JaxHarness:
 
     @classmethod
     def build(
-        cls, conventions: Conventions | Mapping[str, Any], data_shape: tuple[int, ...] | None
+        cls,
+        conventions: Conventions | Mapping[str, Any],
+        data_shape: tuple[int, ...] | None,
+        *,
+        seed: int = 0,
     ) -> JaxHarness:
-        """The harness for ``conventions`` and one sample's ``data_shape`` (default ``(2,)``).
+        """The harness for ``conventions`` and one sample's ``data_shape`` (default ``(2,)``);
+        ``seed`` seeds the data and the keys handed to the loss.
 
         Raises:
             ValueError: the conventions do not declare ``framework="jax"``.
@@ -477,7 +482,15 @@ class JaxHarness:
         exact = ExactAverageVelocity(ExactFlowMap(teacher))
         net = JaxInstrumentedNetwork(exact, adapter, shape, JaxGaussianFlow(teacher))
         dtype = getattr(torch, str(conv.dtype))
-        return cls(conv, teacher, net, shape, dtype, jax.random.PRNGKey(0))
+        return cls(
+            conv,
+            teacher,
+            net,
+            shape,
+            dtype,
+            jax.random.PRNGKey(seed),
+            generator=torch.Generator().manual_seed(seed),
+        )
 
     def data(self, n: int) -> Tensor:
         """``n`` data samples ``(n, *data_shape)`` in the user's units (times ``sigma_data``;
