@@ -27,7 +27,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH_INSTALL)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test,report,jax,ot,dev]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test,report,jax,ot,dev,bench]"
 	touch $(STAMP)
 
 report: $(STAMP)

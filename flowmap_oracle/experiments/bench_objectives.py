@@ -94,6 +94,7 @@ __all__ = [
     "SAMPLERS",
     "BenchConfig",
     "CellSummary",
+    "ObjectivesBenchmark",
     "ResultStore",
     "Task",
     "auto_config",
@@ -102,6 +103,7 @@ __all__ = [
     "evaluate_member",
     "format_summary",
     "gpu_config",
+    "load_objectives_benchmark",
     "plan_tasks",
     "plateau",
     "reference_for",
@@ -1110,3 +1112,54 @@ def format_summary(rows: Sequence[CellSummary]) -> str:
             f"{r.baselines['heun']:7.3f} {r.plateau_reached:>3d}/{r.n_seeds:<3d}"
         )
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ObjectivesBenchmark:
+    """Committed results of ``bench objectives`` as the report and the README lay them out.
+
+    Attributes:
+        cells: the ``ok`` cell records; failures: one error record per failed task.
+        summaries: :func:`summarise` of ``cells``.
+        command, device, versions_text, config: how the results were made.
+        plateau_threshold: :data:`PLATEAU_THRESHOLD`.
+    """
+
+    cells: tuple[dict[str, Any], ...]
+    failures: tuple[dict[str, Any], ...]
+    summaries: tuple[CellSummary, ...]
+    command: str
+    device: str
+    versions_text: str
+    config: dict[str, Any]
+    plateau_threshold: float = PLATEAU_THRESHOLD
+
+
+def load_objectives_benchmark(path: str | os.PathLike) -> ObjectivesBenchmark:
+    """Read a ``bench objectives --json`` document (e.g. ``benchmarks/objectives_cpu.json``).
+
+    Raises:
+        ValueError: when the file is not such a document.
+    """
+    doc = json.loads(Path(path).read_text())
+    if not isinstance(doc, dict) or "results" not in doc or "config" not in doc:
+        raise ValueError(f"{os.fspath(path)!r} is not a bench objectives JSON document")
+    results = doc["results"]
+    cells = tuple(r for r in results if r.get("status") == "ok")
+    seen, failures = set(), []
+    for r in results:
+        if r.get("status") == "error" and (r["objective"], r["teacher"], r["path"]) not in seen:
+            seen.add((r["objective"], r["teacher"], r["path"]))
+            failures.append(r)
+    env = doc.get("environment", {})
+    versions = ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items())
+    return ObjectivesBenchmark(
+        cells=cells,
+        failures=tuple(failures),
+        summaries=tuple(summarise(cells)),
+        command=str(doc.get("command", "")),
+        device=f"{env.get('device', '?')} ({env.get('processor', '?')}, "
+        f"{env.get('cpu_count', '?')} CPUs, {doc['config'].get('threads')} thread per task)",
+        versions_text=versions,
+        config=doc["config"],
+    )
