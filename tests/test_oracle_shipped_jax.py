@@ -23,6 +23,7 @@ from flowmap_oracle.oracle.shipped import (  # noqa: E402
     N_FIELDS,
     ShippedLoss,
     ShippedSampler,
+    _Harness,
     check_alignment,
     check_stationarity,
     check_times,
@@ -169,6 +170,43 @@ def test_outputs_under_jax_jvp_get_their_gradients_and_per_sample_calls_are_refu
 
     with pytest.raises(ValueError, match=r"not per sample under jax\.vmap"):
         h.gradient(ShippedLoss(per_sample), torch.zeros(N_FIELDS, dtype=torch.float64))
+
+
+CONVENTIONS = [
+    {"time": "edm_sigma", "prediction": "x0"},
+    {"time": "trigflow_angle", "signature": "x_s_t"},
+    {"time": "noise_at_0", "signature": "x_t_dt", "prediction": "average_velocity"},
+    {"prediction": "epsilon", "signature": "x_t_s"},
+]
+
+
+def test_in_every_declared_convention_the_jax_network_is_the_torch_harness_network():
+    """Same outputs in the user's units and the same recorded (x, t, s) as the torch harness's
+    network, for time variables, signatures and predictions (float64)."""
+    g = torch.Generator().manual_seed(5)
+    for declared in CONVENTIONS:
+        th = _Harness.build(Conventions(**declared), (2,))
+        with jax.enable_x64(True):
+            jh = JaxHarness.build(Conventions(framework="jax", **declared), (2,))
+            a = th.net.adapter
+            t = 0.1 + 0.8 * torch.rand(6, generator=g, dtype=torch.float64)
+            s = t * torch.rand(6, generator=g, dtype=torch.float64)
+            x = torch.randn(6, 2, generator=g, dtype=torch.float64)
+            o = a.torch_ops
+            args = a.encode_times(a.time_to_user(t, ops=o), a.time_to_user(s, ops=o), ops=o)
+            x_u = a.points_to_user(x, t, ops=o)
+            theta = torch.tensor([0.02, -0.03, 0.04, 0.05], dtype=torch.float64)
+            with torch.no_grad():
+                th.net.theta.copy_(theta)
+                want = th.net(x_u, *args)
+            params = {"theta": jnp.asarray(theta.numpy()), "probes": ()}
+            jh.net._start()
+            got = jh.net.apply(params, *(jnp.asarray(v.numpy()) for v in (x_u, *args)))
+            jax.effects_barrier()
+            (rec,) = jh.net._records(jh.net._all, None)
+        torch.testing.assert_close(torch.from_numpy(np.array(got)), want, msg=str(declared))
+        for ours, theirs in ((rec.t, t), (rec.s, s), (rec.x, x)):
+            torch.testing.assert_close(ours, theirs, msg=str(declared))
 
 
 def test_float64_needs_x64_and_the_harness_needs_a_jax_declaration():
