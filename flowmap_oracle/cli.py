@@ -891,12 +891,12 @@ def _objectives_config(args: argparse.Namespace) -> Any:
 def _cmd_bench_objectives(args: argparse.Namespace, progress: Progress) -> int:
     from .experiments.bench_objectives import (
         ResultStore,
+        bench_environment,
         format_summary,
         plan_tasks,
         run_grid,
         summarise,
     )
-    from .experiments.records import environment
 
     config = _objectives_config(args)
     if args.ray is not None:
@@ -958,7 +958,7 @@ def _cmd_bench_objectives(args: argparse.Namespace, progress: Progress) -> int:
             config=config.to_json(),
             store=str(store_path),
             tasks_run=len(tasks),
-            environment=environment(config.device),
+            environment=bench_environment(config.device),
         )
         written = _write_json(args.json, document)
     if interrupted:

@@ -99,6 +99,7 @@ __all__ = [
     "Task",
     "auto_config",
     "baselines_for",
+    "bench_environment",
     "cpu_config",
     "evaluate_member",
     "format_summary",
@@ -785,7 +786,7 @@ def _run_task(task: Task, on_step: Callable[[], None] | None) -> list[dict[str, 
     trained = fit(model, batch_loss, steps=config.train_steps, lr=config.lr, seed=min(task.seeds))
     record_curve(config.train_steps)
     members = model.members()
-    env = environment(config.device)
+    env = bench_environment(config.device)
     records = []
     for i, (seed, member) in enumerate(zip(task.seeds, members, strict=True)):
         metrics = evaluate_member(member, task.objective, ref, config.steps, linear=linear)
@@ -835,6 +836,20 @@ def _run_task(task: Task, on_step: Callable[[], None] | None) -> list[dict[str, 
                 }
             )
     return records
+
+
+def bench_environment(device: str) -> dict[str, Any]:
+    """:func:`~flowmap_oracle.experiments.records.environment` with the versions of the
+    benchmark's own optional libraries (POT, Ray) where installed."""
+    from importlib import metadata
+
+    env = environment(device)
+    for name in ("POT", "ray", "matplotlib"):
+        try:
+            env["versions"][name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return env
 
 
 def _teacher_on(teacher: GaussianMixtureTeacher, device: torch.device) -> GaussianMixtureTeacher:

@@ -23,6 +23,7 @@ __all__ = [
     "compute_figure",
     "heatmap_figure",
     "leaderboard_markdown",
+    "main",
     "steps_figure",
 ]
 
@@ -338,3 +339,30 @@ def add_objectives_benchmark_section(doc: ReportDocument, results: ObjectivesBen
             ],
             header=["objective", "teacher", "path", "error"],
         )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the README leaderboard of a committed ``bench objectives --json`` document:
+    ``python -m flowmap_oracle.reports.objectives_benchmark benchmarks/objectives_cpu.json
+    [TEACHER PATH]``."""
+    import sys
+
+    from ..experiments.bench_objectives import load_objectives_benchmark
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) not in (1, 3):
+        print(
+            "usage: python -m flowmap_oracle.reports.objectives_benchmark JSON [TEACHER PATH]",
+            file=sys.stderr,
+        )
+        return 2
+    results = load_objectives_benchmark(args[0])
+    teacher, path = (args[1], args[2]) if len(args) == 3 else ("ring8", "linear")
+    print(leaderboard_markdown(results.summaries, teacher=teacher, path=path))
+    print()
+    print(f"Command: `{results.command}`; {results.device}; {results.versions_text}.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
