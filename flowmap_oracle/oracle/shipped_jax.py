@@ -11,10 +11,18 @@ protocol (declared with the torch side's :class:`~.shipped.ShippedLoss` and
   (``make_loss(apply, teacher)`` with ``velocity="teacher"``, ``teacher(x, tau)`` the teacher's
   velocity in the user's conventions). ``apply(params, x, a1, a2, *extra)`` is the oracle's
   network in the user's conventions (``apply.apply`` is the same function, for code written as
-  ``model.apply(params, ...)``); ``extra`` (labels, guidance scales) pass through unread. The
+  ``model.apply(params, ...)``; one time argument under signature ``"x_t"``); ``extra``
+  (labels, guidance scales) pass through unread. The
   loss receives ``params`` from the oracle and hands them to ``apply`` unchanged; it draws every
   random number from ``key``. It may return the loss, ``(loss, aux)`` or ``{"loss": loss, ...}``.
-* ``ShippedSampler(make_sampler, ...)``: ``make_sampler(apply) -> sample(params, noise)``.
+  ``make_batch``, when declared, receives the data as a JAX array. The other fields of
+  :class:`~.shipped.ShippedLoss` mean what they mean for torch.
+* ``ShippedSampler(make_sampler, ...)``: ``make_sampler(apply) -> sample(params, noise)``
+  (deterministic samplers: there is no key to re-noise with).
+
+Declared float64 needs ``jax_enable_x64`` (a :class:`~.adapters.ConventionError` says so);
+float32 runs the oracle's network in float32 too, which the exact map's closed form allows
+(:class:`JaxGaussianFlow`).
 
 The network (:class:`JaxInstrumentedNetwork`) is the teacher's exact average velocity ``F*`` plus
 ``sum_k theta_k phi_k``, the same function as the torch :class:`~.shipped.InstrumentedNetwork`
@@ -232,8 +240,9 @@ class JaxInstrumentedNetwork:
     :meth:`apply` (also the instance itself, and ``apply.apply``) is what the user's code calls:
     ``apply(params, x, a1, a2, *extra, **extra_kw)`` with ``params = {"theta": ..., "probes":
     (...)}`` as the oracle handed it over. :attr:`calls` lists a :class:`~.shipped.CallRecord`
-    for every call since :meth:`reset` (filled in by the harness after each run); :attr:`theta`
-    (torch, float64) is the perturbation of the last run.
+    for every call since :meth:`reset` (filled in by the harness after each run; a record's
+    ``transformed`` says that the call's inputs were JAX tracers: under ``jax.jvp``, ``jax.jit``
+    or ``jax.vmap``); :attr:`theta` (torch, float64) is the perturbation of the last run.
     """
 
     def __init__(
