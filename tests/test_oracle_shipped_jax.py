@@ -209,6 +209,29 @@ def test_in_every_declared_convention_the_jax_network_is_the_torch_harness_netwo
             torch.testing.assert_close(ours, theirs, msg=str(declared))
 
 
+def test_losses_that_do_not_follow_the_protocol_fail_with_one_clear_message():
+    h = JaxHarness.build(F32, None)
+
+    def drifting(apply):  # draws outside the key: a second run makes another call
+        runs = []
+
+        def loss_fn(params, x, key):
+            runs.append(1)
+            out = [apply(params, x, 0.5, 0.25) for _ in runs]
+            return sum(jnp.mean(u**2) for u in out)
+
+        return loss_fn
+
+    res = check_times("meanflow", ShippedLoss(drifting), h)
+    assert res.status == "fail" and "differently on two runs with the same key" in res.message
+
+    def detached(apply):
+        return lambda params, x, key: jnp.mean(jax.lax.stop_gradient(apply(params, x, 0.5, 0.25)))
+
+    res = check_alignment("meanflow", ShippedLoss(detached), h)
+    assert res.status == "fail" and "jax.lax.stop_gradient" in res.message
+
+
 def test_float64_needs_x64_and_the_harness_needs_a_jax_declaration():
     if not jax.config.read("jax_enable_x64"):
         with pytest.raises(ConventionError, match="jax_enable_x64"):
