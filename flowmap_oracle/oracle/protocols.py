@@ -222,6 +222,15 @@ PROTOCOLS: dict[str, dict[Role, tuple[type, str]]] = {
         Role.TARGET: (ReFlowTarget, "the teacher's coupling Phi_{1->0}(noise)"),
         Role.LOSS: (ReFlowLoss, "flow matching on the coupling"),
     },
+    Method.FMM_LAGRANGIAN: {
+        Role.LOSS: (AYFLoss, "mean ||d_s f - velocity(f, s)||^2, no stop-gradient"),
+    },
+    Method.FMM_EULERIAN: {
+        Role.LOSS: (AYFLoss, "mean ||d_t f + J_x f velocity(x_t, t)||^2, no stop-gradient"),
+    },
+    Method.LSD: {Role.LOSS: (TwoTimeLoss, "flow matching where s = t, else Lagrangian SD")},
+    Method.ESD: {Role.LOSS: (TwoTimeLoss, "flow matching where s = t, else Eulerian SD")},
+    Method.PSD: {Role.LOSS: (ThreeTimeLoss, "flow matching where s = t, else ||F - sg(F_tgt)||^2")},
     MODEL: {Role.FLOW_MAP: (FlowMapStep, "x_s")},
 }
 """Method (or ``"model"``) -> role -> (protocol, what the function returns)."""

@@ -18,11 +18,16 @@ from ..objectives import (
     consistency_loss,
     consistency_tangent,
     ctm_loss,
+    esd_loss,
     facm_loss,
     flow_matching_loss,
+    fmm_eulerian_loss,
+    fmm_lagrangian_loss,
     imm_loss,
+    lsd_loss,
     meanflow_loss,
     meanflow_target,
+    psd_loss,
     reflow_couplings,
     reflow_loss,
     scm_loss,
@@ -112,6 +117,17 @@ def reference_implementation(path: str = "linear") -> Implementation:
             ),
             "reflow": lambda net, coupled, noise, t: (
                 reflow_loss(net, coupled, noise, t, path=P).loss
+            ),
+            "fmm_lagrangian": lambda net, data, noise, t, s, velocity: (
+                fmm_lagrangian_loss(net, data, noise, t, s, velocity=velocity, path=P).loss
+            ),
+            "fmm_eulerian": lambda net, data, noise, t, s, velocity: (
+                fmm_eulerian_loss(net, data, noise, t, s, velocity=velocity, path=P).loss
+            ),
+            "lsd": lambda net, data, noise, t, s: lsd_loss(net, data, noise, t, s, path=P).loss,
+            "esd": lambda net, data, noise, t, s: esd_loss(net, data, noise, t, s, path=P).loss,
+            "psd": lambda net, data, noise, t, u, s: (
+                psd_loss(net, data, noise, t, u, s, path=P).loss
             ),
         },
         flow_map=lambda net, x, t, s: flow_step(x, net(x, t, s), t, s),

@@ -34,6 +34,7 @@ MODULES = (
     "imm",
     "model",
     "conventions",
+    "flow_map_matching",
 )
 """Mutant modules under this package, one per objective."""
 
