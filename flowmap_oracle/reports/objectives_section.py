@@ -46,6 +46,12 @@ FORMULAS: dict[str, str] = {
     "imm": r"\mathrm{MMD}^2(f_\theta(x_t,t,s),\ \mathrm{sg}\,f(x_r,r,s))",
     "ctm": r"d(\mathrm{sg}f_{s\to 0}(f_\theta(x_t,t,s)),\ \mathrm{sg}f_{s\to 0}"
     r"(f(\mathrm{Solver}_{t\to r}(x_t),r,s)))",
+    "fmm_lagrangian": r"\|\partial_s f_\theta(x_t,t,s) - v(f_\theta(x_t,t,s),s)\|^2",
+    "fmm_eulerian": r"\|\partial_t f_\theta(x_t,t,s) + J_x f_\theta\,v(x_t,t)\|^2",
+    "lsd": r"\|\partial_s f_\theta(x_t,t,s) - \mathrm{sg}\,F(\mathrm{sg}\,f_\theta,s,s)\|^2"
+    r" \ (s \neq t)",
+    "esd": r"\|\partial_t f_\theta + J_x f_\theta\,\mathrm{sg}\,F(x_t,t,t)\|^2 \ (s \neq t)",
+    "psd": r"\|f_\theta(x_t,t,s) - \mathrm{sg}(f_{u\to s}\circ f_{t\to u})(x_t)\|^2/(t-s)^2",
 }
 """One line per objective in mathtext (``x_t = (1-t)x_0 + t x_1``, ``f = x + (s-t)F``)."""
 
