@@ -119,3 +119,66 @@ def test_each_mutant_is_killed_by_its_own_methods_check(name):
     assert result.killed, result.message
     assert result.by in CHECKS and CHECKS[result.by].objective == MUTANTS[name].objective
     assert not result.message.startswith("internal error"), result.message
+
+
+def _jax_losses():
+    """LSD, ESD, PSD and the Eulerian FMM loss in JAX (float32), as JAX training code writes
+    them; the Lagrangian FMM loss too (it needs a differentiable teacher, which it cannot get)."""
+    import jax
+    import jax.numpy as jnp
+
+    def interp(x0, x1, t):
+        return x0 + t[:, None] * (x1 - x0)
+
+    def flow(net):
+        return lambda x, a, b: x + (b - a)[:, None] * net(x, a, b)
+
+    def with_fm(net, x0, x1, t, s, off):
+        xt = interp(x0, x1, t)
+        fm = net(xt, t, t) - (x1 - x0)
+        return jnp.sum(jnp.where((t == s)[:, None], fm, off) ** 2, axis=1).mean()
+
+    def lsd(net, x0, x1, t, s):
+        xt = interp(x0, x1, t)
+        xs, dxs = jax.jvp(flow(net), (xt, t, s), (jnp.zeros_like(xt), 0 * t, jnp.ones_like(s)))
+        b = jax.lax.stop_gradient(net(jax.lax.stop_gradient(xs), s, s))
+        return with_fm(net, x0, x1, t, s, dxs - b)
+
+    def esd(net, x0, x1, t, s):
+        xt = interp(x0, x1, t)
+        b = jax.lax.stop_gradient(net(xt, t, t))
+        _, dx = jax.jvp(flow(net), (xt, t, s), (b, jnp.ones_like(t), 0 * s))
+        return with_fm(net, x0, x1, t, s, dx)
+
+    def psd(net, x0, x1, t, u, s):
+        xt = interp(x0, x1, t)
+        two = jax.lax.stop_gradient(flow(net)(flow(net)(xt, t, u), u, s))
+        h = jnp.where(t == s, jnp.ones_like(t), t - s)[:, None]
+        return with_fm(net, x0, x1, t, s, (two - flow(net)(xt, t, s)) / h)
+
+    def fmm_e(net, x0, x1, t, s, v):
+        xt = interp(x0, x1, t)
+        _, dx = jax.jvp(flow(net), (xt, t, s), (v(xt, t), jnp.ones_like(t), 0 * s))
+        return jnp.sum(dx**2, axis=1).mean()
+
+    def fmm_l(net, x0, x1, t, s, v):
+        xt = interp(x0, x1, t)
+        xs, dxs = jax.jvp(flow(net), (xt, t, s), (jnp.zeros_like(xt), 0 * t, jnp.ones_like(s)))
+        return jnp.sum((dxs - v(xs, s)) ** 2, axis=1).mean()
+
+    return {"lsd": lsd, "esd": esd, "psd": psd, "fmm_eulerian": fmm_e, "fmm_lagrangian": fmm_l}
+
+
+def test_a_correct_jax_implementation_passes_and_the_lagrangian_fmm_check_says_why_it_skips():
+    pytest.importorskip("jax")
+    impl = Implementation(
+        name="JAX training code, float32",
+        conventions={"framework": "jax", "dtype": "float32"},
+        losses=_jax_losses(),
+    )
+    results = {r.check: r for r in run_checks(impl, objectives=METHODS)}
+    for method in ("lsd", "esd", "psd", "fmm_eulerian"):
+        r = results[f"{method}.loss.value_and_gradient"]
+        assert r.status == "pass", r.message
+    skipped = results["fmm_lagrangian.loss.value_and_gradient"]
+    assert skipped.status == "skip" and "differentiable in torch only" in skipped.message
