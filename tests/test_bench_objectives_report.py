@@ -12,7 +12,8 @@ from flowmap_oracle.experiments.bench_objectives import (
     load_objectives_benchmark,
     summarise,
 )
-from flowmap_oracle.reports.objectives_benchmark import (
+from flowmap_oracle.reports.objectives_benchmark_section import (
+    ObjectivesBenchmarkSectionInputs,
     add_objectives_benchmark_section,
     leaderboard_markdown,
 )
@@ -92,7 +93,7 @@ def test_section_lays_out_the_committed_results(tmp_path):
     results = load_objectives_benchmark(path)
     assert len(results.failures) == 1 and len(results.cells) == len(CELLS)
     report = ReportDocument(title="test")
-    add_objectives_benchmark_section(report, results)
+    add_objectives_benchmark_section(report, ObjectivesBenchmarkSectionInputs(results))
     assert report.figures == 3
     pdf = report.save(tmp_path / "section.pdf")
     text = " ".join(page.extract_text() for page in PdfReader(pdf).pages)

@@ -2,13 +2,19 @@
 
 Layout only: everything here lays out the committed results of ``flowmap-oracle bench
 objectives`` as :func:`flowmap_oracle.experiments.bench_objectives.load_objectives_benchmark`
-reads them (the cells, their summaries over seeds, the command, device and versions).
+reads them (the cells, their summaries over seeds, the command, device and versions). The
+results are described here by protocols (what the layout reads), so that this module imports
+nothing from the layers that compute.
+
+The PDF report includes the section with
+``ObjectivesBenchmarkSectionInputs(load_objectives_benchmark("benchmarks/objectives_cpu.json"))``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .document import ReportDocument
 from .notation import literal, mpl_literal
@@ -16,14 +22,68 @@ from .notation import literal, mpl_literal
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from ..experiments.bench_objectives import CellSummary, ObjectivesBenchmark
+
+class CellSummary(Protocol):
+    """One grid point summarised over seeds (what
+    :class:`flowmap_oracle.experiments.bench_objectives.CellSummary` holds)."""
+
+    @property
+    def objective(self) -> str: ...
+    @property
+    def teacher(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def steps(self) -> int: ...
+    @property
+    def n_seeds(self) -> int: ...
+    @property
+    def rmse_exact(self) -> tuple[float, float, float] | None: ...
+    @property
+    def w2(self) -> tuple[float, float, float] | None: ...
+    @property
+    def plateau_reached(self) -> int: ...
+    @property
+    def baselines(self) -> dict[str, float]: ...
+
+
+class ObjectivesBenchmark(Protocol):
+    """Committed benchmark results (what
+    :class:`flowmap_oracle.experiments.bench_objectives.ObjectivesBenchmark` holds)."""
+
+    @property
+    def cells(self) -> tuple[dict[str, Any], ...]: ...
+    @property
+    def failures(self) -> tuple[dict[str, Any], ...]: ...
+    @property
+    def summaries(self) -> Sequence[CellSummary]: ...
+    @property
+    def command(self) -> str: ...
+    @property
+    def device(self) -> str: ...
+    @property
+    def versions_text(self) -> str: ...
+    @property
+    def config(self) -> Mapping[str, Any]: ...
+    @property
+    def plateau_threshold(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class ObjectivesBenchmarkSectionInputs:
+    """What the section lays out: the committed results of one ``bench objectives`` run."""
+
+    results: ObjectivesBenchmark
+
 
 __all__ = [
+    "CellSummary",
+    "ObjectivesBenchmark",
+    "ObjectivesBenchmarkSectionInputs",
     "add_objectives_benchmark_section",
     "compute_figure",
     "heatmap_figure",
     "leaderboard_markdown",
-    "main",
     "steps_figure",
 ]
 
@@ -281,12 +341,15 @@ def leaderboard_markdown(
     return "\n".join(lines)
 
 
-def add_objectives_benchmark_section(doc: ReportDocument, results: ObjectivesBenchmark) -> None:
+def add_objectives_benchmark_section(
+    doc: ReportDocument, results: ObjectivesBenchmarkSectionInputs
+) -> None:
     """The section "Benchmark of objectives": how the grid was run, the table of one-step errors,
     the error against steps and against training compute, the (t, s) heatmaps, and failures."""
     plt = _pyplot()
+    bench = results.results
     doc.heading("Benchmark of objectives")
-    cfg = results.config
+    cfg = bench.config
     doc.paragraph(
         "Every objective trains an MLP $F(x, t, s)$ at the same budget "
         f"({cfg['train_steps']} Adam steps of {cfg['batch']} samples per seed, "
@@ -296,18 +359,18 @@ def add_objectives_benchmark_section(doc: ReportDocument, results: ObjectivesBen
         "grid of times, and the Wasserstein-2 distance (POT) and MMD of its samples to the "
         "teacher's data. The teacher's own solvers at the same numbers of steps are the "
         "baselines. A run has reached its plateau when its error fell by less than "
-        f"{100 * results.plateau_threshold:.0f} % over the last quarter of its budget."
+        f"{100 * bench.plateau_threshold:.0f} % over the last quarter of its budget."
     )
-    doc.paragraph(literal(f"Command: {results.command}"))
-    doc.paragraph(literal(f"Device: {results.device}; versions: {results.versions_text}"))
-    for teacher, path in _panels(results.summaries):
-        text = leaderboard_markdown(results.summaries, teacher=teacher, path=path)
+    doc.paragraph(literal(f"Command: {bench.command}"))
+    doc.paragraph(literal(f"Device: {bench.device}; versions: {bench.versions_text}"))
+    for teacher, path in _panels(bench.summaries):
+        text = leaderboard_markdown(bench.summaries, teacher=teacher, path=path)
         table = [line.strip("|").split("|") for line in text.splitlines()]
         header = [c.strip() for c in table[0]]
         body = [[c.strip().strip("`") for c in row] for row in table[2:]]
         doc.paragraph(literal(f"{teacher}, {path} path: mean ± half the 95 % interval."))
         doc.table(body, header=header)
-    fig = steps_figure(results.summaries)
+    fig = steps_figure(bench.summaries)
     doc.figure(
         fig,
         caption="RMSE of each objective's sampler against the exact map over the "
@@ -315,54 +378,27 @@ def add_objectives_benchmark_section(doc: ReportDocument, results: ObjectivesBen
         "solvers at the same steps, the grey line its adaptive solve.",
     )
     plt.close(fig)
-    for teacher, path in _panels(results.summaries)[:2]:
-        fig = compute_figure(results.cells, teacher=teacher, path=path)
+    for teacher, path in _panels(bench.summaries)[:2]:
+        fig = compute_figure(bench.cells, teacher=teacher, path=path)
         doc.figure(
             fig,
             caption="Error against training compute: the curves the plateau "
             "criterion reads, mean over seeds.",
         )
         plt.close(fig)
-        fig = heatmap_figure(results.cells, teacher=teacher, path=path)
+        fig = heatmap_figure(bench.cells, teacher=teacher, path=path)
         doc.figure(
             fig,
             caption=r"RMSE of $f_{t \to s}$ against $\Phi_{t \to s}$ on points "
             "drawn from the marginal at the start time t, per pair of times.",
         )
         plt.close(fig)
-    if results.failures:
+    if bench.failures:
         doc.paragraph("Cells that failed (recorded with their error; a rerun retries them):")
         doc.table(
             [
                 [f["objective"], f["teacher"], f["path"], literal(f["error"])]
-                for f in results.failures
+                for f in bench.failures
             ],
             header=["objective", "teacher", "path", "error"],
         )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Print the README leaderboard of a committed ``bench objectives --json`` document:
-    ``python -m flowmap_oracle.reports.objectives_benchmark benchmarks/objectives_cpu.json
-    [TEACHER PATH]``."""
-    import sys
-
-    from ..experiments.bench_objectives import load_objectives_benchmark
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) not in (1, 3):
-        print(
-            "usage: python -m flowmap_oracle.reports.objectives_benchmark JSON [TEACHER PATH]",
-            file=sys.stderr,
-        )
-        return 2
-    results = load_objectives_benchmark(args[0])
-    teacher, path = (args[1], args[2]) if len(args) == 3 else ("ring8", "linear")
-    print(leaderboard_markdown(results.summaries, teacher=teacher, path=path))
-    print()
-    print(f"Command: `{results.command}`; {results.device}; {results.versions_text}.")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
