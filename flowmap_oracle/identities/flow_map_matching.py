@@ -32,7 +32,7 @@ import sympy as sp
 
 from . import _core
 from ._core import Claim, Identity, MethodResult, Step, register
-from ._functions import VectorFunction, numeric_on_random_exact_flow, sg_gradient
+from ._functions import ExactFlow, VectorFunction, numeric_on_random_exact_flow, sg_gradient
 from ._notation import THETA_MINUS, F_d, X, f_d, r, s, t, tex, theta, v_d, x_t
 from .ayf import _f, _gradient_identity_checks, emd_gradient, lmd_gradient
 from .meanflow import _semigroup_rule
@@ -61,12 +61,22 @@ _ID_EQ = "fmm.lagrangian_eulerian"
 
 
 def _equivalence_build(*, sign: int = 1, start_point: bool = False):
-    """Residual of ``R_E(z, t, s) + J_x Phi_{t->s}(z) R_L(y, s, t)`` with ``z = Phi_{s->t}(y)``.
+    """Residuals that must vanish, for an exact flow ``ef`` and any field ``v``:
+
+    * ``R_E(z, t, s) + J_x Phi_{t->s}(z) R_L(y, s, t)`` with ``z = Phi_{s->t}(y)`` and the field
+      ``v`` (the equivalence);
+    * ``R_E(y, t, s)`` and ``R_L(y, t, s)`` with the flow's own velocity (both conditions hold
+      for a flow map).
 
     Twins: the Eulerian transport term with the wrong sign, or the Lagrangian teacher at the
-    start point ``(y, s)`` instead of the predicted point."""
+    start point instead of the predicted point."""
 
-    def build(flow, v, y: sp.Matrix, tt, ss) -> sp.Matrix:
+    def lagrangian(flow, vel, y, tt, ss):
+        phi = flow(y, tt, ss)
+        return phi.diff(ss) - (vel(y, tt) if start_point else vel(phi, ss))
+
+    def build(ef: ExactFlow, v, y: sp.Matrix, tt, ss) -> sp.Matrix:
+        flow, own = _flow_fn(ef.flow_map), _flow_fn(ef.velocity)
         z = sp.Matrix(list(flow(y, ss, tt)))
         zs = sp.Matrix([sp.Dummy(f"z{i}", real=True) for i in range(len(z))])
         r_e = eulerian_residual(flow, v, zs, tt, ss, sign=sign)
@@ -75,15 +85,16 @@ def _equivalence_build(*, sign: int = 1, start_point: bool = False):
             r_e.xreplace(dict(zip(zs, z, strict=True))),
             jac.xreplace(dict(zip(zs, z, strict=True))),
         )
-        phi = flow(y, ss, tt)
-        r_l = phi.diff(tt) - (v(y, ss) if start_point else v(phi, tt))
-        return r_e + jac * r_l
+        equivalence = r_e + jac * lagrangian(flow, v, y, ss, tt)
+        own_e = eulerian_residual(flow, own, y, tt, ss, sign=sign)
+        own_l = lagrangian(flow, own, y, tt, ss)
+        return sp.Matrix.vstack(equivalence, own_e, own_l)
 
     return build
 
 
 def _flow_fn(vf: VectorFunction):
-    return lambda x, a, b: vf(x, a, b)
+    return lambda x, *times: vf(x, *times)
 
 
 def _symbolic_equivalence(claim: Claim) -> MethodResult:
@@ -99,8 +110,8 @@ def _symbolic_equivalence(claim: Claim) -> MethodResult:
         return sp.Matrix([vfun(x[0], tt)])
 
     res = [
-        claim.build(_flow_fn(riccati_flow().flow_map), v, y, t, s),
-        claim.build(_flow_fn(gaussian_teacher_1d().exact_flow().flow_map), v, y, t, s),
+        claim.build(riccati_flow(), v, y, t, s),
+        claim.build(gaussian_teacher_1d().exact_flow(), v, y, t, s),
     ]
     return _core.symbolic_zero(
         res,
@@ -121,7 +132,7 @@ def _numeric_equivalence(claim: Claim) -> MethodResult:
     seed = _core.seed_of(_ID_EQ)
     vf = random_vector_function(3, 2, np.random.default_rng(seed))
     return numeric_on_random_exact_flow(
-        lambda flow: claim.build(_flow_fn(flow.flow_map), vf, X, t, s),
+        lambda flow: claim.build(flow, vf, X, t, s),
         (t, s),
         seed=seed,
         note=", random smooth field v (not the flow's own)",
@@ -157,7 +168,8 @@ register(
         statement=Claim(
             "statement",
             "R_E at z = Phi_{s->t}(y) is -J_x Phi_{t->s}(z) times R_L(y, s, t): with J invertible, "
-            "the Eulerian condition holds iff the Lagrangian one does.",
+            "the Eulerian condition holds iff the Lagrangian one does; for the flow of v both "
+            "d_s f = v(f, s) and d_t f + J_x f v(x, t) = 0 hold.",
             _eq_relation,
             _equivalence_build(),
         ),
@@ -176,6 +188,10 @@ register(
                 "differentiate in t (the chain rule), z = Phi_{s->t}(y)",
             ),
             Step(_eq_relation, "add and subtract J_x Phi_{t->s}(z) v(z, t)"),
+            Step(
+                sp.Eq(_RL, 0, evaluate=False),
+                "for the flow of v the Lagrangian condition is the ODE in s, hence R_E = 0 too",
+            ),
         ),
         twins=(
             Claim(
