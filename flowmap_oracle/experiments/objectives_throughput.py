@@ -30,7 +30,7 @@ from .models import MLPFlowMap
 from .records import environment, write_json
 from .seed_stack import StackedMLPFlowMap
 
-__all__ = ["StepCost", "main", "measure_stacking", "measure_step_costs"]
+__all__ = ["StepCost", "main", "measure_jvp_routes", "measure_stacking", "measure_step_costs"]
 
 
 @dataclass(frozen=True)
@@ -185,6 +185,45 @@ def measure_stacking(
     return out
 
 
+def measure_jvp_routes(
+    *, batch: int = 256, hidden: int = 64, depth: int = 3, warmup: int = 5, repeats: int = 50
+) -> list[StepCost]:
+    """Where a MeanFlow step's time goes: the network's forward and backward alone, and with
+    the tangent ``(v, 1, 0)`` pushed forward by ``torch.func.jvp`` and by
+    ``torch.autograd.forward_ad`` dual tensors (each followed by one backward pass)."""
+    import torch.autograd.forward_ad as fwad
+
+    torch.manual_seed(0)
+    model = MLPFlowMap(2, hidden=hidden, depth=depth)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 2, generator=gen, dtype=torch.float64)
+    t = torch.rand(batch, generator=gen, dtype=torch.float64)
+    s = t * torch.rand(batch, generator=gen, dtype=torch.float64)
+    v = torch.randn(batch, 2, generator=gen, dtype=torch.float64)
+
+    def forward() -> None:
+        model(x, t, s).sum().backward()
+
+    def func_jvp() -> None:
+        result = torch.func.jvp(model, (x, t, s), (v, torch.ones_like(t), torch.zeros_like(s)))
+        result[0].sum().backward()
+
+    def dual() -> None:
+        with fwad.dual_level():
+            out = model(fwad.make_dual(x, v), fwad.make_dual(t, torch.ones_like(t)), s)
+            primal = fwad.unpack_dual(out).primal
+        primal.sum().backward()  # reverse mode outside the dual level (silu has no dual backward)
+
+    return [
+        StepCost(name, "eager", "-", _timed(fn, warmup=warmup, repeats=repeats))
+        for name, fn in (
+            ("network forward + backward", forward),
+            ("torch.func.jvp + backward", func_jvp),
+            ("forward_ad dual tensors + backward", dual),
+        )
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Measure and print the step costs; ``--json PATH`` writes them with the environment."""
     parser = argparse.ArgumentParser(
@@ -197,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     costs = measure_step_costs(repeats=args.repeats)
     stacking = measure_stacking(repeats=max(10, args.repeats // 2))
+    routes = measure_jvp_routes(repeats=max(10, args.repeats // 2))
     ratios = {}
     for velocity in ("conditional", "teacher"):
         for mode in ("eager", "compiled"):
@@ -214,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     best_fm = min(
         (c.seconds for c in costs if c.what == "flow_matching" and c.seconds), default=None
     )
-    for c in [*costs, *stacking]:
+    for c in [*costs, *stacking, *routes]:
         shown = "failed: " + str(c.error) if c.seconds is None else f"{1e3 * c.seconds:.2f} ms"
         print(f"{c.what:45s} {c.mode:9s} v={c.velocity:12s} {shown}")
     for name, ratio in ratios.items():
@@ -235,6 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "ratio_best_over_best": (best_mf / best_fm) if best_mf and best_fm else None,
             "step_costs": [asdict(c) for c in costs],
             "stacking": [asdict(c) for c in stacking],
+            "jvp_routes": [asdict(c) for c in routes],
         }
         print(f"wrote {write_json(args.json, record)}")
     return 0
