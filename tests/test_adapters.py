@@ -323,3 +323,193 @@ def test_jax_networks_and_arrays_both_ways():
     if not jax.config.jax_enable_x64:
         with pytest.raises(ConventionError, match="jax_enable_x64"):
             ConventionAdapter({"framework": "jax", "dtype": "float64"}).array_to_user(torch.ones(2))
+
+
+# -- single-time networks, sigma_data and preconditioning ------------------------------------------
+
+
+def unit_path(time: str, tau: torch.Tensor, sd: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(alpha_u, beta_u)`` with the user's point ``x_u = alpha_u y + beta_u n`` for our data
+    ``y`` and standard normal ``n``, when the user's data are ``sd y`` (sigma_data): EDM adds
+    unscaled noise ``sigma n`` to ``sd y``; TrigFlow and the linear paths scale noise too."""
+    if time == "edm_sigma":
+        return torch.full_like(tau, sd), tau
+    alpha, beta = user_path(time, tau)
+    return sd * alpha, sd * beta
+
+
+def unit_tau(time: str, t: torch.Tensor, sd: float) -> torch.Tensor:
+    """The user's time at our ``t`` (EDM's sigma is in the data's units)."""
+    return sd * user_tau(time, t) if time == "edm_sigma" else user_tau(time, t)
+
+
+def paper_preconditioning(kind: str, tau, sd: float, sigma_min: float = 0.0):
+    """``(c_skip, c_out, c_in)`` as the papers write them: EDM (Karras et al. 2022, Table 1),
+    consistency models (Song et al. 2023, appendix C), TrigFlow (Lu & Song 2024)."""
+    if kind == "trigflow":
+        return torch.cos(tau), -sd * torch.sin(tau), torch.full_like(tau, 1 / sd)
+    c_in = 1 / torch.sqrt(tau**2 + sd**2)
+    if kind == "edm":
+        return sd**2 / (tau**2 + sd**2), tau * sd * c_in, c_in
+    return (
+        sd**2 / ((tau - sigma_min) ** 2 + sd**2),
+        (tau - sigma_min) * sd / torch.sqrt(sd**2 + tau**2),
+        c_in,
+    )
+
+
+SINGLE = [
+    (time, prediction, sd)
+    for time in TIMES
+    for prediction in PREDICTIONS
+    for sd in (1.0, 0.5)
+    if not (prediction == "epsilon" and sd != 1.0)
+]
+
+
+def _single_inputs(ad: ConventionAdapter, seed: int):
+    x, t, _ = inputs(ad, seed=seed)
+    s = t.clone() if ad.single_time_end == "diagonal" else torch.zeros_like(t)
+    return x, t, s
+
+
+@pytest.mark.parametrize(("time", "prediction", "sd"), SINGLE)
+def test_single_time_networks_round_trip_both_ways(time, prediction, sd):
+    ad = ConventionAdapter(
+        {"time": time, "signature": "x_t", "prediction": prediction, "sigma_data": sd}
+    )
+    assert ad.n_time_args == 1
+    assert ad.single_time_end == ("diagonal" if prediction == "average_velocity" else "data")
+    x, t, s = _single_inputs(ad, seed=11)
+    F = RandomNetwork(3, seed=12)
+    torch.testing.assert_close(
+        ad.network_to_ours(ad.network_to_user(F))(x, t, s), F(x, t, s), atol=1e-9, rtol=1e-9
+    )
+    N = RandomNetwork(3, seed=13)
+    back = ad.network_to_user(ad.network_to_ours(lambda a, b: N(a, b, b)))
+    o = ad._torch_ops
+    (a1,) = ad.encode_times(ad.time_to_user(t, ops=o), ad.time_to_user(s, ops=o), ops=o)
+    x_u = ad.points_to_user(x, t, ops=o)
+    torch.testing.assert_close(back(x_u, a1), N(x_u, a1, a1), atol=1e-9, rtol=1e-9)
+    # the call's inputs decode back to ours
+    xx, tt, ss = ad.inputs_to_ours(x_u, a1, ops=o)
+    torch.testing.assert_close((xx, tt, ss), (x, t, s), atol=1e-10, rtol=1e-10)
+    with pytest.raises(ConventionError, match="single-time network"):
+        ad.encode_times(ad.time_to_user(t, ops=o), ad.time_to_user(0.5 * (t + s) + 0.01, ops=o))
+
+
+@pytest.mark.parametrize(("time", "prediction", "sd"), SINGLE)
+def test_single_time_exact_network_obeys_the_users_definition(time, prediction, sd):
+    """Ground truth in the user's units: the velocity d x_u / d tau along the exact flow, or
+    the exact map to the data end (directly, or through the noise prediction)."""
+    ad = ConventionAdapter(
+        {"time": time, "signature": "x_t", "prediction": prediction, "sigma_data": sd}
+    )
+    x, t, _ = _single_inputs(ad, seed=14)
+    tau = unit_tau(time, t, sd)
+    al, be = unit_path(time, tau, sd)
+    a_t = al + be  # x_u = a_t x on our path
+    x_u = a_t[:, None] * x
+    N = ad.network_to_user(exact_F)(x_u, tau)
+    if prediction == "average_velocity":
+        h = 1e-6
+        ends = []
+        for sign in (1.0, -1.0):
+            tt = t + sign * h
+            taus = unit_tau(time, tt, sd)
+            a_s = sum(unit_path(time, taus, sd))
+            ends.append((a_s[:, None] * EXACT(x, t, tt), taus))
+        expected = (ends[0][0] - ends[1][0]) / (ends[0][1] - ends[1][1])[:, None]
+        torch.testing.assert_close(N, expected, atol=1e-5, rtol=1e-5)
+        return
+    data_end = sd * EXACT(x, t, torch.zeros_like(t))
+    got = N if prediction == "x0" else (x_u - be[:, None] * N) / al[:, None]
+    torch.testing.assert_close(got, data_end, atol=1e-8, rtol=1e-8)
+
+
+PRECONDITIONED = [
+    ({"time": "edm_sigma", "preconditioning": "edm"}, "edm", 0.0),
+    ({"time": "edm_sigma", "preconditioning": "edm", "time_input_scale": 1000.0}, "edm", 0.0),
+    (
+        {"time": "edm_sigma", "preconditioning": "consistency", "sigma_min": 0.002},
+        "consistency",
+        0.002,
+    ),
+    ({"time": "trigflow_angle", "preconditioning": "trigflow"}, "trigflow", 0.0),
+    (
+        {"time": "trigflow_angle", "preconditioning": "trigflow", "time_input": "time"},
+        "trigflow",
+        0.0,
+    ),
+]
+
+
+@pytest.mark.parametrize(("declared", "kind", "sigma_min"), PRECONDITIONED)
+@pytest.mark.parametrize("sd", [0.5, 1.0])
+def test_preconditioned_raw_network_against_the_papers(declared, kind, sigma_min, sd):
+    """The raw network the oracle hands over, wrapped by the papers' own c_skip, c_out, c_in
+    and c_noise, is the exact consistency function in the user's units; both directions."""
+    conv = {**declared, "signature": "x_t", "prediction": "x0", "sigma_data": sd}
+    ad = ConventionAdapter(conv)
+    time = conv["time"]
+    x, t, _ = _single_inputs(ad, seed=15)
+    t = t.clamp(0.05, 0.95)
+    s = torch.zeros_like(t)
+    tau = unit_tau(time, t, sd)
+    al, be = unit_path(time, tau, sd)
+    x_u = (al + be)[:, None] * x
+    scale = conv.get("time_input_scale", 1.0)
+    c_noise = scale * (tau if kind == "trigflow" else torch.log(tau) / 4)
+    c_skip, c_out, c_in = paper_preconditioning(kind, tau, sd, sigma_min)
+    raw = ad.network_to_user(exact_F)
+    D = c_skip[:, None] * x_u + c_out[:, None] * raw(c_in[:, None] * x_u, c_noise)
+    torch.testing.assert_close(D, sd * EXACT(x, t, s), atol=1e-9, rtol=1e-9)
+    # the raw call decodes back to our point and time
+    xx, tt, ss = ad.inputs_to_ours(c_in[:, None] * x_u, c_noise, ops=ad._torch_ops)
+    torch.testing.assert_close((xx, tt, ss), (x, t, s), atol=1e-9, rtol=1e-9)
+    # both directions
+    F = RandomNetwork(3, seed=16)
+    torch.testing.assert_close(
+        ad.network_to_ours(ad.network_to_user(F))(x, t, s), F(x, t, s), atol=1e-9, rtol=1e-9
+    )
+    R = RandomNetwork(3, seed=17)
+    back = ad.network_to_user(ad.network_to_ours(lambda a, b: R(a, b, b)))
+    y = c_in[:, None] * x_u
+    torch.testing.assert_close(back(y, c_noise), R(y, c_noise, c_noise), atol=1e-9, rtol=1e-9)
+    # the gain of the raw output: dF / d raw = k c_out
+    gain = ad.output_gain(t, s, ops=ad._torch_ops)
+    eps = 1e-6
+    bumped = ad.network_to_ours(lambda a, b: R(a, b, b) + eps)(x, t, s)
+    torch.testing.assert_close(
+        (bumped - ad.network_to_ours(lambda a, b: R(a, b, b))(x, t, s)) / eps,
+        gain[:, None].expand(-1, 3),
+        atol=1e-5,
+        rtol=1e-5,
+    )
+
+
+def test_preconditioning_and_units_are_declared_consistently():
+    edm = {"time": "edm_sigma", "signature": "x_t", "prediction": "x0"}
+    with pytest.raises(ConventionError, match="written in time 'trigflow_angle'"):
+        Conventions(**{**edm, "preconditioning": "trigflow"})
+    with pytest.raises(ConventionError, match="declare signature 'x_t' and prediction 'x0'"):
+        Conventions(**{**edm, "prediction": "epsilon", "preconditioning": "edm"})
+    with pytest.raises(ConventionError, match="needs sigma_min"):
+        Conventions(**edm, preconditioning="consistency")
+    with pytest.raises(ConventionError, match="only meaningful with preconditioning"):
+        Conventions(**edm, preconditioning="edm", sigma_min=0.002)
+    with pytest.raises(ConventionError, match="unknown preconditioning convention"):
+        Conventions(**edm, preconditioning="karras")
+    with pytest.raises(ConventionError, match="ambiguous"):
+        Conventions(prediction="epsilon", sigma_data=0.5)
+    with pytest.raises(ConventionError, match="finite positive"):
+        Conventions(sigma_data=0.0)
+    with pytest.raises(ConventionError, match="describe a single-time network"):
+        Conventions(time_input="log_time/4")
+    with pytest.raises(ConventionError, match="unknown time_input"):
+        Conventions(signature="x_t", time_input="sigma")
+    c = Conventions(**edm, preconditioning="edm", sigma_data=0.5)
+    assert c.resolved_time_input == "log_time/4"
+    assert c.as_dict()["preconditioning"] == "edm" and "sigma_min" not in c.as_dict()
+    assert Conventions.from_mapping(c.as_dict()) == c
+    assert "preconditioning" not in Conventions().as_dict()

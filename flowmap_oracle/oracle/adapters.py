@@ -28,11 +28,46 @@ each is *declared* through :class:`Conventions` (nothing is guessed; unknown key
       ``eps_hat = (x_t - alpha_t D) / beta_t`` (CTM's ``g_theta``; at ``s = 0`` the consistency
       model's output); in our convention ``F = (x - D) / t``;
     * ``"epsilon"``: a noise prediction with the same DDIM step; ``F = (eps_hat - x) / (1 - t)``.
+    ``"x_t"`` ``N(x, c(tau))``: a *single-time* network. Which map a call computes follows
+    from the prediction, the one reading that is exact for it: with ``"average_velocity"`` the
+    output is the instantaneous velocity ``dx_u / dtau`` (the map's end is ``rho = tau``, the
+    diagonal ``s = t``); with ``"x0"`` (and ``"epsilon"``) the DDIM step from ``tau`` reaches
+    every end time, and the call is recorded as the map to the data end ``s = 0``: the output
+    *is* the consistency function ``f(x, t)`` (or the noise that gives it). A denoiser trained
+    to the velocity (a diffusion model) is declared with a two-time signature at ``s = t``
+    instead. The time argument is ``c(tau) = time_input_scale * tau`` (``time_input="time"``)
+    or ``time_input_scale * log(tau) / 4`` (``"log_time/4"``, EDM's ``c_noise``).
+``sigma_data`` (a change of units of the data)
+    The user's data are ours times ``sigma_data``: ``x_u = sigma_data a(t) x``. TrigFlow and the
+    linear paths scale the noise with the data (``z ~ N(0, sigma_data^2 I)``), so their time is
+    unchanged; EDM adds unscaled noise ``sigma n`` to data of scale ``sigma_data``, so the
+    user's sigma is ``sigma_data`` times ours. Not combined with ``"epsilon"`` (whether the
+    noise is scaled is then ambiguous).
+``preconditioning`` (the user's code wraps a raw network; the oracle hands over the raw one)
+    ``D(x_u, tau) = c_skip(tau) x_u + c_out(tau) raw(c_in(tau) x_u, c(tau))``, a data
+    prediction (declare signature ``"x_t"``, prediction ``"x0"``), with ``sd = sigma_data``:
+
+    * ``"edm"`` (Karras et al. 2022, Table 1; time ``"edm_sigma"``): ``c_skip = sd^2 / (sigma^2
+      + sd^2)``, ``c_out = sigma sd / sqrt(sigma^2 + sd^2)``, ``c_in = 1 / sqrt(sigma^2 +
+      sd^2)``, ``c(sigma) = log(sigma) / 4`` by default;
+    * ``"consistency"`` (Song et al. 2023; time ``"edm_sigma"``, needs ``sigma_min``):
+      ``c_skip = sd^2 / ((sigma - sigma_min)^2 + sd^2)``, ``c_out = (sigma - sigma_min) sd /
+      sqrt(sd^2 + sigma^2)``, ``c_in`` as EDM's, ``c(sigma) = log(sigma) / 4`` by default
+      (``time_input_scale=1000`` for the ``1000 * 0.25 log(sigma)`` of the original code);
+    * ``"trigflow"`` (Lu & Song 2024; time ``"trigflow_angle"``): ``f = cos(t) x_t - sin(t) sd
+      F(x_t / sd, c(t))``, i.e. ``c_skip = cos t``, ``c_out = -sd sin t``, ``c_in = 1 / sd``,
+      ``c(t) = t`` by default.
+
+    A call of the raw network is decoded back to our ``(x, t)`` (``tau`` from ``c``, ``x_u =
+    input / c_in``); where ``c_out = 0`` (``sigma = sigma_min``) the raw output is not read by
+    ``D`` and the oracle returns 0 there.
 ``framework`` / ``dtype``
     ``"torch"`` or ``"jax"``; ``"float32"`` or ``"float64"``. Arrays handed to the implementation
     have exactly this type; arrays it returns must have it too (a mismatch is an error).
 
-Every combination maps the network output affinely: ``F(x, t, s) = q(t, s) x + k(t, s) N``, with
+Every combination maps the network output affinely: ``F(x, t, s) = q(t, s) x + k(t, s) N``
+(``N`` the preconditioned output ``D``; per unit of the raw output ``F`` moves by ``k c_out``,
+:meth:`ConventionAdapter.output_gain`), with
 closed forms for ``q`` and ``k`` that stay exact at ``s = t`` (no difference quotients). Targets
 map the same way, except that a target built from a *time derivative* in the user's own time
 (MeanFlow, AYF, continuous CM) carries the reparametrisation factor ``w = tau'(t) / slope(t, s)``
@@ -181,7 +216,7 @@ class Conventions:
 
     Arguments:
         time: ``"noise_at_1"`` | ``"noise_at_0"`` | ``"edm_sigma"`` | ``"trigflow_angle"``.
-        signature: ``"x_t_s"`` | ``"x_s_t"`` | ``"x_t_dt"`` | ``"shortcut_log2"``.
+        signature: ``"x_t_s"`` | ``"x_s_t"`` | ``"x_t_dt"`` | ``"shortcut_log2"`` | ``"x_t"``.
         prediction: ``"average_velocity"`` | ``"x0"`` | ``"epsilon"``.
         framework: ``"torch"`` | ``"jax"``.
         dtype: ``"float32"`` | ``"float64"``.
@@ -192,6 +227,12 @@ class Conventions:
             ``"lipman"``; the oracle's teacher lives on the same path. The EDM and TrigFlow time
             variables and the ``x0`` / ``epsilon`` predictions are written for the linear path,
             so they require it.
+        preconditioning: ``"none"`` (default) | ``"edm"`` | ``"consistency"`` | ``"trigflow"``.
+        sigma_data: the data's scale in the user's units (default 1).
+        sigma_min: the smallest sigma of ``"consistency"`` preconditioning (user units).
+        time_input: ``"time"`` | ``"log_time/4"``: how a single-time network reads its time
+            (default ``"log_time/4"`` under EDM and consistency preconditioning, else
+            ``"time"``); ``time_input_scale`` multiplies it (default 1).
 
     Values are stored as the enums :class:`Time`, :class:`Signature`, :class:`Prediction`,
     :class:`Framework` and :class:`DType` (string subclasses: ``conventions.time == "noise_at_1"``

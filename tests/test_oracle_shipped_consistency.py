@@ -1,0 +1,187 @@
+"""The as-shipped oracle on consistency-family code: single-time networks, declared
+preconditioning and sigma_data, the discrete and continuous consistency alignment checks, time
+ranges, re-noising samplers, and the ECT and sCM examples.
+
+Each check is shown to pass correct code and to fail a variant with a bug seen in practice. The
+losses draw from torch's global random state; each test seeds it (restoring it afterwards).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import pytest
+import torch
+
+from flowmap_oracle.oracle.adapters import Conventions
+from flowmap_oracle.oracle.shipped import (
+    ShippedLoss,
+    ShippedSampler,
+    _Harness,
+    check_consistency_alignment,
+    check_sampler,
+    check_stationarity,
+    check_times,
+    run_shipped_checks,
+)
+
+CM = Conventions(signature="x_t", prediction="x0")  # model(x, t) is the consistency function
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        yield
+
+
+def ct_loss(model, x, *, detach=True, swap=False, fresh=False):
+    """Consistency training in our own convention; keyword arguments switch on one bug each."""
+    b = x.shape[0]
+    t = torch.rand(b, dtype=x.dtype) * 0.9 + 0.1
+    r = t - 0.05
+    if swap:
+        t, r = r, t
+    e = torch.randn_like(x)
+    x_t = (1 - t)[:, None] * x + t[:, None] * e
+    if fresh:
+        e = torch.randn_like(x)
+    x_r = (1 - r)[:, None] * x + r[:, None] * e
+    online = model(x_t, t)
+    target = model(x_r, r)
+    if detach:
+        target = target.detach()
+    return ((online - target) ** 2).sum(1).mean() / 0.05
+
+
+@pytest.mark.parametrize(
+    ("bug", "verdict", "words"),
+    [
+        ({}, "pass", "worst cosine"),
+        ({"detach": False}, "fail", "the target is not detached"),
+        ({"swap": True}, "fail", "wrong order"),
+        ({"fresh": True}, "fail", "not built from the online point's noise"),
+    ],
+)
+def test_discrete_consistency_alignment(bug, verdict, words):
+    harness = _Harness.build(CM, None)
+    result = check_consistency_alignment(
+        "consistency", ShippedLoss(lambda m, x: ct_loss(m, x, **bug)), harness
+    )
+    assert result.status == verdict, result.message
+    assert words in result.message
+
+
+def test_flow_matching_seeded_like_user_code_is_stationary():
+    """Regression: the harness's data generator was seeded with 0, the seed users give torch;
+    the data and the loss's noise then came out of identical streams, correlated, and correct
+    flow matching failed stationarity at |t| = 28."""
+
+    def fm(model, x):
+        t = torch.rand(x.shape[0], dtype=x.dtype)
+        e = torch.randn_like(x)
+        z = (1 - t)[:, None] * x + t[:, None] * e
+        return ((model(z, t, t) - (e - x)) ** 2).sum(1).mean()
+
+    result = check_stationarity(
+        "flow_matching", ShippedLoss(fm, data_shape=(3,)), _Harness.build(Conventions(), (3,))
+    )
+    assert result.status == "pass", result.message
+
+
+def test_a_loss_leaving_its_declared_time_range_fails_and_the_range_used_is_reported():
+    def fm(model, x, hi=1.0):
+        t = torch.rand(x.shape[0], dtype=x.dtype) * hi
+        e = torch.randn_like(x)
+        z = (1 - t)[:, None] * x + t[:, None] * e
+        return ((model(z, t, t) - (e - x)) ** 2).sum(1).mean()
+
+    harness = _Harness.build(Conventions(), None)
+    inside = check_times("flow_matching", ShippedLoss(fm, time_range=(0.0, 1.0)), harness)
+    assert inside.status == "pass" and "user times in [" in inside.message
+    outside = check_times("flow_matching", ShippedLoss(fm, time_range=(0.0, 0.5)), harness)
+    assert outside.status == "fail" and "outside the declared time_range" in outside.message
+    with pytest.raises(ValueError, match="time_range must be a pair"):
+        ShippedLoss(fm, time_range=(1.0, 0.0))
+
+
+def test_samplers_keep_to_their_declared_range():
+    def one_step(model, z):
+        t = torch.ones(z.shape[0], dtype=z.dtype)
+        return model(z, t)
+
+    ok = check_sampler("one", ShippedSampler(one_step, time_range=(0.0, 1.0)), CM)
+    assert ok.status == "pass", ok.message
+    bad = check_sampler("one", ShippedSampler(one_step, time_range=(0.0, 0.9)), CM)
+    assert bad.status == "fail" and "outside the declared time_range" in bad.message
+
+
+def _two_step(model, z, *, renoise=0.5, ask=0.5):
+    x0 = model(z, torch.ones(z.shape[0], dtype=z.dtype))
+    e = torch.randn_like(x0)
+    x = (1 - renoise) * x0 + renoise * e
+    return model(x, torch.full((z.shape[0],), ask, dtype=z.dtype))
+
+
+@pytest.mark.parametrize(
+    ("kw", "verdict", "words"),
+    [
+        ({}, "pass", "a stochastic sampler"),
+        ({"renoise": 0.7}, "fail", "re-noises to another time"),
+    ],
+)
+def test_re_noising_samplers_are_judged_by_the_noise_they_add(kw, verdict, words):
+    result = check_sampler("two", ShippedSampler(lambda m, z: _two_step(m, z, **kw)), CM)
+    assert result.status == verdict, result.message
+    assert words in result.message
+
+
+# -- the examples -------------------------------------------------------------------------------
+
+CAUGHT_BY = {
+    # the target point on a fresh noise draw; a one-step sampler asking at sigma_min
+    "examples.consistency_training_ect": {
+        "consistency.shipped.alignment",
+        "sampler.one_step.exact_map",
+    },
+    # a sign error in the tangent; re-noising to t = 0.8 while asking the network at 1.1
+    "examples.scm_trigflow": {
+        "scm.shipped.alignment",
+        "scm.shipped.stationarity",
+        "sampler.two_step.exact_map",
+    },
+}
+
+
+def _run(module: str, factory: str):
+    impl = getattr(importlib.import_module(module), factory)()
+    return run_shipped_checks(
+        impl.conventions, losses=impl.shipped_losses, samplers=impl.samplers, repeats=16
+    )
+
+
+@pytest.mark.parametrize("module", sorted(CAUGHT_BY))
+def test_the_example_passes_every_check_as_shipped(module):
+    results = _run(module, "implementation")
+    assert results and all(r.status == "pass" for r in results), [
+        (r.check, r.status, r.message) for r in results if r.status != "pass"
+    ]
+    impl = importlib.import_module(module).implementation()
+    expected = {f"sampler.{name}.exact_map" for name in impl.samplers}
+    for method in impl.shipped_losses:
+        expected |= {f"{method}.shipped.{c}" for c in ("times", "alignment", "stationarity")}
+    assert expected == {r.check for r in results}
+
+
+@pytest.mark.parametrize("module", sorted(CAUGHT_BY))
+def test_the_bugs_of_the_wrong_variant_are_caught_by_the_intended_checks(module):
+    results = _run(module, "wrong_implementation")
+    failed = {r.check for r in results if r.status == "fail"}
+    assert failed == CAUGHT_BY[module], [(r.check, r.status, r.message) for r in results]
+
+
+@pytest.mark.parametrize("module", sorted(CAUGHT_BY))
+def test_the_factory_hands_the_code_over_in_at_most_25_lines(module):
+    source = inspect.getsource(importlib.import_module(module).implementation)
+    assert len(source.rstrip().splitlines()) <= 25, source
