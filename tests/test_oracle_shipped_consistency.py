@@ -151,7 +151,17 @@ CAUGHT_BY = {
         "scm.shipped.stationarity",
         "sampler.two_step.exact_map",
     },
+    # s and r drawn in the wrong order
+    "examples.imm_biased": {"imm.shipped.times"},
 }
+METHOD_PROPERTY = {
+    "examples.imm_biased": {"imm.shipped.stationarity"},
+    "examples.consistency_training_ect": {"consistency.shipped.stationarity"},
+}
+"""Checks whose result may be a report of the method's own bias (the biased MMD estimator;
+discrete consistency training's target on the same noise, not the same trajectory: ECT's
+stationarity passes at ``repeats=16`` and is reported as a bias at the default 32), never a
+failure."""
 
 
 def _run(module: str, factory: str):
@@ -164,13 +174,21 @@ def _run(module: str, factory: str):
 @pytest.mark.parametrize("module", sorted(CAUGHT_BY))
 def test_the_example_passes_every_check_as_shipped(module):
     results = _run(module, "implementation")
-    assert results and all(r.status == "pass" for r in results), [
-        (r.check, r.status, r.message) for r in results if r.status != "pass"
+    reported = METHOD_PROPERTY.get(module, set())
+
+    def fine(r):
+        if r.check in reported and r.status == "skip":
+            return "a property of the method" in r.message
+        return r.status == "pass"
+
+    assert results and all(fine(r) for r in results), [
+        (r.check, r.status, r.message) for r in results if not fine(r)
     ]
     impl = importlib.import_module(module).implementation()
     expected = {f"sampler.{name}.exact_map" for name in impl.samplers}
     for method in impl.shipped_losses:
-        expected |= {f"{method}.shipped.{c}" for c in ("times", "alignment", "stationarity")}
+        checks = ("times", "alignment", "stationarity") if method != "imm" else ("times",)
+        expected |= {f"{method}.shipped.{c}" for c in (*checks, "stationarity")}
     assert expected == {r.check for r in results}
 
 

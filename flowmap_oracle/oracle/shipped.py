@@ -794,7 +794,7 @@ def _matched_velocity(
         return (
             "the points the loss built are not x_t = alpha(t) x0 + beta(t) eps with standard "
             f"normal eps for the data it was given (mean eps^2 = {m2:.3g}): a different path, "
-            "noise scaled by sigma_data, or shuffled rows"
+            "data or noise scaled by an undeclared sigma_data, or shuffled rows"
         )
     return c.alpha_dot[:, None] * x0 + c.beta_dot[:, None] * eps, rows
 
