@@ -203,3 +203,39 @@ def test_the_bugs_of_the_wrong_variant_are_caught_by_the_intended_checks(module)
 def test_the_factory_hands_the_code_over_in_at_most_25_lines(module):
     source = inspect.getsource(importlib.import_module(module).implementation)
     assert len(source.rstrip().splitlines()) <= 25, source
+
+
+def test_consistency_preconditioning_at_sigma_min_is_read_as_the_user_composes_it():
+    """Consistency models' c_out vanishes at sigma_min, where D = x whatever the raw network
+    returns: a target clamped there is compared as the user's code computes it (no false
+    alarm), and the raw network is handed the decoded (c_in x, c_noise) inputs."""
+    sd, s_min = 0.5, 0.002
+    conv = Conventions(
+        time="edm_sigma",
+        signature="x_t",
+        prediction="x0",
+        preconditioning="consistency",
+        sigma_data=sd,
+        sigma_min=s_min,
+    )
+
+    def denoise(model, x, sigma):
+        s = sigma[:, None]
+        c_skip = sd**2 / ((s - s_min) ** 2 + sd**2)
+        c_out = (s - s_min) * sd / (s**2 + sd**2).sqrt()
+        return c_skip * x + c_out * model(x / (s**2 + sd**2).sqrt(), sigma.log() / 4)
+
+    def ct(model, x):
+        sigma = (torch.rand(x.shape[0], dtype=x.dtype) * 3).exp() * s_min * 4
+        sigma_r = (sigma * 0.7).clamp(min=s_min)
+        sigma_r[::2] = s_min  # half the targets at sigma_min, where c_out = 0
+        e = torch.randn_like(x)
+        online = denoise(model, x + sigma[:, None] * e, sigma)
+        with torch.no_grad():
+            target = denoise(model, x + sigma_r[:, None] * e, sigma_r)
+        return ((online - target) ** 2).sum(1).div(sigma - sigma_r).mean()
+
+    result = check_consistency_alignment(
+        "consistency", ShippedLoss(ct, data_shape=(2,)), _Harness.build(conv, (2,))
+    )
+    assert result.status == "pass", result.message

@@ -206,6 +206,11 @@ _ROUNDING_EPS = 4
 _EDGE = 0.02
 
 
+# Under preconditioning, |c_out| below this many sigma_data is read as the c_out = 0 of the user's
+# own time (consistency models' sigma_min): the raw output is then 0 and D = c_skip x.
+_C_OUT_ZERO = 1e-6
+
+
 class ConventionError(ValueError):
     """A declared convention is unknown, inconsistent, or cannot express the requested input."""
 
@@ -1022,8 +1027,11 @@ class ConventionAdapter:
             q, k = self.output_coefficients(t, s, ops=o)
             out = (F(x, t, s) - o.col(q) * x) / o.col(k)
             if precond:
-                # raw = (D - c_skip x) / c_out; where c_out = 0 (sigma_min) D ignores raw.
-                live = c_out != 0
+                # raw = (D - c_skip x) / c_out; where c_out = 0 (sigma_min) D ignores raw. The
+                # time decoded from c_noise (log, exp) is a rounding away from the user's own:
+                # a user's c_out of exactly 0 comes back as ~1e-16 (1e-10 from float32), so a
+                # c_out within _C_OUT_ZERO sigma_data of 0 counts as 0 (raw 0, D = c_skip x).
+                live = o.abs(c_out) > _C_OUT_ZERO * self.conventions.sigma_data
                 c_safe = o.where(live, c_out, o.ones_like(c_out))
                 raw = (out - o.col(c_skip) * x_u) / o.col(c_safe)
                 out = o.where(o.col(live), raw, o.zeros_like(raw))

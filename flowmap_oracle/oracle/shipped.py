@@ -901,9 +901,12 @@ def _recovered_noise(harness: Any, call: CallRecord) -> tuple[Tensor, Tensor] | 
 
 
 def _consistency_function(net: InstrumentedNetwork, x: Tensor, t: Tensor) -> Tensor:
-    """``f(x, t) = x - t F(x, t, 0)`` in our convention at the network's current ``theta``."""
+    """``f(x, t) = x - t F(x, t, 0)`` in our convention at the network's current ``theta``, as
+    the user's code composes it: through the user's network and its declared preconditioning
+    (where ``c_out = 0``, at consistency models' ``sigma_min``, ``f`` is the point itself)."""
+    F = net.adapter.network_to_ours(net._user)
     with torch.no_grad():
-        return x - t[:, None] * net.ours(x, t, torch.zeros_like(t))
+        return x - t[:, None] * F(x, t, torch.zeros_like(t)).double()
 
 
 def _trained(calls: list[CallRecord]) -> list[CallRecord]:
