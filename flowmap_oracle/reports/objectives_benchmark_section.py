@@ -100,7 +100,13 @@ def _pyplot() -> Any:
 def _colours(names: Sequence[str]) -> dict[str, Any]:
     plt = _pyplot()
     cmap = plt.get_cmap("tab20")
-    return {name: cmap(i % 20) for i, name in enumerate(sorted(names))}
+    order = [*range(0, 20, 2), *range(1, 20, 2)]  # the ten strong colours first
+    return {name: cmap(order[i % 20]) for i, name in enumerate(sorted(set(names)))}
+
+
+def _style(name: str, names: Sequence[str]) -> str:
+    """Solid lines for the first ten objectives, dashed beyond (their colours repeat paler)."""
+    return "-" if sorted(set(names)).index(name) < 10 else "--"
 
 
 def _panels(summaries: Sequence[CellSummary]) -> list[tuple[str, str]]:
@@ -127,12 +133,14 @@ def steps_figure(summaries: Sequence[CellSummary]) -> Figure:
                 continue
             ks = [k for k, _ in pts]
             mean = [s[0] for _, s in pts]
-            err = [[s[0] - s[1] for _, s in pts], [s[2] - s[0] for _, s in pts]]
+            # a log axis: an interval reaching below 0 (few seeds) is drawn down to mean / 10
+            err = [[min(s[0] - s[1], 0.9 * s[0]) for _, s in pts], [s[2] - s[0] for _, s in pts]]
             ax.errorbar(
                 ks,
                 mean,
                 yerr=err,
                 color=colours[name],
+                ls=_style(name, list(colours)),
                 lw=1,
                 ms=3,
                 marker="o",
@@ -190,7 +198,8 @@ def compute_figure(cells: Sequence[dict[str, Any]], *, teacher: str, path: str) 
             samples,
             [mean[i] for i in keep],
             color=colours[name],
-            lw=1,
+            ls=_style(name, list(colours)),
+            lw=1.2,
             label=f"{mpl_literal(name)} ({k} step{'s' if k > 1 else ''})",
         )
     ax.set(
