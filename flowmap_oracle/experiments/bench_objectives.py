@@ -27,6 +27,14 @@ Training curves (loss and ``rmse_exact`` at :attr:`BenchConfig.checkpoints` poin
 with each cell, with a plateau verdict: the relative change of the RMSE over the last quarter of
 the budget, ``(r(3/4) - r(end)) / r(end)``, below :data:`PLATEAU_THRESHOLD`.
 
+Each ``ok`` record also holds ``objective``, ``teacher``, ``path``, ``steps`` (sampling steps),
+``seed``, ``sampler``, ``train_steps``, ``batch``, ``lr``, ``model``, ``train_compute`` (samples
+seen per seed, steps x batch), ``seconds`` (training wall-clock of the task, all its seeds
+together), ``step_seconds`` (``seconds / train_steps``), ``seeds_together``, ``stack``,
+``curve``, ``plateau``, ``baselines``, ``device``, ``versions``, ``torch_threads`` and the load
+average; an ``error`` record holds the key fields, ``error`` and the last frames of the
+traceback.
+
 Samplers per objective (:data:`SAMPLERS`): flow maps trained on every pair ``(t, s)`` compose
 ``k`` steps (:func:`~.samplers.multi_step`); maps trained towards data only (consistency, sCM,
 FACM) take DDIM's traversal with the conditional re-noising (:func:`~.samplers.ddim_sampler`,
