@@ -6,6 +6,11 @@ level k = LEVELS doubles as the instantaneous velocity (the flow-matching term t
 self-consistency target for a step d is the average of two half steps (level k + 1). Losses are
 means over all entries, as in the paper's code.
 
+At k = LEVELS - 1 the half steps are level LEVELS, the velocity, as in the paper's code: there
+the target averages two velocities (a midpoint rule), not two steps of 2^-LEVELS, which the
+declared ``shortcut_log2`` convention cannot express. The oracle's Shortcut checks therefore draw
+steps of level at most LEVELS - 2, where both half steps are real steps.
+
 Check it with ``flowmap-oracle check examples.torch_shortcut:implementation``.
 """
 

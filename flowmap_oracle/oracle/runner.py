@@ -39,6 +39,7 @@ from .user_network import run_network_checks
 __all__ = [
     "NETWORK",
     "NOTHING_CHECKED",
+    "SHIPPED_REPEATS",
     "PlannedCheck",
     "checks_for",
     "finish_results",
@@ -50,6 +51,9 @@ __all__ = [
     "run_checks",
     "run_shipped",
 ]
+
+SHIPPED_REPEATS = 32
+"""The draws of the as-shipped statistical stationarity test in a check run."""
 
 NETWORK = "network"
 """The objective of the user-network checks (:mod:`.user_network`)."""
@@ -194,11 +198,13 @@ def plan_checks(
     settings: OracleSettings | None = None,
     *,
     objectives: Iterable[str] | None = None,
+    shipped_repeats: int = SHIPPED_REPEATS,
 ) -> list[PlannedCheck]:
     """What :func:`run_checks` runs, step by step: each registered check (of ``objectives``),
     then the checks of the shipped losses and samplers (one step), then the checks of the user's
     own network (:mod:`.user_network`, objective ``"network"``; one step). Callers that show
-    progress run the steps themselves and end with :func:`finish_results`."""
+    progress run the steps themselves and end with :func:`finish_results`. ``shipped_repeats``:
+    the draws of the as-shipped statistical stationarity test (see :func:`run_shipped`)."""
     wanted = None if objectives is None else set(objectives)
     steps = [
         PlannedCheck(chk.name, functools.partial(_run_one, chk, impl, settings))
@@ -211,7 +217,8 @@ def plan_checks(
     if (impl.shipped_losses or impl.samplers) and shipped_wanted:
         steps.append(
             PlannedCheck(
-                "shipped losses and samplers", lambda: run_shipped(impl, objectives=wanted)
+                "shipped losses and samplers",
+                lambda: run_shipped(impl, objectives=wanted, repeats=shipped_repeats),
             )
         )
     if impl.network is not None and (wanted is None or NETWORK in wanted):
@@ -238,6 +245,7 @@ def run_checks(
     *,
     objectives: Iterable[str] | None = None,
     stop_at_first_failure: bool = False,
+    shipped_repeats: int = SHIPPED_REPEATS,
 ) -> list[CheckResult]:
     """Run every applicable check (of ``objectives``) on ``impl`` (the steps of
     :func:`plan_checks`).
@@ -246,7 +254,7 @@ def run_checks(
     named :data:`NOTHING_CHECKED`: a run that checked nothing does not pass.
     """
     results: list[CheckResult] = []
-    for step in plan_checks(impl, settings, objectives=objectives):
+    for step in plan_checks(impl, settings, objectives=objectives, shipped_repeats=shipped_repeats):
         results += step.run()
         if stop_at_first_failure and any(r.status == "fail" for r in results):
             break
@@ -254,18 +262,23 @@ def run_checks(
 
 
 def run_shipped(
-    impl: Implementation, *, objectives: Iterable[str] | None = None
+    impl: Implementation,
+    *,
+    objectives: Iterable[str] | None = None,
+    repeats: int = SHIPPED_REPEATS,
 ) -> list[CheckResult]:
     """The as-shipped checks (:mod:`.shipped`) of ``impl``'s shipped losses and samplers.
 
     ``objectives`` selects methods; samplers run when it is ``None`` or holds ``"sampler"``.
+    ``repeats``: the draws of the statistical stationarity test (fewer draws raise its bound:
+    the same false-alarm rate, less power).
     """
     wanted = None if objectives is None else set(objectives)
     losses = {m: loss for m, loss in impl.shipped_losses.items() if wanted is None or m in wanted}
     samplers = impl.samplers if wanted is None or "sampler" in wanted else {}
     if not losses and not samplers:
         return []
-    return run_shipped_checks(impl.conventions, losses=losses, samplers=samplers)
+    return run_shipped_checks(impl.conventions, losses=losses, samplers=samplers, repeats=repeats)
 
 
 def nothing_checked(impl: Implementation, skipped: list[CheckResult]) -> CheckResult:

@@ -70,7 +70,7 @@ TimeShape = Literal["vector", "column", "scalar"]
 TIME_SHAPES: tuple[str, ...] = ("vector", "column", "scalar")
 """How a time argument can be passed: ``(B,)``, ``(B, 1, ..., 1)`` (as many dimensions as
 ``x``), or a 0-d tensor shared by the batch."""
-NETWORK_CHECKS = ("network.jvp", "network.times")
+NETWORK_CHECKS = ("network.times", "network.jvp")
 """The names of the network checks (objective ``"network"``)."""
 
 SEEDS = (0, 1, 2)
@@ -711,7 +711,8 @@ def run_network_checks(
     if user is None:
         return []
     out = []
-    for name, fn in (("network.jvp", check_network_jvp), ("network.times", check_network_times)):
+    checks = (("network.times", check_network_times), ("network.jvp", check_network_jvp))
+    for name, fn in checks:
         if only is None or only == name:
             out.append(fn(impl.conventions, user, seeds=seeds, spec=impl.spec))
     return out
