@@ -116,6 +116,17 @@ def test_correct_networks_pass_both_checks():
         assert check_network_times(conv, user).status == "pass"
 
 
+def test_a_float32_callable_that_cannot_be_cast_is_judged_in_float32(scale_mode):
+    net = TimeNet(freq=30.0).float()
+    apis = ("torch.func.jvp", "torch.autograd.functional.jvp", "torch.autograd.forward_ad")
+    user = UserNetwork(lambda x, t, s: net(x, t, s), jvp_apis=apis)
+    result = check_network_jvp(F32, user)
+    assert result.status == "pass" and "float32" in result.message, result.message
+    scale_mode.mode = "primal"
+    wrong = UserNetwork(lambda x, t, s: ScaleNet()(x, t, s))
+    assert check_network_jvp(F32, wrong).status == "fail"
+
+
 def test_fast_time_features_are_no_false_alarm():
     # frequencies in the thousands (DiT-style embeddings of 1000 t): the difference quotient's
     # own error bar grows with them, the JVP is still right

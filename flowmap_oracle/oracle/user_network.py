@@ -89,7 +89,10 @@ class UserNetwork:
 
     Arguments:
         network: an ``nn.Module`` or callable ``network(x, a1, a2, *extra)`` in the declared
-            conventions (``network(x, a, *extra)`` for a single-time signature ``"x_t"``).
+            conventions (``network(x, a, *extra)`` for a single-time signature ``"x_t"``, whose
+            time input is the declared ``time_input``: the time, or ``log(sigma) / 4`` under EDM
+            and consistency preconditioning, times ``time_input_scale``). An ``nn.Module`` is
+            checked as a copy in ``eval()`` mode (dropout off, running statistics frozen).
         data_shape: one sample's shape, e.g. ``(3, 8, 8)``; default ``(2,)``.
         make_extra: builds the extra positional arguments from a batch ``x`` (e.g.
             ``lambda x: (labels,)``); tensors with the batch as their first dimension are sliced
