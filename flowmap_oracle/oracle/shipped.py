@@ -43,7 +43,8 @@ The checks hold for every correct weighting, metric, reduction and time distribu
     consistency function along the velocity (total derivative, ``t`` increasing in ours; the
     explicit-input reference :func:`~flowmap_oracle.objectives.continuous_consistency.consistency_tangent`)
     with a non-negative factor per row, whatever the weight ``w(t)`` or tangent normalisation
-    ``g / (||g|| + c)``.
+    ``g / (||g|| + c)``. Hand the loss over past its tangent warm-up (coefficient 1): during
+    warm-up sCM's tangent is deliberately partial and is not ``df/dt``.
 ``<method>.shipped.stationarity``
     at the exact map, the loss's gradient in ``theta`` vanishes. With the teacher's velocity the
     residual is zero pointwise, so the gradient vanishes for every weighting (to the exact
