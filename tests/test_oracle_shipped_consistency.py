@@ -239,3 +239,21 @@ def test_consistency_preconditioning_at_sigma_min_is_read_as_the_user_composes_i
         "consistency", ShippedLoss(ct, data_shape=(2,)), _Harness.build(conv, (2,))
     )
     assert result.status == "pass", result.message
+
+
+def test_scm_in_float32_passes_and_its_bugs_are_caught():
+    """The same TrigFlow code declared in float32: the tolerances follow the dtype."""
+    import dataclasses
+
+    from examples import scm_trigflow
+
+    verdicts = {}
+    for factory in ("implementation", "wrong_implementation"):
+        impl = getattr(scm_trigflow, factory)()
+        conv = dataclasses.replace(Conventions.from_mapping(impl.conventions), dtype="float32")
+        results = run_shipped_checks(
+            conv, losses=impl.shipped_losses, samplers=impl.samplers, repeats=16
+        )
+        verdicts[factory] = {r.check for r in results if r.status != "pass"}
+    assert verdicts["implementation"] == set()
+    assert verdicts["wrong_implementation"] == CAUGHT_BY["examples.scm_trigflow"]
