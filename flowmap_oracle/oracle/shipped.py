@@ -842,7 +842,7 @@ def check_alignment(method: str, shipped: ShippedLoss, harness: _Harness) -> Che
             )
         R = F - v + (t - s_)[:, None] * dF
         o = adapter.torch_ops
-        _, k = adapter.output_coefficients(t, s_, ops=o)
+        k = adapter.output_gain(t, s_, ops=o)  # the raw output's, under preconditioning
         w = adapter.residual_factor(t, s_, "time_derivative", ops=o)
         R_user = R / (w * k)[:, None]
         assert call.output_grad is not None
