@@ -257,3 +257,23 @@ def test_scm_in_float32_passes_and_its_bugs_are_caught():
         verdicts[factory] = {r.check for r in results if r.status != "pass"}
     assert verdicts["implementation"] == set()
     assert verdicts["wrong_implementation"] == CAUGHT_BY["examples.scm_trigflow"]
+
+
+@pytest.mark.parametrize(("sign", "verdict"), [(1.0, "pass"), (-1.0, "fail")])
+def test_explicit_scm_target_on_a_single_time_network(sign, verdict):
+    """The explicit-input checks hand a single-time network ``net(x, t)`` too."""
+    from flowmap_oracle import Implementation
+    from flowmap_oracle.oracle import run_checks
+
+    def scm_target(net, x, t, v):
+        _, d = torch.func.jvp(net, (x, t), (v, torch.ones_like(t)))
+        return sign * d.detach()
+
+    impl = Implementation(
+        name="single-time sCM tangent",
+        conventions={"signature": "x_t", "prediction": "x0"},
+        targets={"scm": scm_target},
+    )
+    results = {r.check: r.status for r in run_checks(impl, objectives=["scm"])}
+    assert results["scm.target.random_network"] == verdict
+    assert results["scm.target.exact_map_zero"] == "pass"

@@ -288,6 +288,7 @@ _SIGNATURE_ARGS = {
     "x_s_t": "(x, s, t)",
     "x_t_dt": "(x, t, t - s)",
     "shortcut_log2": "(x, t, level)",
+    "x_t": "(x, t)",
 }
 
 
@@ -510,7 +511,7 @@ class CheckContext:
     def _guarded_network(self, network: Callable) -> Callable:
         signature = self.conventions.signature.value
         takes = f"your declared signature {signature!r} takes {_SIGNATURE_ARGS[signature]}"
-        return _guarded(network, "the network", 3, takes)
+        return _guarded(network, "the network", 1 + self.adapter.n_time_args, takes)
 
     def user_times(self, t: Tensor) -> Any:
         return self.to_user(self.adapter.time_to_user(t, ops=self.adapter.torch_ops))
