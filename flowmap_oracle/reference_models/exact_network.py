@@ -2,23 +2,31 @@
 
 :class:`ExactAverageVelocity` is the teacher's exact average velocity
 ``F*(x, t, s) = (x - Phi_{t->s}(x)) / (t - s)`` (``v(x, t)`` at ``s = t``) as a torch function
-that supports ``torch.func.jvp`` and reverse mode, with derivatives by fourth-order central
-differences of the float64 ODE solution. Its values are memoised per sample row (exact bit
-patterns of ``(x_i, t_i, s_i)``; only rows not seen before are solved, in one batch), so repeated
-evaluations at the same points -- several checks or objectives on one batch -- cost one solve.
-It is the one home of this network: the oracle hands it to implementations, and the experiments'
-``TeacherFlowMap`` is a thin model adapter around it.
+that supports ``torch.func.jvp`` and reverse mode. Its values are memoised per sample row (exact
+bit patterns of ``(x_i, t_i, s_i)``; only rows not seen before are solved, in one batch), so
+repeated evaluations at the same points -- several checks or objectives on one batch -- cost one
+solve. It is the one home of this network: the oracle hands it to implementations, and the
+experiments' ``TeacherFlowMap`` is a thin model adapter around it.
 
-Why finite differences and not :meth:`ExactFlowMap.directional_derivative` (the variational
-equation, exact up to the solver tolerance): at the oracle checks' batch of 16 points on the ring
-it costs 0.5 to 0.9 s per derivative against 90 to 120 ms here (measured on 2 shared CPU cores,
-after its right-hand side moved from ``torch.func.jvp`` to the closed-form
-:meth:`GaussianMixtureTeacher.velocity_jvp`, which made it 3 to 5 times faster; it was 2.7 to 5 s
-and the reference run of all checks went from 5.8 s to 26.5 s). The differences need 8 solves of
-the plain average velocity, batched into one solve with the fastest velocity kernel; the exact
-route carries four states through a solve whose every stage also evaluates the acceleration.
-Along trajectories, the only direction a correct implementation differentiates in, the
-differences are accurate (see :class:`ExactAverageVelocity`).
+Derivatives are exact by default (no finite differences): along a tangent ``(dx, dt, ds)``,
+with ``w = dx - dt v(x, t)``, ``J_x F* w + dt D_t F* + ds d_s F*`` where
+
+* ``D_t F* = (v(x, t) - F*) / (t - s)`` and ``d_s F* = (F* - v(Phi_{t->s}(x), s)) / (t - s)``
+  cost two closed-form velocity evaluations given the memoised ``F*`` (error: the solve's error
+  of ``F*`` over ``|t - s|``, measured 5e-15 / |t - s| on ring8, 1e-13 / |t - s| on full64);
+  for ``|t - s| <`` :data:`NEAR_DIAGONAL` the integral forms are solved instead
+  (:meth:`ExactFlowMap.solve` with ``derivatives=True``), and at ``s = t`` both are ``a / 2``;
+* ``J_x F* w`` comes from the variational equation solved with the flow
+  (:meth:`ExactFlowMap.jacobian_vector_product`) unless ``w`` is negligible
+  (:data:`TINY_TANGENT`: tangents along the trajectory up to rounding, what a correct
+  implementation passes).
+
+Measured against a variational solve at rtol 1e-13 (``tests/test_reference_models_exact_
+derivative.py``): within 4e-13 along every tested tangent on ring8 and checkerboard, where the
+former fourth-order differences (``derivative="differences"``, kept to cross-check) were 5e-9
+off along trajectories, 7e-8 in ``d_s`` and 2e-5 along general directions. Along trajectories
+the exact route costs less than the differences (no extra solve away from the diagonal, against
+8 solves); along general directions the variational solve costs a few times more.
 """
 
 from __future__ import annotations
@@ -34,7 +42,25 @@ from torch import Tensor
 from .flow_map import ExactFlowMap
 from .gmm import GaussianMixtureTeacher
 
-__all__ = ["ExactAverageVelocity"]
+__all__ = ["DERIVATIVES", "ExactAverageVelocity"]
+
+DERIVATIVES = ("exact", "differences")
+"""How :meth:`ExactAverageVelocity.directional` differentiates: ``"exact"`` (closed-form
+identities and the variational equation, the default) or ``"differences"`` (fourth-order central
+differences of ODE solves, the former method, kept to cross-check)."""
+
+NEAR_DIAGONAL = 1e-3
+"""Below this ``|t - s|`` the time derivatives come from the integral forms carried by an
+ODE solve; above it from the identities ``D_t F* = (v(x, t) - F*) / (t - s)`` and
+``d_s F* = (F* - v(Phi, s)) / (t - s)``, whose error is the solve's error of ``F*`` divided by
+``|t - s|`` (measured in ``tests/test_reference_models_exact_derivative.py``)."""
+
+TINY_TANGENT = 1e-13
+"""A spatial tangent ``w = dx - dt v(x, t)`` with ``|w|_inf <= TINY_TANGENT (1 + |dx|_inf +
+|dt| |v|_inf)`` (a tangent along the trajectory up to rounding, a few 1e-16 relative) gets
+``J_x F* w ~ D_x v(x, t) w`` (closed form) instead of a variational solve: the difference is at
+most ``(|J_x F*| + |D_x v|) |w|``, under ``1e-11 (1 + |dx| + |dt| |v|)`` for Jacobians under
+50."""
 
 
 class ExactAverageVelocity:
@@ -42,14 +68,16 @@ class ExactAverageVelocity:
 
     Values come from :class:`~flowmap_oracle.reference_models.ExactFlowMap` (float64, adaptive
     solve of the teacher's closed-form velocity, or the closed form for one Gaussian; the average
-    velocity is integrated directly, so it is exact on and near the diagonal ``s = t``). A
-    directional derivative along ``u = (dx, dt, ds)`` is the fourth-order central difference
+    velocity is integrated directly, so it is exact on and near the diagonal ``s = t``).
+    Directional derivatives are exact by default (module docstring). With
+    ``derivative="differences"``, a directional derivative along ``u = (dx, dt, ds)`` is the
+    fourth-order central difference
     ``[8 (F(p + h u) - F(p - h u)) - (F(p + 2h u) - F(p - 2h u))] / (12 h)`` along the per-sample
     normalised direction (one-sided fourth-order stencils where a time would leave ``[0, 1]``):
     truncation error ``O(h^4)``, rounding ``O(eps_ode / h)``, with ``h = 1e-3`` and an ODE solved
     to 1e-12. All evaluations of one derivative run as one batched solve.
 
-    Measured against the variational equation on the ring teacher
+    The differences, measured against the variational equation on the ring teacher
     (``tests/test_oracle_networks.py`` at the checks' inputs, and 512 random points at each of
     ``(t, s) = (1, 0), (0.7, 0.2), (0.5, 0), (0.99, 0)``): along trajectories, tangents
     ``(v, 1, 0)``, the error is at most 7e-10 at the checks' inputs and 1.4e-9 on the random
@@ -81,7 +109,8 @@ class ExactAverageVelocity:
         teacher: a Gaussian-mixture teacher, or an :class:`ExactFlowMap` of one (to choose its
             tolerances or solver; ``rtol`` and ``atol`` must then be left unset).
         rtol, atol: tolerances of the ODE solve when ``teacher`` is a teacher (default 1e-12).
-        step: the finite-difference step ``h``.
+        step: the finite-difference step ``h`` (``derivative="differences"`` only).
+        derivative: ``"exact"`` (default) or ``"differences"`` (:data:`DERIVATIVES`).
         cache: memoise values per row and directional derivatives per batch.
         cache_rows: rows of values kept (least recently used dropped first).
         cache_batches: directional derivatives kept, one per batch of inputs.
@@ -98,6 +127,7 @@ class ExactAverageVelocity:
         rtol: float | None = None,
         atol: float | None = None,
         step: float = 1e-3,
+        derivative: str = "exact",
         cache: bool = True,
         cache_rows: int = 1 << 16,
         cache_batches: int = 512,
@@ -124,6 +154,9 @@ class ExactAverageVelocity:
                 raise ValueError(f"{name} must be a positive int, got {size!r}")
         if not step > 0:
             raise ValueError(f"step must be positive, got {step!r}")
+        if derivative not in DERIVATIVES:
+            raise ValueError(f"derivative must be one of {DERIVATIVES}, got {derivative!r}")
+        self.derivative = derivative
         self.teacher: GaussianMixtureTeacher = self.flow_map.teacher
         self.step = step
         self.cache = bool(cache)
@@ -138,7 +171,8 @@ class ExactAverageVelocity:
 
     def __repr__(self) -> str:
         return (
-            f"ExactAverageVelocity({self.flow_map!r}, step={self.step!r}, cache={self.cache}, "
+            f"ExactAverageVelocity({self.flow_map!r}, derivative={self.derivative!r}, "
+            f"step={self.step!r}, cache={self.cache}, "
             f"cache_rows={self.cache_rows}, cache_batches={self.cache_batches})"
         )
 
@@ -210,7 +244,7 @@ class ExactAverageVelocity:
             x, t, s, dx, dt, ds = (_plain(a) for a in (x, t, s, dx, dt, ds))
             self._validate(x, t, s)
             if not self.cache:
-                return self._fd(x, t, s, dx, dt, ds)
+                return self._derivative(x, t, s, dx, dt, ds)
             parts = (x, t, s, dx, dt, ds)
             key = b"".join(a.contiguous().cpu().numpy().tobytes() for a in parts)
             key += repr(tuple(a.shape for a in parts)).encode()
@@ -218,7 +252,7 @@ class ExactAverageVelocity:
             if hit is not None:
                 self._batches.move_to_end(key)
                 return hit
-            out = self._fd(x, t, s, dx, dt, ds)
+            out = self._derivative(x, t, s, dx, dt, ds)
             self._batches[key] = out
             if len(self._batches) > self.cache_batches:
                 self._batches.popitem(last=False)
@@ -227,6 +261,58 @@ class ExactAverageVelocity:
     def _solve(self, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
         self.n_solves += 1
         return self.flow_map.average_velocity(x, t, s)
+
+    def _derivative(
+        self, x: Tensor, t: Tensor, s: Tensor, dx: Tensor, dt: Tensor, ds: Tensor
+    ) -> Tensor:
+        if self.derivative == "differences":
+            return self._fd(x, t, s, dx, dt, ds)
+        return self._exact(x, t, s, dx, dt, ds)
+
+    def _exact(self, x: Tensor, t: Tensor, s: Tensor, dx: Tensor, dt: Tensor, ds: Tensor) -> Tensor:
+        """``J_x F* dx + d_t F* dt + d_s F* ds`` without finite differences.
+
+        With ``w = dx - dt v(x, t)`` it is ``J_x F* w + dt D_t F* + ds d_s F*``. For one Gaussian
+        everything is in closed form (:meth:`ExactFlowMap.directional_derivative`). Otherwise,
+        per row: a spatial tangent ``w`` that is not negligible (:data:`TINY_TANGENT`) is
+        integrated by the variational equation with the flow
+        (:meth:`ExactFlowMap.jacobian_vector_product`), a negligible one gets
+        ``J_x F* w ~ D_x v w``; the time derivatives come from the memoised ``F*`` by the
+        identities of :data:`NEAR_DIAGONAL`, near the diagonal from one solve of their integral
+        forms, and on it (``s = t``) from the acceleration: ``a / 2``.
+        """
+        fm, teacher = self.flow_map, self.teacher
+        if fm.solver == "closed_form":
+            return fm.directional_derivative(x, t, s, dx=dx, dt=dt, ds=ds)
+        tc, dtc, dsc = t[:, None], dt[:, None], ds[:, None]
+        v = teacher._velocity(x, tc)
+        w = dx - dtc * v
+        size = 1 + dx.abs().amax(1) + dt.abs() * v.abs().amax(1)
+        big = w.abs().amax(1) > TINY_TANGENT * size
+        out = teacher.velocity_jvp(x, t, dx=w).jvp  # D_x v w: rows with a negligible w
+        if bool(big.any()):
+            out[big] = fm.jacobian_vector_product(x[big], t[big], s[big], dx=w[big])
+        timed = ((dt != 0) | (ds != 0)) & (t != s)
+        on_diagonal = (t == s) & ((dt != 0) | (ds != 0))
+        if bool(on_diagonal.any()):  # D_t F* = d_s F* = a / 2 at s = t
+            acc = teacher.acceleration(x[on_diagonal], t[on_diagonal]) / 2
+            out[on_diagonal] += (dtc[on_diagonal] + dsc[on_diagonal]) * acc
+        span = t - s
+        near = timed & (span.abs() < NEAR_DIAGONAL)
+        far = timed & ~near
+        if bool(near.any()):
+            sol = fm.solve(x[near], t[near], s[near], derivatives=True)
+            assert sol.total_derivative is not None and sol.end_time_derivative is not None
+            out[near] += dtc[near] * sol.total_derivative + dsc[near] * sol.end_time_derivative
+        if bool(far.any()):
+            xf, tf, sf = x[far], t[far], s[far]
+            avg = self.value(xf, tf, sf)
+            gap = (tf - sf)[:, None]
+            d_t = (v[far] - avg) / gap
+            end = xf - gap * avg  # Phi_{t->s}(x) = x + (s - t) F*
+            d_s = (avg - teacher._velocity(end, sf[:, None])) / gap
+            out[far] += dtc[far] * d_t + dsc[far] * d_s
+        return out
 
     def _fd(self, x: Tensor, t: Tensor, s: Tensor, dx: Tensor, dt: Tensor, ds: Tensor) -> Tensor:
         # The direction is split into (dx, dt, 0) and (0, 0, ds) so that only one time moves in
@@ -276,16 +362,28 @@ class ExactAverageVelocity:
 
     def jacobian(self, x: Tensor, t: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(J_x F*, d_t F*, d_s F*)`` with shapes ``(N, d, d)``, ``(N, d)``, ``(N, d)``."""
-        d = x.shape[1]
+        n, d = x.shape
         zx, zt = torch.zeros_like(x), torch.zeros_like(t)
-        cols = []
-        for j in range(d):
-            e = zx.clone()
-            e[:, j] = 1
-            cols.append(self.directional(x, t, s, e, zt, zt))
-        d_t = self.directional(x, t, s, zx, torch.ones_like(t), zt)
-        d_s = self.directional(x, t, s, zx, zt, torch.ones_like(s))
-        return torch.stack(cols, dim=2), d_t, d_s
+        if self.derivative == "differences":
+            cols = []
+            for j in range(d):
+                e = zx.clone()
+                e[:, j] = 1
+                cols.append(self.directional(x, t, s, e, zt, zt))
+            d_t = self.directional(x, t, s, zx, torch.ones_like(t), zt)
+            d_s = self.directional(x, t, s, zx, zt, torch.ones_like(s))
+            return torch.stack(cols, dim=2), d_t, d_s
+        # every column in one batch: d unit tangents in x, then (0, 1, 0) and (0, 0, 1)
+        eye = torch.eye(d, dtype=x.dtype, device=x.device)
+        dxs = torch.cat([eye[j].expand(n, d) for j in range(d)] + [zx, zx])
+        one, zero = torch.ones_like(t), zt
+        dts = torch.cat([zero] * d + [one, zero])
+        dss = torch.cat([zero] * d + [zero, one])
+        rep = d + 2
+        cols_all = self.directional(
+            x.repeat(rep, 1), t.repeat(rep), s.repeat(rep), dxs, dts, dss
+        ).split(n)
+        return torch.stack(cols_all[:d], dim=2), cols_all[d], cols_all[d + 1]
 
 
 @contextlib.contextmanager

@@ -255,6 +255,25 @@ class ExactFlowMap:
         assert sol.total_derivative is not None and sol.end_time_derivative is not None
         return jw + dtc * sol.total_derivative + dsc * sol.end_time_derivative
 
+    def jacobian_vector_product(
+        self, x: Tensor, t: Tensor | float, s: Tensor | float, *, dx: Tensor
+    ) -> Tensor:
+        """Return ``J_x F*(x, t, s) dx``, shape ``(N, d)``: the variational equation
+        ``dW/du = (s - t) J_x v W`` solved with the flow (without the time derivatives that
+        :meth:`directional_derivative` also carries), or the closed form for one Gaussian."""
+        tc, sc = self._check_times(x, t, s)
+        if not isinstance(dx, Tensor) or dx.shape != x.shape or dx.dtype != x.dtype:
+            raise ValueError(f"dx must be a tensor of the shape and dtype of x {tuple(x.shape)}")
+        n = x.shape[0]
+        tc, sc = torch.broadcast_to(tc, (n, 1)), torch.broadcast_to(sc, (n, 1))
+        if self._closed_form:
+            return self._closed_form_jacobian(tc, sc, dx)
+        if x.dtype != torch.float64:
+            raise TypeError(f"the exact ODE flow map runs in float64; got x of dtype {x.dtype}")
+        jw = self._solve_ode(x, tc, sc, False, tangent=dx).jacobian_vector_product
+        assert jw is not None  # filled when a tangent is passed
+        return jw
+
     def _closed_form_jacobian(self, t: Tensor, s: Tensor, w: Tensor) -> Tensor:
         """``J_x F* w`` for one Gaussian: ``Q diag(c[t,s] / (c_t (1 + r))) Q^T w``."""
         q = self.teacher.mixture.eigvecs[0]
@@ -379,7 +398,10 @@ class ExactFlowMap:
         n, d = x.shape
         span = s - t
         method = self.solver
+        # state: [int v, (int (1-u) a, int u a) when derivatives, M when a tangent is given]
+        times = derivatives
         derivatives = derivatives or tangent is not None
+        m_at = 3 * d if times else d
 
         # Per-sample solver layout: samples along the last axis (see .ode).
         def prepare(taus: Tensor, params: tuple[Tensor, ...]) -> tuple:
@@ -401,11 +423,14 @@ class ExactFlowMap:
                 v, acc = teacher._velocity_and_acceleration(xt, sig)
                 return torch.cat([v, (1 - tau) * acc, tau * acc], dim=1).T
             # variational equation: W(u) = w + (s - t) M(u), M' = J_x v W (closed form)
-            w = torch.addcmul(params[3], sp, state[3 * d :]).T
+            w = torch.addcmul(params[3], sp, state[m_at:]).T
+            if not times:
+                v, jw = teacher._velocity_and_jvp(xt, sig, w)
+                return torch.cat([v, jw], dim=1).T
             v, acc, jw = teacher._velocity_acceleration_jvp(xt, sig, w)
             return torch.cat([v, (1 - tau) * acc, tau * acc, jw], dim=1).T
 
-        width = (4 if tangent is not None else 3 if derivatives else 1) * d
+        width = m_at + (d if tangent is not None else 0)
         y0 = torch.zeros(n, width, dtype=x.dtype, device=x.device)
         moving = (span != 0).squeeze(1)
         state = torch.empty_like(y0)
@@ -421,7 +446,9 @@ class ExactFlowMap:
                 if tangent is None:
                     v, acc = teacher._velocity_and_acceleration(x[still], t[still])
                     parts = [v, acc / 2, acc / 2]
-                else:  # J_x F* = J_x v on the diagonal
+                elif not times:  # J_x F* = J_x v on the diagonal
+                    parts = list(teacher._velocity_and_jvp(x[still], t[still], tangent[still]))
+                else:
                     v, acc, jvw = teacher._velocity_acceleration_jvp(
                         x[still], t[still], tangent[still]
                     )
@@ -486,9 +513,9 @@ class ExactFlowMap:
             n_velocity_evals=evals,
             method=method,
             error_estimate=error_estimate,
-            total_derivative=state[:, d : 2 * d] if derivatives else None,
-            end_time_derivative=state[:, 2 * d : 3 * d] if derivatives else None,
+            total_derivative=state[:, d : 2 * d] if times else None,
+            end_time_derivative=state[:, 2 * d : 3 * d] if times else None,
             n_steps=steps if method == "dop853" else None,
             n_point_evals=points,
-            jacobian_vector_product=state[:, 3 * d :] if tangent is not None else None,
+            jacobian_vector_product=state[:, m_at:] if tangent is not None else None,
         )

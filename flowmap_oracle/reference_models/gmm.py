@@ -474,6 +474,12 @@ class GaussianMixtureTeacher:
         v = self._velocity_from(p, x)
         return v, self._tangent_from(p, x, v, 1.0), self._tangent_from(p, x, dx, None)
 
+    def _velocity_and_jvp(self, x: Tensor, t_col: Tensor, dx: Tensor) -> tuple[Tensor, Tensor]:
+        """``(v, D_x v dx)`` sharing one evaluation of the per-component terms (the right-hand
+        side of the variational equations without the time derivatives)."""
+        p = self._terms(x, t_col)
+        return self._velocity_from(p, x), self._tangent_from(p, x, dx, None)
+
     def _tangent_from(self, p: _Terms, x: Tensor, dx: Tensor, dt: Tensor | float | None) -> Tensor:
         """``D_x v dx + d_t v dt`` from the terms ``p`` at ``(x, t)``; ``dt`` is ``None`` (zero:
         the time terms are skipped), a number, or a column ``(N, 1)``.

@@ -13,6 +13,11 @@ then run over long contiguous rows, which on CPU is several times faster than th
 layout with a short inner axis (measured: a broadcast multiply-add on ``(6000, 2)`` took 59 us,
 a row max over ``(6000, 8)`` 92 us).
 
+Why a hand-written solver: measured against the library paths that could replace it (diffrax
+under ``jit`` + ``vmap``, a JAX-jitted step, ``torch.compile`` of the step, torchdiffeq with its
+shared step), none matched it on CPU; the numbers are in the docstring of
+:mod:`flowmap_oracle.experiments.bench_teachers` and in ``benchmarks/teachers_cpu_*.json``.
+
 The method is Dormand and Prince's DOP853 (order 8, 12 stages per step plus FSAL) with the
 coefficients from SciPy (``scipy.integrate._ivp.dop853_coefficients``) and the error norm of
 Hairer, Norsett and Wanner (as in ``scipy.integrate.DOP853``): per sample
