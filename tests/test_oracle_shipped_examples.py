@@ -34,6 +34,13 @@ CAUGHT_BY = {
         "shortcut.shipped.stationarity",
         "sampler.four_steps.exact_map",
     },
+    # JAX with explicit keys: the JVP's time tangent on r instead of t; a two-step sampler
+    # asking for 1 -> 0.5 and stepping by 1
+    "examples.jax_meanflow_shipped": {
+        "meanflow.shipped.alignment",
+        "meanflow.shipped.stationarity",
+        "sampler.two_step.exact_map",
+    },
     # the JVP of F instead of f = x + (s - t) F; a sampler on a time grid from 0 to 1
     "examples.ayf_emd_distillation": {
         "ayf_emd.shipped.stationarity",

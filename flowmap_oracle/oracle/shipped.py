@@ -1372,7 +1372,13 @@ def run_shipped_checks(
     results: list[CheckResult] = []
     for key, shipped in (losses or {}).items():
         method = Method.parse(key).value
-        harness = _Harness.build(conv, shipped.data_shape)
+        harness: Any
+        if conv.framework == "jax":
+            from .shipped_jax import JaxHarness  # lazy: shipped_jax imports this module
+
+            harness = JaxHarness.build(conv, shipped.data_shape)
+        else:
+            harness = _Harness.build(conv, shipped.data_shape)
         results.append(check_times(method, shipped, harness))
         if method in ALIGNED_METHODS:
             results.append(check_alignment(method, shipped, harness))
@@ -1382,5 +1388,10 @@ def run_shipped_checks(
             results.append(check_scm_alignment(method, shipped, harness))
         results.append(check_stationarity(method, shipped, harness, repeats=repeats))
     for name, sampler in (samplers or {}).items():
-        results.append(check_sampler(name, sampler, conv))
+        if conv.framework == "jax":
+            from .shipped_jax import check_jax_sampler
+
+            results.append(check_jax_sampler(name, sampler, conv))
+        else:
+            results.append(check_sampler(name, sampler, conv))
     return results
