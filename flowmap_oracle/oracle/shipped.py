@@ -1176,52 +1176,14 @@ def check_sampler(name: str, sampler: ShippedSampler, conventions: Conventions) 
             start,
         )
     calls = list(net.calls)
-    first = calls[0]
-    times = [(float(c.t[0]), float(c.s[0])) for c in calls]
-    shown = ", ".join(f"{a:.3g}->{b:.3g}" for a, b in times[:8])
-    outside, _ = _outside_range(calls, net.adapter, sampler.time_range)
-    if outside:
-        return _result(check, "sampler", "fail", f"{outside}; calls: {shown}", start)
-    if any(b > a + 1e-9 for a, b in times):
-        return _result(
-            check,
-            "sampler",
-            "fail",
-            "the sampler steps away from the data (a call "
-            f"maps t to a later s); calls (t->s, our convention): {shown}",
-            start,
-        )
-    if float(first.t.min()) < 0.5:
-        return _result(
-            check,
-            "sampler",
-            "fail",
-            f"the sampler starts at t = "
-            f"{float(first.t.min()):.3g} (our convention: data at 0, noise at 1), "
-            f"not at the noise end; calls: {shown}",
-            start,
-        )
-    # The exact map from the point and time of the sampler's first network call (t = 1 for a
-    # sampler that starts at pure noise, below 1 for EDM's sigma_max) to the data end.
-    t0 = first.t.double()
-    expected = ExactFlowMap(harness.teacher)(first.x, t0, torch.zeros_like(t0))
+    shown = shown_calls(calls, net.adapter)
+    wrong = sampler_call_problem(check, calls, net.adapter, sampler.time_range, shown, start)
+    if wrong is not None:
+        return wrong
     got = out.reshape(n, -1).double() / net.adapter.data_unit
-    max_err = float((got - expected).norm(dim=1).max())
-    scale = float(expected.norm(dim=1).max())
-    if all(bool((c.t == c.s).all()) for c in calls):
-        # Every call asked for the instantaneous velocity F(x, t, t): the sampler is an ODE
-        # solver whose discretisation error is its own, not a defect.
-        rmse = float((got - expected).pow(2).sum(1).mean().sqrt())
-        return _result(
-            check,
-            "sampler",
-            "pass",
-            f"a velocity sampler ({len(net.calls)} calls on the diagonal s = t, from the noise "
-            f"end towards the data); its discretisation error against the exact map is RMSE "
-            f"{rmse:.3g} (reported, not judged); calls: {shown}",
-            start,
-        )
-    tol = (1e-4 if harness.user_dtype == torch.float32 else 1e-7) * max(1.0, scale)
+    tol = sampler_tolerance(harness.user_dtype, calls, harness.teacher)
+    if velocity_only(calls):
+        return sampler_landing(check, calls, got, harness.teacher, tol, shown, start)
     try:
         with torch.no_grad():
             again = sampler.sample(net, noise)
@@ -1246,7 +1208,116 @@ def check_sampler(name: str, sampler: ShippedSampler, conventions: Conventions) 
             return _result(check, "sampler", "fail", "the sampler changed the batch", start)
         got_big = out_big.reshape(big.shape[0], -1).double() / net.adapter.data_unit
         return _stochastic_sampler(check, harness, list(net.calls), got_big, tol, shown, start)
-    msg = f"max error {max_err:.2e} against the exact map Phi_(t0->0) (allowed {tol:.1e}); calls: {shown}"
+    return sampler_landing(check, calls, got, harness.teacher, tol, shown, start)
+
+
+def shown_calls(calls: list[CallRecord], adapter: ConventionAdapter, limit: int = 8) -> str:
+    """A sampler's first ``limit`` calls as ``start->end`` in the user's time variable (and in
+    ours, data at 0 and noise at 1, when the two differ), e.g. ``"1->0.5, 0.5->0"``."""
+    o = adapter.torch_ops
+    head = calls[:limit]
+    ours = [(float(c.t[0]), float(c.s[0])) for c in head]
+    user = [
+        (
+            float(adapter.time_to_user(c.t[:1], ops=o)[0]),
+            float(adapter.time_to_user(c.s[:1], ops=o)[0]),
+        )
+        for c in head
+    ]
+    more = ", ..." if len(calls) > limit else ""
+    text = ", ".join(f"{a:.4g}->{b:.4g}" for a, b in user) + more
+    if any(
+        abs(u - v) > 1e-12
+        for pair_u, pair_v in zip(user, ours, strict=True)
+        for u, v in zip(pair_u, pair_v, strict=True)
+    ):
+        ours_text = ", ".join(f"{a:.3g}->{b:.3g}" for a, b in ours) + more
+        return f"{text} in your time variable ({ours_text} with data at 0, noise at 1)"
+    return text
+
+
+def sampler_call_problem(
+    check: str,
+    calls: list[CallRecord],
+    adapter: ConventionAdapter,
+    time_range: tuple[float, float] | None,
+    shown: str,
+    start: float,
+) -> CheckResult | None:
+    """The failure of a sampler whose calls leave the declared time range, step away from the
+    data or start away from the noise end (``None`` when its calls are in order)."""
+    outside, _ = _outside_range(calls, adapter, time_range)
+    if outside:
+        return _result(check, "sampler", "fail", f"{outside}; calls: {shown}", start)
+    if any(bool((c.s > c.t + 1e-9).any()) for c in calls):
+        return _result(
+            check,
+            "sampler",
+            "fail",
+            f"the sampler steps away from the data (a call maps t to a later s); calls: {shown}",
+            start,
+        )
+    first = float(calls[0].t.min())
+    if first < 0.5:
+        return _result(
+            check,
+            "sampler",
+            "fail",
+            f"the sampler starts at t = {first:.3g} with data at 0 and noise at 1, not at the "
+            f"noise end; calls: {shown}",
+            start,
+        )
+    return None
+
+
+def velocity_only(calls: list[CallRecord]) -> bool:
+    """Every call asked for the instantaneous velocity ``F(x, t, t)``: an ODE solver."""
+    return all(bool((c.t == c.s).all()) for c in calls)
+
+
+def sampler_tolerance(
+    dtype: torch.dtype, calls: list[CallRecord], teacher: GaussianMixtureTeacher
+) -> float:
+    """The allowed distance from the exact map: rounding of the declared dtype, relative to the
+    size of the exact samples."""
+    first = calls[0]
+    expected = ExactFlowMap(teacher)(first.x, first.t.double(), torch.zeros_like(first.t).double())
+    scale = float(expected.norm(dim=1).max())
+    return (1e-4 if dtype == torch.float32 else 1e-7) * max(1.0, scale)
+
+
+def sampler_landing(
+    check: str,
+    calls: list[CallRecord],
+    got: Tensor,
+    teacher: GaussianMixtureTeacher,
+    tol: float,
+    shown: str,
+    start: float,
+) -> CheckResult:
+    """Judge a deterministic sampler's samples ``got`` (our units, ``(N, d)``) against the exact
+    map from its first call's point and time to the data end (``t0 = 1`` for a sampler that
+    starts at pure noise, below 1 for EDM's ``sigma_max``). A velocity-only sampler is an ODE
+    solver: its discretisation error is reported, not judged."""
+    first = calls[0]
+    t0 = first.t.double()
+    expected = ExactFlowMap(teacher)(first.x, t0, torch.zeros_like(t0))
+    if velocity_only(calls):
+        rmse = float((got - expected).pow(2).sum(1).mean().sqrt())
+        return _result(
+            check,
+            "sampler",
+            "pass",
+            f"a velocity sampler ({len(calls)} calls on the diagonal s = t, from the noise "
+            f"end towards the data); its discretisation error against the exact map is RMSE "
+            f"{rmse:.3g} (reported, not judged); calls: {shown}",
+            start,
+        )
+    max_err = float((got - expected).norm(dim=1).max())
+    msg = (
+        f"max error {max_err:.2e} against the exact map Phi_(t0->0) (allowed {tol:.1e}); "
+        f"calls: {shown}"
+    )
     if max_err > tol:
         return _result(
             check,

@@ -76,10 +76,13 @@ from .shipped import (
     CallRecord,
     ShippedLoss,
     ShippedSampler,
-    _outside_range,
     _perturbation_fields,
     _result,
     _UserProblem,
+    sampler_call_problem,
+    sampler_landing,
+    sampler_tolerance,
+    shown_calls,
     teacher_for_shape,
 )
 
@@ -662,59 +665,11 @@ def check_jax_sampler(
             f"{tuple(noise.shape)}",
             start,
         )
-    outside, _ = _outside_range(calls, net.adapter, sampler.time_range)
-    if outside:
-        return _result(check, "sampler", "fail", outside, start)
-    first = calls[0]
-    pairs = [(float(c.t[0]), float(c.s[0])) for c in calls]
-    shown = ", ".join(f"{a:.3g}->{b:.3g}" for a, b in pairs[:8])
-    if any(b > a + 1e-9 for a, b in pairs):
-        return _result(
-            check,
-            "sampler",
-            "fail",
-            "the sampler steps away from the data (a call maps t to a later s); calls (t->s, "
-            f"our convention): {shown}",
-            start,
-        )
-    if float(first.t.min()) < 0.5:
-        return _result(
-            check,
-            "sampler",
-            "fail",
-            f"the sampler starts at t = {float(first.t.min()):.3g} (our convention: data at 0, "
-            f"noise at 1), not at the noise end; calls: {shown}",
-            start,
-        )
-    t0 = first.t.double()
-    expected = ExactFlowMap(harness.teacher)(first.x, t0, torch.zeros_like(t0))
+    shown = shown_calls(calls, net.adapter)
+    wrong = sampler_call_problem(check, calls, net.adapter, sampler.time_range, shown, start)
+    if wrong is not None:
+        return wrong
     got = torch.from_numpy(np.asarray(out, dtype=np.float64).reshape(n, -1).copy())
     got = got / net.adapter.data_unit
-    if all(bool((c.t == c.s).all()) for c in calls):
-        rmse = float((got - expected).pow(2).sum(1).mean().sqrt())
-        return _result(
-            check,
-            "sampler",
-            "pass",
-            f"a velocity sampler ({len(calls)} calls on the diagonal s = t, from the noise end "
-            f"towards the data); its discretisation error against the exact map is RMSE "
-            f"{rmse:.3g} (reported, not judged); calls: {shown}",
-            start,
-        )
-    max_err = float((got - expected).norm(dim=1).max())
-    scale = float(expected.norm(dim=1).max())
-    tol = (1e-4 if harness.user_dtype == torch.float32 else 1e-7) * max(1.0, scale)
-    msg = (
-        f"max error {max_err:.2e} against the exact map Phi_(t0->0) (allowed {tol:.1e}); "
-        f"calls: {shown}"
-    )
-    if max_err > tol:
-        return _result(
-            check,
-            "sampler",
-            "fail",
-            f"the sampler does not land on the exact flow map: {msg} (a step size that differs "
-            "from the times the network was asked for, a wrong update sign, or a wrong start)",
-            start,
-        )
-    return _result(check, "sampler", "pass", msg, start)
+    tol = sampler_tolerance(harness.user_dtype, calls, harness.teacher)
+    return sampler_landing(check, calls, got, harness.teacher, tol, shown, start)
