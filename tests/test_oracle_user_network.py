@@ -314,3 +314,39 @@ def test_the_restricted_space_still_catches_a_wrong_shortcut_target():
     result = run_check("shortcut.target.random_network", impl)
     assert result.status == "fail"
     assert math.isfinite(result.seconds)
+
+
+# -- the pytest plugin ---------------------------------------------------------------------------
+
+NETWORK_FACTORY = """
+import torch
+from flowmap_oracle import Implementation
+
+
+def net(x, t, s):
+    return x * (1 + t[:, None]) + (t - s)[:, None] ** 2
+
+
+def first_time(x, t, s):
+    return net(x, t[:1].expand(x.shape[0]), s)
+
+
+def good():
+    return Implementation("good network", network=net)
+
+
+def bad():
+    return Implementation("t[0] network", network=first_time)
+"""
+
+
+def test_the_pytest_plugin_runs_the_network_checks(pytester):
+    pytester.makepyfile(mynet=NETWORK_FACTORY)
+    pytester.syspathinsert()
+    plugin = ("-p", "flowmap_oracle.oracle.plugin", "-p", "no:randomly", "-p", "no:cacheprovider")
+    good = pytester.runpytest_inprocess(*plugin, "--impl=mynet:good", "-k", "network")
+    assert good.parseoutcomes().get("passed") == 2, good.stdout.str()
+    bad = pytester.runpytest_inprocess(*plugin, "--impl=mynet:bad", "-k", "network", "-rf")
+    assert bad.ret == 1
+    assert bad.parseoutcomes().get("failed") == 1
+    assert "not read per sample" in bad.stdout.str()

@@ -132,6 +132,22 @@ class OracleItem(pytest.Item):
         return self.path, None, f"flowmap-oracle check {self.check.name}"
 
 
+class NetworkItem(OracleItem):
+    """One check of the user's own network (:mod:`.user_network`) as a test item."""
+
+    def runtest(self) -> None:
+        from .user_network import run_network_checks
+
+        result = run_network_checks(_state(self.config)["impl"], only=self.check)[0]
+        if result.status == "skip":
+            pytest.skip(result.message)
+        if result.status == "fail":
+            raise OracleFailure(result.report())
+
+    def reportinfo(self):
+        return self.path, None, f"flowmap-oracle check {self.check}"
+
+
 class NothingCheckedItem(pytest.Item):
     """Fails: the implementation provides nothing that any oracle check applies to."""
 
@@ -172,6 +188,10 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     new: list[pytest.Item | pytest.Collector] = [
         OracleItem.from_parent(parent, name=chk.name, check=chk) for chk in checks_for()
     ]
+    if _state(config)["impl"].network is not None:
+        from .user_network import NETWORK_CHECKS
+
+        new += [NetworkItem.from_parent(parent, name=n, check=n) for n in NETWORK_CHECKS]
     if not _state(config)["impl"].provided():
         new.append(NothingCheckedItem.from_parent(parent, name=NOTHING_CHECKED))
     items.extend(new)
