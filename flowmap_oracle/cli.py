@@ -167,11 +167,11 @@ def method_name(text: str) -> str:
 
 
 def check_objective(text: str) -> str:
-    """A method name, ``model`` (the flow-map step's checks) or ``sampler`` (the shipped
-    samplers')."""
+    """A method name, ``model`` (the flow-map step's checks), ``sampler`` (the shipped
+    samplers') or ``network`` (the user's own network's)."""
     from .oracle.protocols import MODEL
 
-    return text if text in (MODEL, "sampler") else method_name(text)
+    return text if text in (MODEL, "sampler", "network") else method_name(text)
 
 
 def section_names(text: str) -> list[str]:
@@ -1163,7 +1163,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         metavar="OBJECTIVE",
         type=check_objective,
-        help="check only these objectives (method names, model or sampler)",
+        help="check only these objectives (method names, model, sampler or network)",
     )
     p.set_defaults(func=_cmd_check)
 
