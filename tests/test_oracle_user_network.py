@@ -350,3 +350,15 @@ def test_the_pytest_plugin_runs_the_network_checks(pytester):
     assert bad.ret == 1
     assert bad.parseoutcomes().get("failed") == 1
     assert "not read per sample" in bad.stdout.str()
+
+
+def test_check_only_network_runs_the_network_checks(capsys):
+    from flowmap_oracle.cli import main
+
+    assert (
+        main(["check", "examples.meanflow_custom_jvp:wrong_implementation", "--only", "network"])
+        == 1
+    )
+    out = capsys.readouterr().out
+    assert "network.jvp" in out and "network.times" in out
+    assert "meanflow.shipped" not in out
