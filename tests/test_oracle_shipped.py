@@ -104,6 +104,22 @@ def test_times_pass_correct_pairs_and_name_pairs_drawn_in_the_wrong_direction():
     assert check_times("meanflow", both, h).status == "pass"
 
 
+def test_a_step_past_the_end_of_the_path_fails_the_checks_and_does_not_escape():
+    # Shortcut-style noise-at-0 code forming x_{t+d} with t + d > 1 (a grid without its clip).
+    def loss(model, x):
+        t = 0.75 + 0.2 * torch.rand(x.shape[0], dtype=x.dtype)
+        e = torch.randn_like(x)
+        z = t[:, None] * x + (1 - t[:, None]) * e
+        return (model(z, t, t + 0.25) - (x - e)).pow(2).mean()
+
+    noise_at_0 = Conventions(time="noise_at_0")
+    results = run_shipped_checks(noise_at_0, losses={"meanflow": ShippedLoss(loss)}, repeats=4)
+    times = next(r for r in results if r.check == "meanflow.shipped.times")
+    assert times.status == "fail", times.message
+    assert "a time off the path" in times.message and "your time argument(s)" in times.message
+    assert all(r.status == "fail" for r in results)
+
+
 # -- alignment --------------------------------------------------------------------------------
 
 

@@ -352,6 +352,16 @@ class InstrumentedNetwork(torch.nn.Module):
             x_ours, t, s = self.adapter.inputs_to_ours(
                 _plain(x).reshape(n, -1).double(), *(_plain(a).double() for a in times), ops=ops
             )
+        off_path = ~(torch.isfinite(t) & torch.isfinite(s)) | (t < 0) | (t > 1) | (s < 0) | (s > 1)
+        if bool(off_path.any()):
+            i = int(off_path.nonzero()[0, 0])
+            yours = ", ".join(f"{float(_plain(a).reshape(-1)[i]):.4g}" for a in times)
+            raise _UserProblem(
+                f"the loss called the network at a time off the path: the map from t = "
+                f"{float(t[i]):.4g} to s = {float(s[i]):.4g} with data at 0 and noise at 1 (your "
+                f"time argument(s): {yours}); a step past an end of the time range, or a division "
+                "by zero there"
+            )
         out = self._user(x.reshape(n, -1), *times)
         with _outside_transforms_keep_grad():
             probe = torch.zeros(tuple(out.shape), dtype=out.dtype, requires_grad=True)
