@@ -100,3 +100,31 @@ def test_per_sample_times_split_the_rows_at_the_diagonal():
     message = str(failure.value)
     assert "the part 'regression: rows with s != t' counted twice" in message, message
     assert "'regression: rows with s = t'" in message
+
+
+def _shortcut_loss(boundary_weight: float):
+    """Shortcut's loss in velocity space with the flow-matching boundary weighted by
+    ``boundary_weight``."""
+
+    def loss(net, data, noise, t, s):
+        x_t = (1 - t[:, None]) * data + t[:, None] * noise
+        v = noise - data
+        m = (t + s) / 2
+        with torch.no_grad():
+            first = net(x_t, t, m)
+            x_m = x_t - (t - m)[:, None] * first
+            target = (first + net(x_m, m, s)) / 2
+        fm = (net(x_t, t, t) - v).pow(2).sum(dim=1)
+        sc = (net(x_t, t, s) - target).pow(2).sum(dim=1)
+        return (boundary_weight * fm + sc).mean()
+
+    return loss
+
+
+def test_shortcut_boundary_named():
+    ok = _run("shortcut.loss.value_and_gradient", "shortcut", _shortcut_loss(1.0))
+    assert ok[0] == "pass", ok[1]
+    status, message = _run("shortcut.loss.value_and_gradient", "shortcut", _shortcut_loss(0.0))
+    assert status == "fail"
+    assert "the part 'flow matching' left out" in message, message
+    assert "'self-consistency'" in message

@@ -28,7 +28,7 @@ from ._common import (
     compare_loss,
     loss_inputs,
     register_target_checks,
-    regression_in_user_units,
+    regression_terms_in_user_units,
     user_target,
 )
 from ._inputs import split_time
@@ -75,7 +75,8 @@ def split_loss(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
     def build(model):
         target = split_meanflow_loss(model, b.data, b.noise, b.t, r, b.s, path=b.path).target
         F = model(b.x, b.t, b.s)
-        return regression_in_user_units(ctx, [Term(F, F - target, b.x, b.t, b.s, "value")])
+        term = Term(F, F - target, b.x, b.t, b.s, "value", name="SplitMeanFlow regression")
+        return regression_terms_in_user_units(ctx, [term])
 
     args = loss_inputs(ctx, b, b.t, r, b.s)
     compare_loss(ctx, "split_meanflow", net, build, args, what="SplitMeanFlow loss")
@@ -129,10 +130,10 @@ def shortcut_loss(ctx: CheckContext, case: Case, space: CaseSpace) -> None:
         residual, _ = shortcut_residual(model, b.x, b.t, b.s, space="velocity")
         F = model(b.x, b.t, b.s)
         terms = [
-            Term(fm, fm - b.conditional_velocity, b.x, b.t, b.t, "value"),
-            Term(F, residual, b.x, b.t, b.s, "value"),
+            Term(fm, fm - b.conditional_velocity, b.x, b.t, b.t, "value", name="flow matching"),
+            Term(F, residual, b.x, b.t, b.s, "value", name="self-consistency"),
         ]
-        return regression_in_user_units(ctx, terms)
+        return regression_terms_in_user_units(ctx, terms)
 
     args = loss_inputs(ctx, b, b.t, b.s)
     compare_loss(ctx, "shortcut", net, build, args, what="Shortcut loss")
