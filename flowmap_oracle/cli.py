@@ -174,6 +174,17 @@ def check_objective(text: str) -> str:
     return text if text in (MODEL, "sampler", "network") else method_name(text)
 
 
+def baseline_names(text: str) -> list[str]:
+    """``bench teachers --baselines``: a comma-separated list of known baselines."""
+    from .experiments.bench_teachers import BASELINES
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown or not names:
+        _invalid(f"unknown baselines {unknown}; known baselines: {', '.join(BASELINES)}")
+    return names
+
+
 def section_names(text: str) -> list[str]:
     """A comma-separated list of report sections."""
     from .reports.report import SECTIONS
@@ -352,13 +363,19 @@ def _cmd_report(args: argparse.Namespace, progress: Progress) -> int:
         benchmarks = "benchmarks"
     if benchmarks is not None and os.path.exists(benchmarks) and not os.path.isdir(benchmarks):
         raise UsageError(f"argument --benchmarks: {benchmarks!r} is a file, not a directory")
+    timings: dict[str, dict[str, Any]] = {}
+    start = time.perf_counter()
     try:
         path = build_report(
             args.out,
             quick=args.quick,
+            full=args.full,
             sections=args.sections,
             benchmarks_dir=benchmarks,
             progress=progress,
+            cache=not args.no_cache,
+            jobs=args.jobs,
+            timings=timings,
         )
     except ReportInterrupted as stop:
         finished = ", ".join(stop.finished) or "none"
@@ -368,6 +385,11 @@ def _cmd_report(args: argparse.Namespace, progress: Progress) -> int:
             + _wrote(stop.path, complete=False),
         )
     print(f"wrote {path}")
+    parts = [
+        f"{name} " + ("cached" if t["cached"] else f"{t['seconds']:.1f} s")
+        for name, t in timings.items()
+    ]
+    print(f"in {time.perf_counter() - start:.1f} s ({', '.join(parts)})")
     return EXIT_OK
 
 
@@ -642,7 +664,9 @@ def _cmd_bench_teachers(args: argparse.Namespace, progress: Progress) -> int:
     from .experiments.records import environment
 
     finished: dict[str, Any] = {}
-    with progress.bar(f"bench teachers, n={args.n}", stage_count(args.repeats)) as bar:
+    n_baselines = None if args.baselines is None else len(args.baselines)
+    total = stage_count(args.repeats, n_baselines)
+    with progress.bar(f"bench teachers, n={args.n}", total) as bar:
         started = [False]
 
         def stage(label: str) -> None:
@@ -660,6 +684,7 @@ def _cmd_bench_teachers(args: argparse.Namespace, progress: Progress) -> int:
                 device=args.device,
                 seed=args.seed,
                 repeats=args.repeats,
+                baselines=args.baselines,
                 command=_command(args),
                 progress=stage,
                 finished=finished,
@@ -819,6 +844,15 @@ def _add_bench_teachers(bench: argparse._SubParsersAction) -> None:
         type=positive_int,
         default=1,
         help="timed repeats, at least 1 (the fastest counts)",
+    )
+    p.add_argument(
+        "--baselines",
+        metavar="NAMES",
+        type=baseline_names,
+        default=None,
+        help="comma-separated baselines to compare with (default: all of "
+        "torchdiffeq_dopri5, torchdiffeq_dopri8, torchdiffeq_dopri5_logsumexp, diffrax_dopri5, "
+        "diffrax_dopri8, diffrax_tsit5, scipy_dop853)",
     )
 
 
@@ -1081,8 +1115,26 @@ def build_parser() -> argparse.ArgumentParser:
         type=output_path,
         help="PDF path to write",
     )
-    p.add_argument(
+    length = p.add_mutually_exclusive_group()
+    length.add_argument(
         "--quick", action="store_true", help="shorter training runs (for tests and previews)"
+    )
+    length.add_argument(
+        "--full",
+        action="store_true",
+        help="the long runs: 2000 training steps, every fixed point, the example implementations",
+    )
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="compute every section (by default a section computed by the same code is read "
+        "from ~/.cache/flowmap-oracle)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=min(2, os.cpu_count() or 1),
+        help="sections computed at once, each in its own process (default: 2, or 1 on one core)",
     )
     p.add_argument(
         "--sections",

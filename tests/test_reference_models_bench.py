@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from flowmap_oracle.cli import main
-from flowmap_oracle.experiments.bench_teachers import plain_velocity
+from flowmap_oracle.experiments.bench_teachers import logsumexp_velocity, plain_velocity
 from flowmap_oracle.experiments.teacher_accuracy import measure_flow_map_errors
 from flowmap_oracle.reference_models import preset
 from flowmap_oracle.report_job import load_benchmarks
@@ -33,7 +33,8 @@ REQUIRED = {
 
 def test_bench_teachers_cli_writes_json(tmp_path, capsys):
     out = tmp_path / "sub" / "bench.json"
-    assert main(["bench", "teachers", "--n", "48", "--json", str(out)]) == 0
+    argv = ["bench", "teachers", "--n", "48", "--json", str(out)]
+    assert main([*argv, "--baselines", "torchdiffeq_dopri5,scipy_dop853"]) == 0
     data = json.loads(out.read_text())
     assert set(data) >= REQUIRED
     assert data["n"] == 48 and data["device"] == "cpu"
@@ -46,6 +47,23 @@ def test_bench_teachers_cli_writes_json(tmp_path, capsys):
     assert data["reference"]["max_difference"] < 1e-10
     assert [p.name for p in out.parent.iterdir()] == ["bench.json"]  # atomic: no temporaries
     assert "speedup" in capsys.readouterr().out
+    # the baselines on the same velocity: searched to our error, timed against ours
+    assert set(data["baselines"]) == {"torchdiffeq_dopri5", "scipy_dop853"}
+    target = data["comparison"]["target_error"]
+    assert target == data["comparison"]["ours"]["max_error"] > 0
+    for name, b in data["baselines"].items():
+        same, matched = b["same_rtol"], b["matched_error"]
+        assert same["rtol"] == data["rtol"] and b["search"][0]["rtol"] == data["rtol"]
+        assert matched is None or matched["max_error"] <= target, name
+        if matched is not None:
+            ours = data["comparison"]["ours"]["seconds"]
+            assert b["speedup_matched_error"] == pytest.approx(matched["seconds"] / ours)
+            # the search stopped at the first rtol reaching our error
+            assert b["search"][-1]["rtol"] == matched["rtol"]
+            assert all(r["max_error"] > target for r in b["search"][:-1])
+    dopri5 = data["baselines"]["torchdiffeq_dopri5"]
+    assert data["speedup_same_velocity_matched_error"] == dopri5["speedup_matched_error"]
+    assert data["baselines"]["scipy_dop853"]["points_solved"] == 48  # n < SCIPY_POINTS
 
 
 def test_baseline_velocity_is_the_teachers_velocity():
@@ -60,6 +78,23 @@ def test_baseline_velocity_is_the_teachers_velocity():
         torch.testing.assert_close(
             plain_velocity(teacher)(x, t), teacher.velocity(x, t[:, 0]), rtol=0, atol=1e-13
         )
+        for tk in (0.0, 0.37, 1.0):
+            tt = torch.tensor(tk, dtype=torch.float64)
+            torch.testing.assert_close(
+                logsumexp_velocity(teacher)(x, tt), teacher.velocity(x, tk), rtol=0, atol=1e-12
+            )
+
+
+def test_a_wrong_user_velocity_would_be_told_apart():
+    """The comparison above rejects a velocity off by a plausible slip (the posterior of x1
+    without the beta factor)."""
+    teacher = preset("ring8")
+    x = torch.randn(20, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    tt = torch.tensor(0.37, dtype=torch.float64)
+    good = logsumexp_velocity(teacher)(x, tt)
+    slip = good + 0.37 * 1e-3 * x  # an error far smaller than any such slip
+    with pytest.raises(AssertionError):
+        torch.testing.assert_close(slip, teacher.velocity(x, 0.37), rtol=0, atol=1e-12)
 
 
 def test_report_section_measurements_and_benchmark_table(tmp_path):

@@ -13,6 +13,19 @@ float64, three ways, in one process and on one device:
   ``velocity`` (the specialised kernel ours uses), to separate the solver's share of the speed-up
   from the velocity kernel's.
 
+Then the baselines a user would run (:data:`BASELINES`: torchdiffeq dopri5 and dopri8, diffrax
+Dopri5, Dopri8 and Tsit5 under ``jit`` + ``vmap``, scipy's DOP853, all on the same closed-form
+velocity, and torchdiffeq on a user's straightforward log-sum-exp velocity) run at the same rtol
+and at matched measured error (each searched down to the rtol that reaches our error), timed
+against ours in interleaved repeats.
+
+Why the hand-written per-sample DOP853 of :mod:`~flowmap_oracle.reference_models.ode` stays
+(measured on ring8, 2 shared CPU cores, one thread): at the same rtol diffrax (per-sample
+steps under ``vmap``, jitted) took 1.5 to 3.2 s for 2e4 points against 0.32 s for ours, with
+larger errors (Dopri8 1e-8 against 2e-9 at rtol 1e-9); a JAX-jitted DOP853 step cost 184 ns per
+point evaluation against 53 ns eager torch; ``torch.compile`` of the whole step took 64 s to
+compile, recompiled for each batch size and ran at 68 ns. No library path matched it.
+
 Each result is compared with a tighter reference (``ExactFlowMap`` at rtol = atol = 1e-13,
 itself checked against ``torchdiffeq`` dopri8 at 1e-13 with the last step ending at t=0 on a
 subset), and the JSON records n, device, versions, thread count, seconds, velocity evaluations,
@@ -28,10 +41,11 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import torch
 import torchdiffeq
 from torch import Tensor
@@ -40,10 +54,12 @@ from ..reference_models import ExactFlowMap, GaussianMixtureTeacher, preset
 from . import records
 
 __all__ = [
+    "BASELINES",
     "MAX_N",
     "RunResult",
     "TeacherBenchmark",
     "format_result",
+    "logsumexp_velocity",
     "plain_velocity",
     "run_teacher_benchmark",
     "stage_count",
@@ -61,10 +77,14 @@ _LOOSER = (3, 10, 30, 100)
 """Factors of ``rtol`` at which ours is rerun for the matched-error comparison."""
 
 
-def stage_count(repeats: int = 1) -> int:
+def stage_count(repeats: int = 1, n_baselines: int | None = None) -> int:
     """The most stages :func:`run_teacher_benchmark` reports to its ``progress`` callback: the
-    reference, its check, the warm-up, three timed solvers and the looser reruns per repeat."""
-    return 3 + (3 + len(_LOOSER)) * max(1, repeats)
+    reference, its check, the warm-up, three timed solvers and the looser reruns per repeat,
+    then per baseline its matched-error search, and the interleaved repeats of ours and of each
+    baseline at the same rtol and at matched error."""
+    nb = len(BASELINES) if n_baselines is None else n_baselines
+    r = max(1, repeats)
+    return 3 + (3 + len(_LOOSER)) * r + nb * len(SEARCH_FACTORS) + r * (1 + 2 * nb)
 
 
 @dataclass(frozen=True)
@@ -115,6 +135,9 @@ class TeacherBenchmark:
     matched_error: dict[str, Any]
     reference: dict[str, Any]
     runs: dict[str, dict[str, Any]]
+    speedup_same_velocity_matched_error: float | None = None
+    baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    comparison: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
     command: str = ""
 
@@ -222,9 +245,14 @@ def _time(
 
 
 def _torchdiffeq(
-    velocity: Callable[[Tensor, Tensor], Tensor], x1: Tensor, rtol: float, atol: float
+    velocity: Callable[[Tensor, Tensor], Tensor],
+    x1: Tensor,
+    rtol: float,
+    atol: float,
+    *,
+    method: str = "dopri5",
 ):
-    """``torchdiffeq.odeint(dopri5)`` from t=1 to t=0; returns (x0, calls, calls)."""
+    """``torchdiffeq.odeint(method)`` from t=1 to t=0; returns (x0, calls, calls)."""
     counter = [0]
 
     def f(t: Tensor, x: Tensor) -> Tensor:
@@ -232,8 +260,181 @@ def _torchdiffeq(
         return velocity(x, t)
 
     grid = torch.tensor([1.0, 0.0], dtype=x1.dtype, device=x1.device)
-    out = torchdiffeq.odeint(f, x1, grid, rtol=rtol, atol=atol, method="dopri5")[-1]
+    out = torchdiffeq.odeint(f, x1, grid, rtol=rtol, atol=atol, method=method)[-1]
     return out, counter[0], float(counter[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Baselines a user would run, on the same velocity function, at the same rtol and matched error
+
+BASELINES = (
+    "torchdiffeq_dopri5",
+    "torchdiffeq_dopri8",
+    "torchdiffeq_dopri5_logsumexp",
+    "diffrax_dopri5",
+    "diffrax_dopri8",
+    "diffrax_tsit5",
+    "scipy_dop853",
+)
+"""Names of the baselines of :func:`run_teacher_benchmark` (``baselines=`` picks a subset).
+``torchdiffeq_*``: ``torchdiffeq.odeint`` on the teacher's ``velocity`` (``_logsumexp``: on a
+user's straightforward log-sum-exp velocity, :func:`logsumexp_velocity`); ``diffrax_*``:
+``diffeqsolve`` under ``jax.jit(jax.vmap(...))`` (per-sample step control, ``PIDController``) on
+the same closed form in ``jax.numpy`` (:class:`~flowmap_oracle.reference_models.jax_backend.
+JaxTeacher`); ``scipy_dop853``: ``solve_ivp(method='DOP853')`` per point on a subsample, its time
+extrapolated to ``n`` points."""
+
+SEARCH_FACTORS = tuple(10.0 ** (-k / 2) for k in range(9))
+"""Factors of ``rtol`` tried, in order, by the matched-error search of each baseline (down to
+``rtol * 1e-4``); the first whose measured error is at most ours is the matched rtol."""
+
+SCIPY_POINTS = 200
+"""Points solved one by one by the scipy baseline; its time is scaled by ``n / SCIPY_POINTS``."""
+
+
+def logsumexp_velocity(teacher: GaussianMixtureTeacher) -> Callable[[Tensor, Tensor], Tensor]:
+    """A user's straightforward velocity: ``v = alpha' E[x0 | x] + beta' E[x1 | x]`` with the
+    posterior weights from ``torch.logsumexp`` of the components' log-densities.
+
+    Written as research code writes it: per component the Gaussian ``N(alpha mu_k, C_k)`` of
+    ``x_t`` with ``C_k = alpha^2 Sigma_k + beta^2 I`` through ``torch.linalg.solve`` and
+    ``slogdet``, ``E[x0 | x, k] = mu_k + alpha Sigma_k C_k^{-1} (x - alpha mu_k)`` and
+    ``E[x1 | x, k] = beta C_k^{-1} (x - alpha mu_k)``. ``t`` is a scalar tensor (torchdiffeq's
+    time). Returns ``velocity(x, t)``.
+    """
+    mix, path = teacher.mixture, teacher.path
+    mu, cov, log_w = mix.means, mix.covariances, mix.weights.log()
+    eye = torch.eye(mix.dim, dtype=mu.dtype, device=mu.device)
+
+    def velocity(x: Tensor, t: Tensor) -> Tensor:
+        cf = path.schedule(t)
+        a, b = cf.alpha, cf.beta
+        c = a**2 * cov + b**2 * eye  # (K, d, d)
+        diff = x[:, None, :] - a * mu[None]  # (N, K, d)
+        sol = torch.linalg.solve(c[None], diff[..., None])[..., 0]  # C_k^{-1} (x - alpha mu_k)
+        log_n = -0.5 * ((diff * sol).sum(-1) + torch.linalg.slogdet(c)[1])
+        logits = log_n + log_w
+        gamma = torch.exp(logits - torch.logsumexp(logits, dim=1, keepdim=True))
+        e_x0 = mu[None] + a * torch.einsum("kij,nkj->nki", cov, sol)
+        e_x1 = b * sol
+        vk = cf.alpha_dot * e_x0 + cf.beta_dot * e_x1
+        return torch.einsum("nk,nki->ni", gamma, vk)
+
+    return velocity
+
+
+_Runner = Callable[[Tensor], tuple[Tensor, int, float]]
+
+
+@dataclass(frozen=True)
+class _Baseline:
+    name: str
+    solver: str
+    velocity: str
+    make: Callable[[float, float], _Runner]  # (rtol, atol) -> run(x)
+    points: int | None = None  # a subsample (solved one point at a time), or all points
+
+
+def _xla_single_thread() -> str:
+    """Ask XLA for one CPU thread when JAX is not imported yet (torch runs on one thread too);
+    returns what was done, for the record."""
+    if "jax" in sys.modules:
+        return "XLA default (JAX was imported before the benchmark)"
+    flags = os.environ.get("XLA_FLAGS", "")
+    os.environ["XLA_FLAGS"] = (
+        f"{flags} --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1".strip()
+    )
+    return "XLA one thread (--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1)"
+
+
+def _make_baselines(teacher: GaussianMixtureTeacher, names: tuple[str, ...]) -> list[_Baseline]:
+    out: list[_Baseline] = []
+    user_v = logsumexp_velocity(teacher)
+
+    def tde(method: str, velocity: Callable[[Tensor, Tensor], Tensor]):
+        def make(rtol: float, atol: float) -> _Runner:
+            return lambda x: _torchdiffeq(velocity, x, rtol, atol, method=method)
+
+        return make
+
+    for name in names:
+        if name.startswith("torchdiffeq_"):
+            method = name.split("_")[1]
+            user = name.endswith("_logsumexp")
+            out.append(
+                _Baseline(
+                    name,
+                    f"torchdiffeq.odeint(method='{method}')",
+                    "logsumexp_velocity (a user's log-sum-exp posterior)"
+                    if user
+                    else "GaussianMixtureTeacher.velocity",
+                    tde(method, user_v if user else teacher.velocity),
+                )
+            )
+        elif name.startswith("diffrax_"):
+            from ..reference_models.jax_backend import HAS_JAX, JaxFlowMap, JaxTeacher
+
+            if not HAS_JAX or teacher.mixture.device.type != "cpu":
+                continue
+            jt = JaxTeacher(teacher)
+            solver = name.split("_")[1]
+
+            def make_jax(rtol: float, atol: float, solver: str = solver, jt: Any = jt) -> _Runner:
+                fm = JaxFlowMap(jt, solver=solver, rtol=rtol, atol=atol)
+
+                def run(x: Tensor) -> tuple[Tensor, int, float]:
+                    sol = fm.solve(x.cpu().numpy(), 1.0, 0.0)
+                    steps = np.asarray(sol.n_steps)
+                    stages = {"dopri5": 6, "dopri8": 12, "tsit5": 6}[solver]  # FSAL
+                    x0 = torch.tensor(np.asarray(sol.x_s), device=x.device)
+                    return x0, int(steps.max()) * stages, float(steps.mean()) * stages
+
+                return run
+
+            out.append(
+                _Baseline(
+                    name,
+                    f"diffrax.diffeqsolve({solver.capitalize()}, PIDController) "
+                    "under jax.jit(jax.vmap)",
+                    "JaxTeacher.velocity_one (the same closed form in jax.numpy)",
+                    make_jax,
+                )
+            )
+        elif name == "scipy_dop853":
+
+            def make_scipy(rtol: float, atol: float) -> _Runner:
+                from scipy.integrate import solve_ivp
+
+                def run(x: Tensor) -> tuple[Tensor, int, float]:
+                    outs, evals = [], []
+                    for row in x.cpu().numpy():
+
+                        def f(t: float, y: np.ndarray) -> np.ndarray:
+                            xt = torch.from_numpy(y)[None].to(x.device)
+                            return teacher.velocity(xt, t)[0].cpu().numpy()
+
+                        sol = solve_ivp(f, (1.0, 0.0), row, method="DOP853", rtol=rtol, atol=atol)
+                        if not sol.success:
+                            raise RuntimeError(f"solve_ivp failed: {sol.message}")
+                        outs.append(sol.y[:, -1])
+                        evals.append(sol.nfev)
+                    x0 = torch.from_numpy(np.stack(outs)).to(x.device)
+                    return x0, int(max(evals)), float(np.mean(evals))
+
+                return run
+
+            out.append(
+                _Baseline(
+                    name,
+                    "scipy.integrate.solve_ivp(method='DOP853'), one point at a time",
+                    "GaussianMixtureTeacher.velocity on one point",
+                    make_scipy,
+                    points=SCIPY_POINTS,
+                )
+            )
+        else:
+            raise ValueError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
+    return out
 
 
 def run_teacher_benchmark(
@@ -247,6 +448,7 @@ def run_teacher_benchmark(
     reference_rtol: float = 1e-13,
     reference_check: int = 2000,
     repeats: int = 1,
+    baselines: Sequence[str] | None = None,
     command: str = "",
     progress: Callable[[str], None] | None = None,
     finished: dict[str, Any] | None = None,
@@ -262,6 +464,8 @@ def run_teacher_benchmark(
         reference_rtol: tolerance of the reference solve.
         reference_check: points on which the reference is compared with torchdiffeq dopri8.
         repeats: timed runs of each solver, interleaved; the fastest wall and CPU times count.
+        baselines: names from :data:`BASELINES` to compare with (all by default; the diffrax
+            ones are skipped without JAX or off the CPU).
         command: the command line, recorded in the JSON.
         progress: called with a label as each stage starts (at most :func:`stage_count` times).
         finished: filled with each stage's result as it finishes (``{label: {...}}`` with its
@@ -271,9 +475,23 @@ def run_teacher_benchmark(
     Besides the runs at the same tolerance, ours is also timed at looser tolerances
     (``rtol * 3, 10, 30, 100``): ``matched_error`` reports the loosest whose measured error is
     still at most the baseline's, i.e. the speed-up at the same or better measured error.
+
+    Then each of ``baselines`` runs on the same points: at the same rtol, and at the first rtol
+    of ``rtol * SEARCH_FACTORS`` whose measured error is at most ours at ``rtol`` (matched
+    error; ``None`` when none reaches it). After the search, ours and every baseline at both
+    tolerances are timed again in interleaved repeats (one process, one thread count), and
+    ``baselines[name]`` holds the runs, the search and the speed-ups (baseline time over ours;
+    ``scipy_dop853`` solves :data:`SCIPY_POINTS` points one at a time and its times are scaled
+    to ``n``, its memory is not). ``speedup_same_velocity_matched_error`` is the speed-up over
+    ``torchdiffeq_dopri5`` at matched error.
     """
     if not 1 <= n <= MAX_N:
         raise ValueError(f"n must be between 1 and at most MAX_N = {MAX_N:,}, got {n}")
+    chosen = tuple(BASELINES if baselines is None else baselines)
+    for name in chosen:
+        if name not in BASELINES:
+            raise ValueError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
+    xla = _xla_single_thread() if any(b.startswith("diffrax_") for b in chosen) else None
     done: dict[str, Any] = {} if finished is None else finished
 
     def stage(label: str) -> float:
@@ -324,9 +542,15 @@ def run_teacher_benchmark(
         fn(x1[: min(n, 256)])
     record("warm_up", start)
 
-    def timed_run(label: str, fn: Callable[[], tuple[Tensor, int, float]]) -> RunResult:
+    loads: list[float] = []
+
+    def timed_run(
+        label: str, fn: Callable[[], tuple[Tensor, int, float]], against: Tensor | None = None
+    ) -> RunResult:
         stage(label)
-        res = _time(fn, dev, ref)
+        if hasattr(os, "getloadavg"):
+            loads.append(os.getloadavg()[0])
+        res = _time(fn, dev, ref if against is None else against)
         done[label] = asdict(res)
         return res
 
@@ -362,6 +586,81 @@ def run_teacher_benchmark(
         matched = {"rtol": rtol * factor, **asdict(res)}
     matched["speedup"] = res_base.seconds / matched["seconds"]
 
+    # ---- baselines on the same velocity: matched-error search, then interleaved repeats
+    target = res_ours.max_error
+    bases = _make_baselines(teacher, chosen)
+    runners: dict[tuple[str, str], tuple[float, _Runner]] = {}
+    searches: dict[str, list[dict[str, Any]]] = {}
+    inputs: dict[str, tuple[Tensor, Tensor]] = {}
+    for b in bases:
+        pts = n if b.points is None else min(n, b.points)
+        xb, refb = x1[:pts], ref[:pts]
+        inputs[b.name] = (xb, refb)
+        searches[b.name] = []
+        for factor in SEARCH_FACTORS:
+            r_b = rtol * factor
+            run = b.make(r_b, atol * factor)
+            res = timed_run(
+                f"{b.name} at rtol {r_b:.3g} (search)", functools.partial(run, xb), refb
+            )
+            searches[b.name].append(
+                {"rtol": r_b, "max_error": res.max_error, "seconds_first_call": res.seconds}
+            )
+            if factor == 1.0:
+                runners[(b.name, "same_rtol")] = (r_b, run)
+            if res.max_error <= target:
+                runners[(b.name, "matched_error")] = (r_b, run)
+                break
+    ours_runs = list(timed["ours"])
+    again: dict[tuple[str, str], list[RunResult]] = {key: [] for key in runners}
+    for i in range(max(1, repeats)):
+        ours_runs.append(timed_run(f"ours, interleaved repeat {i + 1}", lambda: run_ours(x1)))
+        for key, (_, run) in runners.items():
+            xb, refb = inputs[key[0]]
+            again[key].append(
+                timed_run(f"{key[0]} {key[1]}, repeat {i + 1}", functools.partial(run, xb), refb)
+            )
+    ours_best = fastest(ours_runs)
+    baseline_records: dict[str, dict[str, Any]] = {}
+    for b in bases:
+        pts = inputs[b.name][0].shape[0]
+        scale = n / pts
+        rec: dict[str, Any] = {
+            "solver": b.solver,
+            "velocity": b.velocity,
+            "points_solved": pts,
+            "times_scaled_to_n": scale != 1.0,
+            "search": searches[b.name],
+        }
+        for which in ("same_rtol", "matched_error"):
+            if (b.name, which) not in runners:
+                rec[which] = None
+                rec[f"speedup_{which}"] = None
+                continue
+            best_b = fastest(again[(b.name, which)])
+            best_b = replace(
+                best_b, seconds=best_b.seconds * scale, cpu_seconds=best_b.cpu_seconds * scale
+            )
+            rec[which] = {"rtol": runners[(b.name, which)][0], **asdict(best_b)}
+            rec[f"speedup_{which}"] = best_b.seconds / ours_best.seconds
+            rec[f"speedup_{which}_cpu_time"] = best_b.cpu_seconds / ours_best.cpu_seconds
+        baseline_records[b.name] = rec
+    dopri5 = baseline_records.get("torchdiffeq_dopri5", {})
+    comparison = {
+        "ours": {"solver": "ExactFlowMap(method='dop853')", "rtol": rtol, **asdict(ours_best)},
+        "target_error": target,
+        "search_factors": list(SEARCH_FACTORS),
+        "xla_threads": xla,
+        "load_average_1min": {
+            "min": min(loads, default=float("nan")),
+            "max": max(loads, default=float("nan")),
+            "mean": sum(loads) / len(loads) if loads else float("nan"),
+        },
+        "note": "speed-up = baseline time / ours (fastest of the interleaved repeats); "
+        "matched error = the baseline's first rtol in rtol * search_factors whose max error "
+        "over the points is at most ours at rtol",
+    }
+
     return TeacherBenchmark(
         n=n,
         device=str(dev) if dev.type == "cpu" else f"{dev} ({torch.cuda.get_device_name(dev)})",
@@ -390,6 +689,9 @@ def run_teacher_benchmark(
             "checked_points": m,
             "max_difference": ref_agreement,
         },
+        speedup_same_velocity_matched_error=dopri5.get("speedup_matched_error"),
+        baselines=baseline_records,
+        comparison=comparison,
         runs={
             "ours": {"solver": "ExactFlowMap(method='dop853')", **asdict(res_ours)},
             "baseline": {
@@ -431,6 +733,28 @@ def format_result(r: TeacherBenchmark) -> str:
         f"  reference: rtol {r.reference['rtol']:g}, agrees with dopri8 to "
         f"{r.reference['max_difference']:.1e} on {r.reference['checked_points']} points",
     ]
+    if r.baselines:
+        ours = r.comparison["ours"]
+        lines.append(
+            f"  baselines (ours {ours['seconds']:.3f} s, cpu {ours['cpu_seconds']:.3f}, max error "
+            f"{ours['max_error']:.2e}; load average {r.comparison['load_average_1min']['mean']:.1f})"
+        )
+        for name, b in r.baselines.items():
+            same, matched = b["same_rtol"], b["matched_error"]
+            part = (
+                f"same rtol {same['seconds']:.3f} s ({b['speedup_same_rtol']:.1f}x, error "
+                f"{same['max_error']:.1e})"
+                if same
+                else "same rtol: -"
+            )
+            part += (
+                f"; matched error at rtol {matched['rtol']:.2g}: {matched['seconds']:.3f} s "
+                f"({b['speedup_matched_error']:.1f}x)"
+                if matched
+                else "; matched error not reached in the search"
+            )
+            scaled = f" [{b['points_solved']} points, scaled]" if b["times_scaled_to_n"] else ""
+            lines.append(f"    {name:29s} {part}{scaled}")
     return "\n".join(lines)
 
 
