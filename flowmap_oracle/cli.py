@@ -174,26 +174,27 @@ def check_objective(text: str) -> str:
     return text if text in (MODEL, "sampler", "network") else method_name(text)
 
 
+def _known_names(text: str, known: Sequence[str], what: str) -> list[str]:
+    """A comma-separated list of names, each one of ``known`` (else one line, exit status 2)."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        _invalid(f"unknown {what} {unknown}; known {what}: {', '.join(known)}")
+    return names
+
+
 def baseline_names(text: str) -> list[str]:
     """``bench teachers --baselines``: a comma-separated list of known baselines."""
     from .experiments.bench_teachers import BASELINES
 
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in BASELINES]
-    if unknown or not names:
-        _invalid(f"unknown baselines {unknown}; known baselines: {', '.join(BASELINES)}")
-    return names
+    return _known_names(text, list(BASELINES), "baselines")
 
 
 def section_names(text: str) -> list[str]:
     """A comma-separated list of report sections."""
     from .reports.report import SECTIONS
 
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in SECTIONS]
-    if unknown or not names:
-        _invalid(f"unknown report sections {unknown}; known sections: {', '.join(SECTIONS)}")
-    return names
+    return _known_names(text, SECTIONS, "report sections")
 
 
 def output_path(text: str) -> Path:

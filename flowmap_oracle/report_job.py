@@ -24,6 +24,7 @@ import torch
 
 from .progress import Progress
 from .reports.identities_section import IdentitiesSectionInputs
+from .reports.objectives_benchmark_section import ObjectivesBenchmarkSectionInputs
 from .reports.objectives_section import ObjectivesSectionInputs
 from .reports.oracle_section import EXAMPLES, ExampleRun, OracleSectionInputs
 from .reports.report import SECTIONS, check_sections, write_report
@@ -155,6 +156,25 @@ def teachers_inputs(
     )
 
 
+OBJECTIVES_BENCHMARK = "objectives_cpu.json"
+"""The committed ``bench objectives --json`` document the report lays out."""
+
+
+def objectives_benchmark_inputs(
+    *, benchmarks_dir: str | os.PathLike | None = None, progress: Progress | None = None
+) -> ObjectivesBenchmarkSectionInputs:
+    """Read the committed benchmark of objectives (:data:`OBJECTIVES_BENCHMARK` in
+    ``benchmarks_dir``); the section says so when there is none."""
+    from .experiments.bench_objectives import load_objectives_benchmark
+
+    if benchmarks_dir is None:
+        return ObjectivesBenchmarkSectionInputs(None, None)
+    path = Path(benchmarks_dir) / OBJECTIVES_BENCHMARK
+    if not path.is_file():
+        return ObjectivesBenchmarkSectionInputs(None, os.fspath(path))
+    return ObjectivesBenchmarkSectionInputs(load_objectives_benchmark(path), os.fspath(path))
+
+
 def _preset_summary(name: str, mixture: GaussianMixture) -> PresetSummary:
     kind = mixture.covariance_type
     if kind is None:  # GaussianMixture.__post_init__ resolves it
@@ -278,6 +298,7 @@ _SECTION_FUNCTIONS = {
     "teachers": "teachers_inputs",
     "training": "training_inputs",
     "objectives": "objectives_inputs",
+    "objectives_benchmark": "objectives_benchmark_inputs",
     "oracle": "oracle_inputs",
 }
 _ORIGINALS: dict[str, Callable[..., Any]] = {}  # filled below, once every function is defined
@@ -456,6 +477,7 @@ def build_report(
         "teachers": {"quick": quick},
         "training": {"quick": short},
         "objectives": {"quick": short},
+        "objectives_benchmark": {"benchmarks_dir": benchmarks_dir},
         "oracle": {"quick": quick, "examples": full},
     }
     ordered = [name for name in SECTIONS if name in chosen]
@@ -468,6 +490,8 @@ def build_report(
         return bool(version) and fn is _ORIGINALS.get(name)
 
     def finish(name: str, value: Any) -> Any:
+        if name == "objectives_benchmark":  # the committed records, read afresh
+            return objectives_benchmark_inputs(benchmarks_dir=benchmarks_dir)
         if name == "teachers":  # the records are read afresh, never from the cache
             value = dataclasses.replace(
                 value,

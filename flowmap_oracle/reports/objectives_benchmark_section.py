@@ -71,9 +71,15 @@ class ObjectivesBenchmark(Protocol):
 
 @dataclass(frozen=True)
 class ObjectivesBenchmarkSectionInputs:
-    """What the section lays out: the committed results of one ``bench objectives`` run."""
+    """What the section lays out: the committed results of one ``bench objectives`` run.
 
-    results: ObjectivesBenchmark
+    Attributes:
+        results: the run, or ``None`` when no committed results were found.
+        source: where they were read from (or looked for).
+    """
+
+    results: ObjectivesBenchmark | None
+    source: str | None = None
 
 
 __all__ = [
@@ -355,9 +361,19 @@ def add_objectives_benchmark_section(
 ) -> None:
     """The section "Benchmark of objectives": how the grid was run, the table of one-step errors,
     the error against steps and against training compute, the (t, s) heatmaps, and failures."""
+    doc.heading("Benchmark of objectives")
+    if results.results is None:
+        where = results.source or "no benchmarks directory"
+        doc.paragraph(
+            literal(
+                f"No committed results of 'flowmap-oracle bench objectives' were found ({where}); "
+                "run 'flowmap-oracle bench objectives --json benchmarks/objectives_cpu.json' "
+                "to make them."
+            )
+        )
+        return
     plt = _pyplot()
     bench = results.results
-    doc.heading("Benchmark of objectives")
     cfg = bench.config
     doc.paragraph(
         "Every objective trains an MLP $F(x, t, s)$ at the same budget "

@@ -16,6 +16,10 @@ from typing import Any
 from .document import ReportDocument
 from .identities_section import IdentitiesSectionInputs, add_identities_section
 from .notation import literal
+from .objectives_benchmark_section import (
+    ObjectivesBenchmarkSectionInputs,
+    add_objectives_benchmark_section,
+)
 from .objectives_section import ObjectivesSectionInputs, add_objectives_section
 from .oracle_section import OracleSectionInputs, add_oracle_section
 from .teachers_section import TeachersSectionInputs, add_teachers_section
@@ -28,6 +32,7 @@ SECTIONS: list[str] = [
     "teachers",
     "training",
     "objectives",
+    "objectives_benchmark",
     "oracle",
 ]
 """Section module names under ``flowmap_oracle.reports``, in report order."""
@@ -37,6 +42,7 @@ SECTION_INPUTS: dict[str, type] = {
     "teachers": TeachersSectionInputs,
     "training": TrainingSectionInputs,
     "objectives": ObjectivesSectionInputs,
+    "objectives_benchmark": ObjectivesBenchmarkSectionInputs,
     "oracle": OracleSectionInputs,
 }
 """The inputs dataclass each section lays out."""
@@ -46,6 +52,7 @@ _ADD: dict[str, Callable[[ReportDocument, Any], None]] = {
     "teachers": add_teachers_section,
     "training": add_training_section,
     "objectives": add_objectives_section,
+    "objectives_benchmark": add_objectives_benchmark_section,
     "oracle": add_oracle_section,
 }
 

@@ -400,7 +400,7 @@ def shipped_second_segment_at_start() -> dict[str, Any]:
     objective="shortcut",
     description=(
         "a Shortcut loss as shipped trains its flow-matching boundary term at level L - 1 (a "
-        "step of 2^-(L-1)) instead of the velocity level L"
+        "real step, twice the finest one) instead of the velocity level L"
     ),
     inherit=False,
 )
