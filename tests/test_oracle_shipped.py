@@ -120,6 +120,25 @@ def test_a_step_past_the_end_of_the_path_fails_the_checks_and_does_not_escape():
     assert all(r.status == "fail" for r in results)
 
 
+@pytest.mark.parametrize("velocity", ["conditional", "teacher"])
+def test_descent_passes_a_loss_and_fails_the_same_loss_maximised(velocity):
+    # A negated loss keeps the exact map stationary (stationarity passes) but repels from it.
+    def loss(sign):
+        if velocity == "teacher":
+            return lambda m, x, teacher: sign * meanflow(m, x, teacher=teacher)
+        return lambda m, x: sign * meanflow(m, x)
+
+    for sign, verdict in ((1.0, "pass"), (-1.0, "fail")):
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            results = run_shipped_checks(
+                LINEAR, losses={"meanflow": ShippedLoss(loss(sign), velocity=velocity)}, repeats=16
+            )
+        status = {r.check: r.status for r in results}
+        assert status["meanflow.shipped.descent"] == verdict, results
+        assert status["meanflow.shipped.stationarity"] == "pass", results
+
+
 # -- alignment --------------------------------------------------------------------------------
 
 

@@ -188,7 +188,7 @@ def test_the_example_passes_every_check_as_shipped(module):
     expected = {f"sampler.{name}.exact_map" for name in impl.samplers}
     for method in impl.shipped_losses:
         checks = ("times", "alignment", "stationarity") if method != "imm" else ("times",)
-        expected |= {f"{method}.shipped.{c}" for c in (*checks, "stationarity")}
+        expected |= {f"{method}.shipped.{c}" for c in (*checks, "stationarity", "descent")}
     assert expected == {r.check for r in results}
 
 
@@ -256,7 +256,12 @@ def test_scm_in_float32_passes_and_its_bugs_are_caught():
         )
         verdicts[factory] = {r.check for r in results if r.status != "pass"}
     assert verdicts["implementation"] == set()
-    assert verdicts["wrong_implementation"] == CAUGHT_BY["examples.scm_trigflow"]
+    # and in float32 the reversed tangent is also seen to repel (the descent check); in float64
+    # at seed 0 that step is not distinguishable (reported), so the descent check is not among
+    # the float64 failures
+    assert verdicts["wrong_implementation"] == CAUGHT_BY["examples.scm_trigflow"] | {
+        "scm.shipped.descent"
+    }
 
 
 @pytest.mark.parametrize(("sign", "verdict"), [(1.0, "pass"), (-1.0, "fail")])

@@ -27,6 +27,7 @@ CAUGHT_BY = {
     # the second segment at z_t instead of z_s; a one-step sampler adding the average velocity
     "examples.split_meanflow": {
         "split_meanflow.shipped.stationarity",
+        "split_meanflow.shipped.descent",
         "sampler.one_step.exact_map",
     },
     # the self-consistency half step moved by the full step d; level 2 stepped by 2^-3

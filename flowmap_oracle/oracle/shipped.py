@@ -60,6 +60,11 @@ The checks hold for every correct weighting, metric, reduction and time distribu
     shares the noise and not the trajectory, with a bias of order ``(t - r)^2``; IMM with the
     biased MMD estimator), a nonzero gradient is reported as a property of the method, never
     failed.
+``<method>.shipped.descent``
+    at a perturbed map, the loss's expected gradient points away from the exact map, so a
+    small step moves towards it (``g . theta_c > 0``, a one-sided t-test that fails only a
+    significantly negative mean): the exact map attracts. A sign error that keeps the fixed
+    point (AYF-LMD's ``sign(s - t)`` flipped, a maximised loss) fails here only.
 ``sampler.<name>.exact_map``
     the sampler, run as shipped on the exact model, starts at the noise end, steps towards the
     data and, when it asks for flow-map steps (``s < t``), lands on the exact flow map from its
@@ -684,6 +689,7 @@ def check_stationarity(
         gcs = torch.stack(
             [harness.gradient(shipped, control, batch_size=n)[0] for _ in range(repeats)]
         )
+        _CONTROL_DRAWS[id(harness)] = (id(shipped), gcs)  # the descent check reuses them
     except _UserProblem as err:
         return _result(name, method, "fail", str(err), start)
     z0, zc = _z(g0s), _z(gcs)
@@ -738,6 +744,77 @@ def check_stationarity(
             start,
         )
     return _result(name, method, "pass", detail, start)
+
+
+_CONTROL_DRAWS: dict[int, tuple[int, Tensor]] = {}
+"""The stationarity check's gradient draws at the perturbed map, by harness (and loss), for
+:func:`check_descent`; :func:`run_shipped_checks` empties it."""
+
+
+def check_descent(
+    method: str, shipped: ShippedLoss, harness: _Harness, *, repeats: int = 32
+) -> CheckResult:
+    """``<method>.shipped.descent``: at a perturbed map ``theta_c`` (every ``theta_k = CONTROL``)
+    a small step against the loss's expected gradient ``g`` moves the network towards the exact
+    map (``theta = 0``): ``g . theta_c > 0``.
+
+    Stationarity says the exact map is a fixed point; this says it attracts. A sign error that
+    keeps the fixed point (AYF's ``sign(t - s)`` dropped on pairs with ``s > t``, a loss
+    maximised instead of minimised) fails here only. The statistic is ``d_i = g_i . theta_c``
+    over ``repeats`` draws of the loss (each from the user's own random state), judged by a
+    one-sided Student t-test: it fails only when the mean of ``d`` is significantly *negative*
+    (false-alarm rate :data:`FALSE_ALARM`), passes when it is significantly positive, and is
+    reported as not distinguishable otherwise. A loss with a stop-gradient is not the gradient
+    of an objective, so descent is not guaranteed by calculus for every direction; along the
+    oracle's fields it was measured on every example implementation (see the tests).
+    """
+    name, start = f"{method}.shipped.descent", time.perf_counter()
+    control = torch.full((N_FIELDS,), CONTROL, dtype=torch.float64)
+    cached = _CONTROL_DRAWS.get(id(harness))
+    try:
+        if cached is not None and cached[0] == id(shipped):
+            draws = cached[1]
+        else:
+            n = max(shipped.batch_size, 256) if shipped.velocity == "conditional" else None
+            k = repeats if shipped.velocity == "conditional" else max(8, repeats // 2)
+            draws = torch.stack(
+                [harness.gradient(shipped, control, batch_size=n)[0] for _ in range(k)]
+            )
+    except _UserProblem as err:
+        return _result(name, method, "fail", str(err), start)
+    d = draws @ control
+    k = d.shape[0]
+    mean, se = float(d.mean()), float(d.std() / math.sqrt(k))
+    from scipy.stats import t as student_t
+
+    bound = float(student_t.ppf(1 - FALSE_ALARM, k - 1))
+    t_stat = math.copysign(math.inf, mean) if se == 0.0 else mean / se
+    detail = (
+        f"g . theta_c = {mean:.3g} (t = {t_stat:.2f} over {k} draws, one-sided bound "
+        f"{bound:.2f}, false-alarm rate {FALSE_ALARM:g})"
+    )
+    if t_stat < -bound:
+        return _result(
+            name,
+            method,
+            "fail",
+            "a step of the loss from a perturbed map moves away from the exact map: the exact "
+            "map repels (a sign error that keeps the fixed point, e.g. a dropped sign(t - s) on "
+            f"one side of the diagonal, or the loss maximised); {detail}",
+            start,
+        )
+    if t_stat > bound:
+        return _result(
+            name, method, "pass", f"a step of the loss moves towards the exact map; {detail}", start
+        )
+    return _result(
+        name,
+        method,
+        "skip",
+        f"the direction of a step is not distinguishable at this batch; {detail}",
+        start,
+        skip_reason=SkipReason.NOT_APPLICABLE,
+    )
 
 
 BIASED_METHODS: dict[str, dict[str, str]] = {
@@ -1468,6 +1545,8 @@ def run_shipped_checks(
         elif method == "scm":
             results.append(check_scm_alignment(method, shipped, harness))
         results.append(check_stationarity(method, shipped, harness, repeats=repeats))
+        results.append(check_descent(method, shipped, harness, repeats=repeats))
+        _CONTROL_DRAWS.pop(id(harness), None)
     for name, sampler in (samplers or {}).items():
         if conv.framework == "jax":
             from .shipped_jax import check_jax_sampler
