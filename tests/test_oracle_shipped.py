@@ -290,3 +290,28 @@ def test_examples_pass_as_shipped_and_their_bugs_are_caught(module):
     loss_checks = {c for c in failed if ".shipped." in c}
     sampler_checks = {c for c in failed if c.startswith("sampler.")}
     assert loss_checks and sampler_checks, [(r.check, r.status) for r in results]
+
+
+def test_the_implied_weights_recover_the_weighting_the_loss_applies():
+    # Per-sample weights 1 + 3 t, as a time weighting in a training script.
+    def weighted(model, x):
+        t, r = _pairs(x.shape[0], x.dtype)
+        e = torch.randn_like(x)
+        z = (1 - t[:, None]) * x + t[:, None] * e
+        u, dudt = torch.func.jvp(model, (z, t, r), (e - x, torch.ones_like(t), 0 * r))
+        err = (u - (e - x - (t - r)[:, None] * dudt).detach()).pow(2).sum(1)
+        return ((1 + 3 * t) * err).mean()
+
+    result = check_alignment("meanflow", ShippedLoss(weighted), _harness())
+    assert result.status == "pass", result.message
+    w = result.weights
+    assert w is not None and len(w.t) > 0
+    ratio = torch.tensor(w.weight) / (1 + 3 * torch.tensor(w.t))
+    assert float(ratio.std() / ratio.mean()) < 1e-6  # proportional to 1 + 3 t, row by row
+    header, rows = w.table()
+    assert header[0] == "t" and len(rows) == 5
+    assert result.to_json()["implied_weights"]["weight"] == list(w.weight)
+    # the unweighted loss implies flat weights
+    flat = check_alignment("meanflow", ShippedLoss(lambda m, x: meanflow(m, x)), _harness())
+    assert flat.weights is not None
+    assert max(flat.weights.weight) / min(flat.weights.weight) < 1 + 1e-6

@@ -30,6 +30,7 @@ __all__ = [
     "CheckFailure",
     "CheckResult",
     "CheckSkipped",
+    "ImpliedWeights",
     "Mismatch",
     "SkipReason",
     "Status",
@@ -174,6 +175,59 @@ class CheckSkipped(Exception):
 
 
 @dataclass(frozen=True)
+class ImpliedWeights:
+    """The weight a loss gives each row, read off its gradient: at a network output the
+    gradient is ``w_i R_i`` for the reference residual ``R_i``, so ``w_i = <G_i, R_i> / |R_i|^2``
+    (the alignment checks). Shown relative to the median, so a user sees what their code
+    actually weights over ``(t, s)``, whatever they meant to write.
+
+    Attributes:
+        t, s: each row's times in our convention (data at 0, noise at 1).
+        weight: each row's weight relative to the median weight.
+    """
+
+    t: tuple[float, ...]
+    s: tuple[float, ...]
+    weight: tuple[float, ...]
+
+    MAX_ROWS = 512
+    """Rows kept (evenly spaced) in a result, so the JSON stays small."""
+
+    @classmethod
+    def from_tensors(cls, t: Tensor, s: Tensor, weight: Tensor) -> ImpliedWeights:
+        """Relative to the median of ``|weight|``, at most :attr:`MAX_ROWS` rows."""
+        rel = weight.double() / weight.double().abs().median().clamp_min(1e-300)
+        keep = torch.linspace(0, rel.shape[0] - 1, min(rel.shape[0], cls.MAX_ROWS)).round().long()
+        return cls(
+            tuple(float(v) for v in t.double()[keep]),
+            tuple(float(v) for v in s.double()[keep]),
+            tuple(float(v) for v in rel[keep]),
+        )
+
+    def table(self, bins: int = 5) -> tuple[list[str], list[list[str]]]:
+        """A table by start time ``t`` (``bins`` equal bins of ``[0, 1]``): the number of rows
+        and the median relative weight on the diagonal ``s = t`` and off it."""
+        header = ["t", "rows s = t", "weight s = t", "rows s != t", "weight s != t"]
+        rows = []
+        for k in range(bins):
+            lo, hi = k / bins, (k + 1) / bins
+            cells = [f"[{lo:.1f}, {hi:.1f}{']' if k == bins - 1 else ')'}"]
+            for on_diagonal in (True, False):
+                w = [
+                    wi
+                    for ti, si, wi in zip(self.t, self.s, self.weight, strict=True)
+                    if (lo <= ti < hi or (k == bins - 1 and ti == hi))
+                    and ((ti == si) == on_diagonal)
+                ]
+                cells += [str(len(w)), f"{sorted(w)[len(w) // 2]:.3g}" if w else "-"]
+            rows.append(cells)
+        return header, rows
+
+    def to_json(self) -> dict[str, list[float]]:
+        return {"t": list(self.t), "s": list(self.s), "weight": list(self.weight)}
+
+
+@dataclass(frozen=True)
 class CheckResult:
     """The outcome of one check on one implementation.
 
@@ -190,6 +244,7 @@ class CheckResult:
         skip_reason: why a skipped check did not run (``None`` unless ``status == "skip"``).
         traceback: when the implementation raised, its own frames as ``"file:line in function"``
             (innermost last; the oracle's and the frameworks' frames left out).
+        weights: the loss's implied weighting per row (the as-shipped alignment checks).
     """
 
     check: str
@@ -203,6 +258,7 @@ class CheckResult:
     seconds: float = 0.0
     skip_reason: SkipReason | None = None
     traceback: list[str] | None = None
+    weights: ImpliedWeights | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -216,6 +272,7 @@ class CheckResult:
             "case": None if self.case is None else asdict(self.case),
             "reproduce": self.reproduce,
             "traceback": None if self.traceback is None else list(self.traceback),
+            "implied_weights": None if self.weights is None else self.weights.to_json(),
             "seconds": round(self.seconds, 4),
         }
 

@@ -100,7 +100,7 @@ from ..reference_models import ExactAverageVelocity, ExactFlowMap, GaussianMixtu
 from ..reference_models.gmm import GaussianMixture
 from .adapters import ConventionAdapter, Conventions
 from .networks import RandomNetwork
-from .results import CheckResult, SkipReason, Status
+from .results import CheckResult, ImpliedWeights, SkipReason, Status
 
 __all__ = [
     "CallRecord",
@@ -954,6 +954,8 @@ def check_alignment(method: str, shipped: ShippedLoss, harness: _Harness) -> Che
         )
     w_all = torch.cat(weights)
     w_rel = w_all / w_all.abs().median().clamp_min(1e-300)
+    ts = torch.cat(times)
+    implied = ImpliedWeights.from_tensors(ts[:, 0], ts[:, 1], w_all)
     detail = (
         f"{n_rows} rows of {len(trained)} trained call(s); implied weight (relative to its "
         f"median) in [{float(w_rel.min()):.3g}, {float(w_rel.max()):.3g}]"
@@ -968,8 +970,11 @@ def check_alignment(method: str, shipped: ShippedLoss, harness: _Harness) -> Che
             f"F - [v - (t - s) dF/dt] (worst angle {angle:.1f} degrees): its target differs from "
             f"the {method} target (a sign, tangent, time or velocity error); {detail}",
             start,
+            weights=implied,
         )
-    return _result(name, method, "pass", f"worst cosine {worst:.8f}; {detail}", start)
+    return _result(
+        name, method, "pass", f"worst cosine {worst:.8f}; {detail}", start, weights=implied
+    )
 
 
 def _recovered_noise(harness: Any, call: CallRecord) -> tuple[Tensor, Tensor] | str:
@@ -1048,7 +1053,7 @@ def check_consistency_alignment(
         )
     tol = 1e-3 if harness.user_dtype == torch.float32 else 1e-6
     o = net.adapter.torch_ops
-    worst, n_rows, weights, gaps = 1.0, 0, [], []
+    worst, n_rows, weights, gaps, pairs = 1.0, 0, [], [], []
     for online in trained:
         targets = [c for c in calls if c is not online and c.x.shape == online.x.shape]
         if len(targets) != 1:
@@ -1109,6 +1114,7 @@ def check_consistency_alignment(
         n_rows += int(use.sum())
         weights.append(((G * R).sum(1) / r_norm.pow(2))[use])
         gaps.append((t - r)[use])
+        pairs.append(torch.stack([t[use], r[use]], 1))
     if n_rows == 0:
         return _result(
             name,
@@ -1119,6 +1125,8 @@ def check_consistency_alignment(
             skip_reason=SkipReason.NOT_APPLICABLE,
         )
     detail = f"{n_rows} rows; {_weights_summary(torch.cat(weights), torch.cat(gaps))}"
+    tr = torch.cat(pairs)
+    implied = ImpliedWeights.from_tensors(tr[:, 0], tr[:, 1], torch.cat(weights))
     if worst < 1 - tol:
         angle = math.degrees(math.acos(max(-1.0, min(1.0, worst))))
         return _result(
@@ -1129,8 +1137,11 @@ def check_consistency_alignment(
             f"angle {angle:.1f} degrees): it does not compare the two calls' consistency "
             f"functions by a distance of their difference; {detail}",
             start,
+            weights=implied,
         )
-    return _result(name, method, "pass", f"worst cosine {worst:.8f}; {detail}", start)
+    return _result(
+        name, method, "pass", f"worst cosine {worst:.8f}; {detail}", start, weights=implied
+    )
 
 
 def check_scm_alignment(method: str, shipped: ShippedLoss, harness: _Harness) -> CheckResult:
@@ -1200,6 +1211,8 @@ def check_scm_alignment(method: str, shipped: ShippedLoss, harness: _Harness) ->
         )
     w_all = torch.cat(weights)
     rel = w_all / w_all.abs().median().clamp_min(1e-300)
+    t_all = torch.cat(times)
+    implied = ImpliedWeights.from_tensors(t_all, torch.zeros_like(t_all), w_all)
     detail = (
         f"{n_rows} rows of {len(trained)} trained call(s); implied weight (relative to its "
         f"median) in [{float(rel.min()):.3g}, {float(rel.max()):.3g}]"
@@ -1214,8 +1227,11 @@ def check_scm_alignment(method: str, shipped: ShippedLoss, harness: _Harness) ->
             f"tangent df/dt towards the noise (worst angle {angle:.1f} degrees): a sign, "
             f"tangent or velocity error in the sCM target; {detail}",
             start,
+            weights=implied,
         )
-    return _result(name, method, "pass", f"worst cosine {worst:.8f}; {detail}", start)
+    return _result(
+        name, method, "pass", f"worst cosine {worst:.8f}; {detail}", start, weights=implied
+    )
 
 
 def _t_bound(repeats: int) -> float:

@@ -178,6 +178,9 @@ def write_check_report(
         )
     )
     _results_table(doc, results)
+    for r in results:
+        if r.weights is not None:
+            _implied_weights(doc, r)
     for r in failed:
         doc.heading(literal(f"Failure: {r.check}"), level=3)
         doc.paragraph(auto(r.description))
@@ -186,3 +189,33 @@ def write_check_report(
             doc.paragraph("Reproduce with:")
             doc.code(r.reproduce)
     return doc.save(path)
+
+
+def _implied_weights(doc: ReportDocument, r: CheckResult) -> None:
+    """The weighting a loss applies, as its alignment check read it off the gradient: a table
+    by start time and a scatter of the weight against ``t`` coloured by ``t - s``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    assert r.weights is not None
+    w = r.weights
+    doc.heading(literal(f"Implied weighting: {r.check}"), level=3)
+    doc.paragraph(
+        "The weight your loss gives each row, read off its gradient at the network's output "
+        "(relative to the median weight), by start time t (ours: data at 0, noise at 1), on the "
+        "diagonal s = t and off it."
+    )
+    header, rows = w.table()
+    doc.table(rows, header=header)
+    fig, ax = plt.subplots(figsize=(5.0, 3.0))
+    gaps = [a - b for a, b in zip(w.t, w.s, strict=True)]
+    points = ax.scatter(w.t, w.weight, c=gaps, s=8, cmap="viridis")
+    fig.colorbar(points, ax=ax, label="t - s")
+    ax.set_xlabel("t")
+    ax.set_ylabel("weight / median")
+    if all(v > 0 for v in w.weight):
+        ax.set_yscale("log")
+    doc.figure(fig, caption=Inline(f"Implied weight of each row against t ({r.check})."))
+    plt.close(fig)
