@@ -114,3 +114,27 @@ def test_report_options_are_checked(tmp_path, capsys):
         report_job.build_report(tmp_path / "r.pdf", quick=True, full=True)
     with pytest.raises(ValueError, match="jobs must be a positive int"):
         report_job.build_report(tmp_path / "r.pdf", jobs=0)
+
+
+def test_every_section_has_a_function_and_a_place_in_the_parallel_order():
+    from flowmap_oracle.reports.report import SECTIONS
+
+    assert set(report_job._SECTION_FUNCTIONS) == set(SECTIONS)
+    assert sorted(report_job._EXPECTED_ORDER) == sorted(SECTIONS)
+
+
+def test_the_benchmark_sections_run_in_parallel_with_the_committed_records(tmp_path):
+    from pathlib import Path
+
+    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
+    timings: dict = {}
+    report_job.build_report(
+        tmp_path / "b.pdf",
+        quick=True,
+        sections=["teachers", "objectives_benchmark"],
+        benchmarks_dir=benchmarks,
+        jobs=2,
+        timings=timings,
+    )
+    assert set(timings) == {"teachers", "objectives_benchmark"}
+    assert (tmp_path / "b.pdf").stat().st_size > 0
