@@ -960,18 +960,38 @@ def check_alignment(method: str, shipped: ShippedLoss, harness: _Harness) -> Che
         f"{n_rows} rows of {len(trained)} trained call(s); implied weight (relative to its "
         f"median) in [{float(w_rel.min()):.3g}, {float(w_rel.max()):.3g}]"
     )
-    if worst < 1 - tol:
-        angle = math.degrees(math.acos(max(-1.0, min(1.0, worst))))
-        return _result(
-            name,
-            method,
-            "fail",
+    return _alignment_verdict(
+        name,
+        method,
+        worst,
+        tol,
+        lambda angle: (
             f"the loss's gradient at a network output is not along the reference residual "
             f"F - [v - (t - s) dF/dt] (worst angle {angle:.1f} degrees): its target differs from "
-            f"the {method} target (a sign, tangent, time or velocity error); {detail}",
-            start,
-            weights=implied,
-        )
+            f"the {method} target (a sign, tangent, time or velocity error); {detail}"
+        ),
+        detail,
+        start,
+        implied,
+    )
+
+
+def _alignment_verdict(
+    name: str,
+    method: str,
+    worst: float,
+    tol: float,
+    failure: Callable[[float], str],
+    detail: str,
+    start: float,
+    implied: ImpliedWeights,
+) -> CheckResult:
+    """The alignment checks' verdict: fail when the worst cosine between the loss's gradient and
+    the reference direction is below ``1 - tol`` (``failure(angle in degrees)`` says why), else
+    pass; both carry the implied weights."""
+    if worst < 1 - tol:
+        angle = math.degrees(math.acos(max(-1.0, min(1.0, worst))))
+        return _result(name, method, "fail", failure(angle), start, weights=implied)
     return _result(
         name, method, "pass", f"worst cosine {worst:.8f}; {detail}", start, weights=implied
     )
@@ -1127,20 +1147,19 @@ def check_consistency_alignment(
     detail = f"{n_rows} rows; {_weights_summary(torch.cat(weights), torch.cat(gaps))}"
     tr = torch.cat(pairs)
     implied = ImpliedWeights.from_tensors(tr[:, 0], tr[:, 1], torch.cat(weights))
-    if worst < 1 - tol:
-        angle = math.degrees(math.acos(max(-1.0, min(1.0, worst))))
-        return _result(
-            name,
-            method,
-            "fail",
+    return _alignment_verdict(
+        name,
+        method,
+        worst,
+        tol,
+        lambda angle: (
             "the loss's gradient at the online output is not along f_online - f_target (worst "
             f"angle {angle:.1f} degrees): it does not compare the two calls' consistency "
-            f"functions by a distance of their difference; {detail}",
-            start,
-            weights=implied,
-        )
-    return _result(
-        name, method, "pass", f"worst cosine {worst:.8f}; {detail}", start, weights=implied
+            f"functions by a distance of their difference; {detail}"
+        ),
+        detail,
+        start,
+        implied,
     )
 
 
@@ -1217,20 +1236,19 @@ def check_scm_alignment(method: str, shipped: ShippedLoss, harness: _Harness) ->
         f"{n_rows} rows of {len(trained)} trained call(s); implied weight (relative to its "
         f"median) in [{float(rel.min()):.3g}, {float(rel.max()):.3g}]"
     )
-    if worst < 1 - tol:
-        angle = math.degrees(math.acos(max(-1.0, min(1.0, worst))))
-        return _result(
-            name,
-            method,
-            "fail",
+    return _alignment_verdict(
+        name,
+        method,
+        worst,
+        tol,
+        lambda angle: (
             "the loss's gradient at the consistency function's output is not along its "
             f"tangent df/dt towards the noise (worst angle {angle:.1f} degrees): a sign, "
-            f"tangent or velocity error in the sCM target; {detail}",
-            start,
-            weights=implied,
-        )
-    return _result(
-        name, method, "pass", f"worst cosine {worst:.8f}; {detail}", start, weights=implied
+            f"tangent or velocity error in the sCM target; {detail}"
+        ),
+        detail,
+        start,
+        implied,
     )
 
 
