@@ -56,7 +56,15 @@ each is *declared* through :class:`Conventions` (nothing is guessed; unknown key
       (``time_input_scale=1000`` for the ``1000 * 0.25 log(sigma)`` of the original code);
     * ``"trigflow"`` (Lu & Song 2024; time ``"trigflow_angle"``): ``f = cos(t) x_t - sin(t) sd
       F(x_t / sd, c(t))``, i.e. ``c_skip = cos t``, ``c_out = -sd sin t``, ``c_in = 1 / sd``,
-      ``c(t) = t`` by default.
+      ``c(t) = t`` by default;
+    * ``"ctm"`` (Kim et al. 2023, consistency trajectory models; time ``"edm_sigma"``, signature
+      ``"x_t_s"`` or ``"x_s_t"``, prediction ``"x0"``): the raw network takes *both* times,
+      ``D(x_u, tau, rho) = c_skip(tau) x_u + c_out(tau) raw(c_in(tau) x_u, c(tau), c(rho))``
+      with EDM's ``c_skip``, ``c_out``, ``c_in`` at the start time and ``c`` applied to each
+      time (``log(sigma) / 4`` by default, ``-inf`` at ``sigma = 0``; ``time_input_scale=1000``
+      for the ``1000 * 0.25 log(sigma)`` of the original code). With prediction ``"x0"`` the
+      map is CTM's ``g(x_t, t, s) = (s / t) x_t + (1 - s / t) D``, exactly the identity at
+      ``s = t``.
 
     A call of the raw network is decoded back to our ``(x, t)`` (``tau`` from ``c``, ``x_u =
     input / c_in``); where ``c_out = 0`` (``sigma = sigma_min``) the raw output is not read by
@@ -147,6 +155,7 @@ class Preconditioning(StrEnum):
     EDM = "edm"
     CONSISTENCY = "consistency"
     TRIGFLOW = "trigflow"
+    CTM = "ctm"
 
 
 class TimeInput(StrEnum):
@@ -232,12 +241,14 @@ class Conventions:
             ``"lipman"``; the oracle's teacher lives on the same path. The EDM and TrigFlow time
             variables and the ``x0`` / ``epsilon`` predictions are written for the linear path,
             so they require it.
-        preconditioning: ``"none"`` (default) | ``"edm"`` | ``"consistency"`` | ``"trigflow"``.
+        preconditioning: ``"none"`` (default) | ``"edm"`` | ``"consistency"`` | ``"trigflow"``
+            | ``"ctm"`` (two-time, see the module docstring).
         sigma_data: the data's scale in the user's units (default 1).
         sigma_min: the smallest sigma of ``"consistency"`` preconditioning (user units).
-        time_input: ``"time"`` | ``"log_time/4"``: how a single-time network reads its time
-            (default ``"log_time/4"`` under EDM and consistency preconditioning, else
-            ``"time"``); ``time_input_scale`` multiplies it (default 1).
+        time_input: ``"time"`` | ``"log_time/4"``: how a single-time network (or the raw
+            network of ``"ctm"``, both times) reads its time (default ``"log_time/4"`` under
+            EDM, consistency and CTM preconditioning, else ``"time"``); ``time_input_scale``
+            multiplies it (default 1).
 
     Values are stored as the enums :class:`Time`, :class:`Signature`, :class:`Prediction`,
     :class:`Framework` and :class:`DType` (string subclasses: ``conventions.time == "noise_at_1"``
@@ -319,11 +330,13 @@ class Conventions:
                     f"{', '.join(TIME_INPUTS)}"
                 ) from None
         single = self.signature == Signature.X_T
+        two_time = self.preconditioning == Preconditioning.CTM
         plain_input = self.time_input in (None, TimeInput.TIME) and self.time_input_scale == 1.0
-        if not single and not plain_input:
+        if not (single or two_time) and not plain_input:
             raise ConventionError(
-                "time_input and time_input_scale describe a single-time network; declare "
-                f"signature 'x_t' (got {self.signature.value!r})"
+                "time_input and time_input_scale describe a single-time network or the raw "
+                f"network of preconditioning 'ctm'; declare signature 'x_t' (got "
+                f"{self.signature.value!r})"
             )
         if self.sigma_data != 1.0 and self.prediction == Prediction.EPSILON:
             raise ConventionError(
@@ -344,6 +357,17 @@ class Conventions:
                 f"preconditioning {p.value!r} is written in time {wanted.value!r}; "
                 f"got time {self.time.value!r}"
             )
+        if two_time:
+            if self.signature not in (Signature.X_T_S, Signature.X_S_T) or (
+                self.prediction != Prediction.X0
+            ):
+                raise ConventionError(
+                    "preconditioning 'ctm' wraps a raw two-time network G(c_in x, c(t), c(s)) "
+                    "into a data prediction: declare signature 'x_t_s' (or 'x_s_t') and "
+                    f"prediction 'x0' (got signature {self.signature.value!r}, prediction "
+                    f"{self.prediction.value!r})"
+                )
+            return
         if not single or self.prediction != Prediction.X0:
             raise ConventionError(
                 f"preconditioning {p.value!r} wraps a raw single-time network into a data "
@@ -361,11 +385,15 @@ class Conventions:
 
     @property
     def resolved_time_input(self) -> TimeInput:
-        """``time_input``, or its default: ``"log_time/4"`` under EDM and consistency
+        """``time_input``, or its default: ``"log_time/4"`` under EDM, consistency and CTM
         preconditioning, ``"time"`` otherwise."""
         if self.time_input is not None:
             return self.time_input
-        if self.preconditioning in (Preconditioning.EDM, Preconditioning.CONSISTENCY):
+        if self.preconditioning in (
+            Preconditioning.EDM,
+            Preconditioning.CONSISTENCY,
+            Preconditioning.CTM,
+        ):
             return TimeInput.LOG_TIME_4
         return TimeInput.TIME
 
@@ -858,7 +886,9 @@ class ConventionAdapter:
         return "data"
 
     def time_to_input(self, tau, *, ops: _Ops | None = None):
-        """A single-time network's time argument for user time ``tau`` (``time_input``)."""
+        """A single-time network's time argument for user time ``tau`` (``time_input``); under
+        preconditioning ``"ctm"`` each of the raw network's two time arguments
+        (``c(0) = -inf`` for ``"log_time/4"``)."""
         o = ops or self._ops
         c = self.conventions
         if c.resolved_time_input == TimeInput.LOG_TIME_4:
@@ -887,6 +917,9 @@ class ConventionAdapter:
         if sig == "x_t":
             _require_same(rho, self._single_end(o, tau), self.single_time_end)
             return (self.time_to_input(tau, ops=o),)
+        if self.conventions.preconditioning == Preconditioning.CTM:
+            a_t, a_s = self.time_to_input(tau, ops=o), self.time_to_input(rho, ops=o)
+            return (a_t, a_s) if sig == "x_t_s" else (a_s, a_t)
         if sig == "x_t_s":
             return tau, rho
         if sig == "x_s_t":
@@ -903,6 +936,9 @@ class ConventionAdapter:
         if sig == "x_t":
             tau = self.input_to_time(a1, ops=o)
             return tau, self._single_end(o, tau)
+        if self.conventions.preconditioning == Preconditioning.CTM:
+            b1, b2 = self.input_to_time(a1, ops=o), self.input_to_time(a2, ops=o)
+            return (b1, b2) if sig == "x_t_s" else (b2, b1)
         if sig == "x_t_s":
             return a1, a2
         if sig == "x_s_t":
