@@ -128,6 +128,75 @@ class MLPFlowMap(FlowMapModel):
         )
         return self.net(h)
 
+    def _fusable(self) -> bool:
+        """Whether :meth:`fused_jvp` computes what :meth:`forward` computes: the class's own
+        ``forward``, ``net`` still alternating ``Linear`` and ``SiLU``, and no module hooks."""
+        if type(self).forward is not MLPFlowMap.forward:
+            return False
+        layers = list(self.net)
+        if len(layers) % 2 != 1 or not isinstance(layers[-1], nn.Linear):
+            return False
+        for k, layer in enumerate(layers[:-1]):
+            if not isinstance(layer, nn.SiLU if k % 2 else nn.Linear):
+                return False
+        for module in (self, *self.modules()):
+            if module._forward_hooks or module._forward_pre_hooks:
+                return False
+        return True
+
+    def fused_jvp(
+        self, primals: tuple[Tensor, ...], tangents: tuple[Tensor, ...]
+    ) -> tuple[Tensor, Tensor]:
+        """``F(x, t, s)`` and its directional derivative along ``(dx, dt, ds)`` in one pass.
+
+        The tangent is pushed through the same layers as the input (forward-mode by hand: the
+        tangent of ``Linear`` is the product with its weight, that of SiLU is
+        ``silu'(z) dz = (sigma + silu (1 - sigma)) dz``), with ordinary differentiable torch
+        operations, so both outputs support reverse mode and ``torch.func`` transforms. It
+        returns what ``torch.func.jvp(self, primals, tangents)`` returns (equal to rounding;
+        ``tests/test_experiments_fused_jvp.py``) at a fraction of its per-operation overhead, and
+        is what :func:`~flowmap_oracle.objectives.derivatives.directional_derivative` uses for
+        this network. A subclass that overrides ``forward``, a changed ``net`` or a module hook
+        falls back to ``torch.func.jvp``.
+
+        Arguments:
+            primals: ``(x, t, s)``, shapes ``(N, d)``, ``(N,)``, ``(N,)``.
+            tangents: ``(dx, dt, ds)`` of the same shapes.
+
+        Returns:
+            ``(F(x, t, s), J_x F dx + d_t F dt + d_s F ds)``, both of shape ``(N, d)``.
+        """
+        if len(primals) != 3 or len(tangents) != 3:
+            raise ValueError(
+                f"fused_jvp takes (x, t, s) and three tangents; got {len(primals)} primals and "
+                f"{len(tangents)} tangents"
+            )
+        if not self._fusable():
+            return cast(tuple[Tensor, Tensor], torch.func.jvp(self, primals, tangents))
+        x, t, s = primals
+        dx, dt, ds = tangents
+        ft, dft = self._features_and_tangent(t, dt)
+        fs, dfs = self._features_and_tangent(s, ds)
+        h = torch.cat([x, ft, fs, t[:, None], (t - s)[:, None]], dim=1)
+        dh = torch.cat([dx, dft, dfs, dt[:, None], (dt - ds)[:, None]], dim=1)
+        layers = cast(list[nn.Linear], list(self.net)[::2])
+        for layer in layers[:-1]:
+            z = nn.functional.linear(h, layer.weight, layer.bias)
+            dz = nn.functional.linear(dh, layer.weight)
+            h = nn.functional.silu(z)
+            sig = torch.sigmoid(z)
+            dh = dz * torch.addcmul(sig, h, 1 - sig)
+        last = layers[-1]
+        return nn.functional.linear(h, last.weight, last.bias), nn.functional.linear(
+            dh, last.weight
+        )
+
+    def _features_and_tangent(self, t: Tensor, dt: Tensor) -> tuple[Tensor, Tensor]:
+        a = t[:, None] * self.frequencies
+        da = dt[:, None] * self.frequencies
+        sin, cos = a.sin(), a.cos()
+        return torch.cat([sin, cos], dim=1), torch.cat([cos * da, -sin * da], dim=1)
+
 
 class TeacherFlowMap(FlowMapModel):
     """The exact teacher flow map behind the model interface (no parameters).
