@@ -6,7 +6,9 @@ A *grid* is objectives x teachers x paths x seeds, each trained once at a budget
 *cell* is one (objective, teacher, path, sampling steps, seed); the store holds one JSON object
 per cell (:class:`ResultStore`, JSON lines). The unit of work, a :class:`Task`, is one
 (objective, teacher, path) with the seeds still missing, trained together as one stacked model
-(:class:`~flowmap_oracle.experiments.seed_stack.StackedMLPFlowMap`).
+(:class:`~flowmap_oracle.experiments.seed_stack.StackedMLPFlowMap`), which the objectives see
+through :class:`SeedBatches` (every row reaches the member it was drawn for, also in the
+objectives that evaluate the model on several batches concatenated in one call).
 
 Per cell, against the exact map (the reference solve of
 :class:`~flowmap_oracle.reference_models.ExactFlowMap`, float64, rtol = atol = 1e-12):
@@ -39,6 +41,9 @@ Samplers per objective (:data:`SAMPLERS`): flow maps trained on every pair ``(t,
 ``k`` steps (:func:`~.samplers.multi_step`); maps trained towards data only (consistency, sCM,
 FACM) take DDIM's traversal with the conditional re-noising (:func:`~.samplers.ddim_sampler`,
 linear path only for ``k > 1``); velocity models (flow matching, ReFlow) take ``k`` Euler steps.
+ReFlow trains on straight segments between its coupled pairs on every teacher path (the
+rectified flow, whose one Euler step is the teacher's map ``Phi_{1->0}``); its pairs come from
+the teacher's exact map on the teacher's own path.
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from ..conventions import PATH_NAMES, interpolant, path_named
+from ..conventions import LINEAR, PATH_NAMES, interpolant, path_named
 from ..objectives import (
     EulerSolver,
     HeunSolver,
@@ -88,7 +93,7 @@ from ..objectives.time_sampling import (
 )
 from ..reference_models import PRESETS, ExactFlowMap, GaussianMixtureTeacher, preset
 from .metrics import rmse
-from .models import FlowMapModel
+from .models import FlowMapModel, Parameterisation
 from .records import environment
 from .samplers import ddim_sampler, euler_sampler, multi_step
 from .seed_stack import StackedMLPFlowMap, StackMode
@@ -104,6 +109,7 @@ __all__ = [
     "CellSummary",
     "ObjectivesBenchmark",
     "ResultStore",
+    "SeedBatches",
     "Task",
     "auto_config",
     "baselines_for",
@@ -653,6 +659,50 @@ def plateau(steps: Sequence[int], errors: Sequence[float | None]) -> dict[str, A
 # ----------------------------------------------------------------------------- tasks
 
 
+class SeedBatches(FlowMapModel):
+    """The stacked seeds as the objectives see them: a batch of ``S`` consecutive chunks of
+    ``batch`` rows (chunk ``i`` drawn for member ``i``), *and any whole number of copies of such a
+    batch concatenated*, each row sent through the member it was drawn for.
+
+    Objectives evaluate the model on ``torch.cat`` of two or three batches in one call
+    (SplitMeanFlow's ``F(x_t, t, s)`` and ``F(x_t, t, r)``, Shortcut, IMM, CTM, discrete
+    consistency); :class:`~flowmap_oracle.experiments.seed_stack.StackedMLPFlowMap` alone would
+    cut such a ``k S B``-row input into ``S`` chunks of ``k B`` rows and send most rows through
+    another seed's member (a member's prediction trained against another member's target). Here
+    the rows of every copy are regrouped by member before the stacked call and put back after it.
+
+    Arguments:
+        stacked: the stacked members (its parameters are this module's parameters).
+        batch: rows per member in one copy of the batch (``B``).
+
+    Raises:
+        ValueError: (from ``forward``) when the rows are not a whole number of copies of the
+            ``S * B``-row batch.
+    """
+
+    def __init__(self, stacked: StackedMLPFlowMap, *, batch: int) -> None:
+        super().__init__()
+        if batch < 1:
+            raise ValueError(f"batch must be at least 1, got {batch}")
+        self.members_model = stacked
+        self.batch = batch
+        self.parameterisation: Parameterisation = stacked.parameterisation
+
+    def forward(self, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
+        n, m, b = x.shape[0], self.members_model.n_members, self.batch
+        if n % (m * b):
+            raise ValueError(
+                f"{n} rows are not whole copies of the stacked batch ({m} members x {b} rows)"
+            )
+        k = n // (m * b)
+
+        def by_member(a: Tensor) -> Tensor:
+            return a.reshape(k, m, b, *a.shape[1:]).transpose(0, 1).reshape(a.shape)
+
+        out = self.members_model(by_member(x), by_member(t), by_member(s))
+        return out.reshape(m, k, b, -1).transpose(0, 1).reshape(n, -1)
+
+
 @dataclass(frozen=True)
 class Task:
     """One training run: ``objective`` on ``teacher`` and ``path``, the listed seeds stacked."""
@@ -742,6 +792,7 @@ def _run_task(task: Task, on_step: Callable[[], None] | None) -> list[dict[str, 
         dim, seeds=task.seeds, hidden=config.hidden, depth=config.depth, mode=config.stack
     ).to(device)
     n_members, batch = model.n_members, config.batch
+    seed_batches = SeedBatches(model, batch=batch)
     teacher = ref.teacher if device.type == "cpu" else _teacher_on(ref.teacher, device)
     pool = _reflow_pool(ref, 4 * batch) if task.objective == "reflow" else None
     step = None if pool is not None else _objective_step(task.objective, teacher)
@@ -775,18 +826,20 @@ def _run_task(task: Task, on_step: Callable[[], None] | None) -> list[dict[str, 
         if pool is not None:
             idx = torch.randint(0, len(pool[0]), (n,), generator=gen)
             t = _uniform(n, gen, torch.float64)
+            # straight segments between the coupled pairs whatever the teacher's path: the
+            # rectified flow, whose one Euler step is the teacher's map (module reflow)
             out = reflow_loss(
-                model,
+                seed_batches,
                 pool[0][idx].to(device),
                 pool[1][idx].to(device),
                 t.to(device),
-                path=teacher.path,
+                path=LINEAR,
             )
         else:
             assert step is not None
             x0 = ref.teacher.mixture.sample(n, generator=gen).to(torch.float64)
             x1 = torch.randn(x0.shape, generator=gen, dtype=torch.float64)
-            out = step(model, x0.to(device), x1.to(device), gen)
+            out = step(seed_batches, x0.to(device), x1.to(device), gen)
         losses.append(float(out.loss.detach()))
         # the sum of the members' batch means: each member gets its own mean's gradient
         return replace(out, loss=out.loss * n_members)
