@@ -144,9 +144,9 @@ def check_ctm_alignment(method: str, shipped: ShippedLoss, harness: _Harness) ->
         return _result(name, method, "fail", str(err), start)
     found = find_ctm_calls(net)
     if isinstance(found, str):
-        status = "fail" if "not detached" in found else "skip"
-        reason = None if status == "fail" else SkipReason.NOT_APPLICABLE
-        return _result(name, method, status, found, start, skip_reason=reason)
+        if "not detached" in found:
+            return _result(name, method, "fail", found, start)
+        return _result(name, method, "skip", found, start, skip_reason=SkipReason.NOT_APPLICABLE)
     on, tg, m = found.online, found.target, found.online_map
     if on.x.shape != tg.x.shape:
         return _result(
@@ -195,10 +195,8 @@ def check_ctm_alignment(method: str, shipped: ShippedLoss, harness: _Harness) ->
     else:
         e_on, e_tg = _recovered_noise(harness, on), _recovered_noise(harness, tg)
         if isinstance(e_on, str) or isinstance(e_tg, str):
-            reason = e_on if isinstance(e_on, str) else str(e_tg)
-            return _result(
-                name, method, "skip", reason, start, skip_reason=SkipReason.NOT_APPLICABLE
-            )
+            why = e_on if isinstance(e_on, str) else str(e_tg)
+            return _result(name, method, "skip", why, start, skip_reason=SkipReason.NOT_APPLICABLE)
         both = e_on[1] & e_tg[1]
         noise_gap = float((e_on[0] - e_tg[0])[both].abs().max()) if both.any() else 0.0
         if noise_gap > 1e-4:
