@@ -17,7 +17,8 @@ hard-coded steps.
 ``wrong_implementation()`` carries two bugs seen in practice: the tangent taken from the JVP of
 the network output ``F`` (as MeanFlow code does) instead of the flow map ``f``, and a sampler
 whose time grid runs from 0 to 1 (written for a convention with noise at ``t = 0``) while the
-model was trained with noise at ``t = 1``.
+model was trained with noise at ``t = 1``. The switch ``signed=False`` plants another: the
+``sign(t - s)`` dropped, so the pairs with ``s > t`` are pushed away from their target.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ TANGENT_C = 0.1
 FOUR_STEPS = (1.0, 0.8, 0.55, 0.25, 0.0)
 
 
-def ayf_emd_loss(model, x0, teacher, tangent_of_flow_map: bool = True):
+def ayf_emd_loss(model, x0, teacher, tangent_of_flow_map: bool = True, signed: bool = True):
     b = x0.shape[0]
     t = torch.rand(b, dtype=x0.dtype)
     s = torch.rand(b, dtype=x0.dtype)
@@ -50,7 +51,7 @@ def ayf_emd_loss(model, x0, teacher, tangent_of_flow_map: bool = True):
     else:  # bug: the JVP of the network output F, as in MeanFlow code
         _, df_dt = torch.func.jvp(lambda x, t: model(x, t, s), (x_t, t), (v, torch.ones_like(t)))
         f = flow_map(x_t, t)
-    g = torch.sign(t - s)[:, None] * df_dt.detach()
+    g = (torch.sign(t - s)[:, None] if signed else 1.0) * df_dt.detach()
     g = g / (g.norm(dim=1, keepdim=True) + TANGENT_C)
     return 0.5 * (f - (f.detach() - g)).pow(2).sum(dim=1).mean()
 

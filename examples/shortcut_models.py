@@ -25,7 +25,8 @@ official ``sigma_min = 1e-5``, declared as the linear path (an offset of ``1e-5`
 
 ``wrong_implementation()`` carries two bugs seen in practice: the self-consistency target moves
 ``x'`` by the full step ``d`` instead of the half step ``d / 2`` its level asks for, and a
-four-step sampler that asks the network for level 2 but steps by ``2^-3``.
+four-step sampler that asks the network for level 2 but steps by ``2^-3``. The switch
+``second_from_x_t`` plants another: the second half step taken from ``x_t`` instead of ``x'``.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ SIGMA_MIN = 1e-5
 CLIP = 4.0
 
 
-def shortcut_loss(model, images, half_step: bool = True):
+def shortcut_loss(model, images, half_step: bool = True, second_from_x_t: bool = False):
     b = images.shape[0]
     n_boot = b // BOOTSTRAP_EVERY
 
@@ -64,7 +65,7 @@ def shortcut_loss(model, images, half_step: bool = True):
         v_b1 = model(x_t, t, k + 1)
         x_t2 = x_t + (half if half_step else dt)[:, None] * v_b1
         x_t2 = x_t2.clamp(-CLIP, CLIP)
-        v_b2 = model(x_t2, t + half, k + 1)
+        v_b2 = model(x_t if second_from_x_t else x_t2, t + half, k + 1)
         v_boot = ((v_b1 + v_b2) / 2).clamp(-CLIP, CLIP)
 
     # -- flow-matching targets -----------------------------------------------------------------

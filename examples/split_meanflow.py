@@ -15,7 +15,10 @@ samplers: one step ``1 -> 0`` and two steps ``1 -> 0.5 -> 0``.
 ``wrong_implementation()`` carries two bugs seen in practice: the second segment evaluated at
 ``z_t`` instead of the intermediate point ``z_s`` (the exact flow map then no longer satisfies
 the rule), and a one-step sampler that adds the average velocity to the noise, as code written
-for noise at ``t = 0`` does, while the network was trained with noise at ``t = 1``.
+for noise at ``t = 0`` does, while the network was trained with noise at ``t = 1``. Two more
+switches of the loss plant other bugs seen in practice: ``z_s_from_full`` builds the split point
+from the wrong call (the whole interval's ``u(z_t, r, t)``), ``lam_swapped`` weights the two
+segments by ``lam`` and ``1 - lam`` the wrong way round.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from flowmap_oracle.oracle.shipped import ShippedLoss, ShippedSampler
 BOUNDARY_FRACTION = 0.25
 
 
-def split_meanflow_loss(model, x, split_at_z_s: bool = True):
+def split_meanflow_loss(
+    model, x, split_at_z_s: bool = True, z_s_from_full: bool = False, lam_swapped: bool = False
+):
     b = x.shape[0]
     n_fm = int(b * BOUNDARY_FRACTION)
     e = torch.randn_like(x)
@@ -47,9 +52,10 @@ def split_meanflow_loss(model, x, split_at_z_s: bool = True):
     s = (1 - lam) * t + lam * r
     with torch.no_grad():
         u2 = model(z_t, s, t)
-        z_s = z_t - (t - s)[:, None] * u2
+        z_s = z_t - (t - s)[:, None] * (model(z_t, r, t) if z_s_from_full else u2)
         u1 = model(z_s if split_at_z_s else z_t, r, s)
-        target = (1 - lam)[:, None] * u1 + lam[:, None] * u2
+        w1 = lam if lam_swapped else 1 - lam
+        target = w1[:, None] * u1 + (1 - w1)[:, None] * u2
     loss_split = F.mse_loss(model(z_t, r, t), target)
     return loss_fm * BOUNDARY_FRACTION + loss_split * (1 - BOUNDARY_FRACTION)
 
