@@ -5,7 +5,16 @@ model at a time.
 
 A *step* is what :func:`~flowmap_oracle.experiments.training.fit` does once: draw the times,
 evaluate the loss, backpropagate and take an Adam step. Each cost is the median over
-``repeats`` timed steps after ``warmup`` untimed ones (``time.perf_counter``).
+``repeats`` timed steps after ``warmup`` untimed ones (``time.perf_counter``). The variants
+compared with each other are timed in turn within every repeat, so that a shared machine's load
+weighs on each of them alike and their ratios hold even where the absolute times drift.
+
+MeanFlow's JVP takes the network's own forward-mode pass (:meth:`MLPFlowMap.fused_jvp
+<flowmap_oracle.experiments.models.MLPFlowMap.fused_jvp>`, used by
+:func:`~flowmap_oracle.objectives.derivatives.directional_derivative` whenever a network offers
+one); the same step with ``torch.func.jvp`` (the network behind a plain function, which offers
+none) is measured beside it. Under ``torch.compile`` the module's attributes are the original
+module's, so the fused pass runs eagerly there too.
 
 Run ``python -m flowmap_oracle.experiments.objectives_throughput --json PATH`` to write the
 measurement with its command, device and versions.
@@ -14,6 +23,7 @@ measurement with its command, device and versions.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -38,7 +48,8 @@ class StepCost:
     """The median seconds of one training step.
 
     Attributes:
-        what: the objective (``"meanflow"`` or ``"flow_matching"``) or the stacking variant.
+        what: the objective (``"meanflow"``, ``"meanflow_torch_func_jvp"`` -- MeanFlow with the
+            JVP by ``torch.func.jvp`` -- or ``"flow_matching"``) or the stacking variant.
         mode: ``"eager"`` or ``"compiled"``; velocity: ``"teacher"`` or ``"conditional"``.
         seconds: median seconds per step (``None`` when the variant failed: see ``error``).
         per_seed: seconds per step and seed (stacking measurements).
@@ -53,14 +64,28 @@ class StepCost:
 
 
 def _timed(step: Callable[[], None], *, warmup: int, repeats: int) -> float:
+    return _timed_in_turn([step], warmup=warmup, repeats=repeats)[0]
+
+
+def _timed_in_turn(
+    steps: Sequence[Callable[[], None]], *, warmup: int, repeats: int
+) -> list[float]:
+    """The median seconds of each step, the steps timed one after another in every repeat."""
     for _ in range(warmup):
-        step()
-    times = []
+        for step in steps:
+            step()
+    times: list[list[float]] = [[] for _ in steps]
     for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for step, record in zip(steps, times, strict=True):
+            start = time.perf_counter()
+            step()
+            record.append(time.perf_counter() - start)
+    return [statistics.median(record) for record in times]
+
+
+def _without_fused_jvp(net: Any) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Any]:
+    """The network behind a plain function: no ``fused_jvp``, so the JVP is ``torch.func.jvp``."""
+    return lambda x, t, s: net(x, t, s)
 
 
 def _make_step(
@@ -76,11 +101,13 @@ def _make_step(
     gen = torch.Generator().manual_seed(0)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     net: Any = torch.compile(model) if compiled else model
+    if objective == "meanflow_torch_func_jvp":
+        net = _without_fused_jvp(net)
 
     def loss() -> torch.Tensor:
         x0 = teacher.mixture.sample(batch, generator=gen)
         x1 = torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
-        if objective == "meanflow":
+        if objective in ("meanflow", "meanflow_torch_func_jvp"):
             t, s = pair_times(batch, equal_fraction=0.25, distribution="uniform", generator=gen)
             return meanflow_loss(net, x0, x1, t, s, velocity=v).loss
         t = 0.02 + 0.98 * torch.rand(batch, generator=gen, dtype=x0.dtype)
@@ -104,29 +131,47 @@ def measure_step_costs(
     velocities: Sequence[str] = ("conditional", "teacher"),
     compile_modes: Sequence[bool] = (False, True),
 ) -> list[StepCost]:
-    """One MeanFlow step and one flow-matching step on the same :class:`MLPFlowMap` (ring8, 2-D,
-    float64), eager and compiled, with the conditional and the teacher's velocity.
+    """One flow-matching step and one MeanFlow step (by the network's fused JVP and by
+    ``torch.func.jvp``) on the same :class:`MLPFlowMap` (ring8, 2-D, float64), eager and
+    compiled, with the conditional and the teacher's velocity.
+
+    The three objectives of one (velocity, mode) are timed in turn within every repeat.
+
+    Arguments:
+        batch, hidden, depth: the batch size and the MLP's width and number of hidden layers.
+        warmup, repeats: untimed and timed steps of each variant.
+        velocities: ``"conditional"`` and/or ``"teacher"``.
+        compile_modes: ``False`` (eager) and/or ``True`` (``torch.compile`` of the module).
 
     Returns:
         One :class:`StepCost` per (objective, mode, velocity); a variant that raises is kept
         with its error.
     """
     out = []
+    objectives = ("flow_matching", "meanflow", "meanflow_torch_func_jvp")
     for velocity in velocities:
         for compiled in compile_modes:
-            for objective in ("flow_matching", "meanflow"):
+            mode = "compiled" if compiled else "eager"
+            steps, names = [], []
+            for objective in objectives:
                 torch.manual_seed(0)
                 model = MLPFlowMap(2, hidden=hidden, depth=depth)
-                mode = "compiled" if compiled else "eager"
                 try:
                     step = _make_step(
                         model, objective, batch=batch, velocity=velocity, compiled=compiled
                     )
-                    seconds = _timed(step, warmup=warmup, repeats=repeats)
-                    out.append(StepCost(objective, mode, velocity, seconds))
+                    step()  # a variant that fails (e.g. to compile) fails here, alone
                 except Exception as err:
                     text = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
                     out.append(StepCost(objective, mode, velocity, None, error=text))
+                    continue
+                steps.append(step)
+                names.append(objective)
+            seconds = _timed_in_turn(steps, warmup=warmup, repeats=repeats)
+            out += [
+                StepCost(name, mode, velocity, sec)
+                for name, sec in zip(names, seconds, strict=True)
+            ]
     return out
 
 
@@ -140,25 +185,19 @@ def measure_stacking(
     repeats: int = 100,
 ) -> list[StepCost]:
     """The seeds of a cell trained together (``bmm`` and ``vmap`` stacking, one step for all)
-    against one model at a time (``sequential``: one step of each), for MeanFlow and flow
-    matching with the teacher's velocity (as the benchmark trains)."""
+    against one model at a time (one step of each), for MeanFlow and flow matching with the
+    teacher's velocity (as the benchmark trains); the three variants of an objective timed in
+    turn. The stacked model offers no ``fused_jvp``: its MeanFlow JVP is ``torch.func.jvp``,
+    while the single models' is their fused pass."""
     out = []
     for objective in ("flow_matching", "meanflow"):
+        variants: list[tuple[str, Callable[[], None]]] = []
         for mode in ("bmm", "vmap"):
             model = StackedMLPFlowMap(2, seeds=range(seeds), hidden=hidden, depth=depth, mode=mode)
             step = _make_step(
                 model, objective, batch=seeds * batch, velocity="teacher", compiled=False
             )
-            sec = _timed(step, warmup=warmup, repeats=repeats)
-            out.append(
-                StepCost(
-                    f"{objective}, {seeds} seeds stacked ({mode})",
-                    "eager",
-                    "teacher",
-                    sec,
-                    sec / seeds,
-                )
-            )
+            variants.append((f"{objective}, {seeds} seeds stacked ({mode})", step))
         steps = []
         for seed in range(seeds):
             torch.manual_seed(seed)
@@ -176,12 +215,12 @@ def measure_stacking(
             for s in steps:
                 s()
 
-        sec = _timed(all_steps, warmup=warmup, repeats=repeats)
-        out.append(
-            StepCost(
-                f"{objective}, {seeds} seeds one at a time", "eager", "teacher", sec, sec / seeds
-            )
-        )
+        variants.append((f"{objective}, {seeds} seeds one at a time", all_steps))
+        seconds = _timed_in_turn([fn for _, fn in variants], warmup=warmup, repeats=repeats)
+        out += [
+            StepCost(name, "eager", "teacher", sec, sec / seeds)
+            for (name, _), sec in zip(variants, seconds, strict=True)
+        ]
     return out
 
 
@@ -189,8 +228,9 @@ def measure_jvp_routes(
     *, batch: int = 256, hidden: int = 64, depth: int = 3, warmup: int = 5, repeats: int = 50
 ) -> list[StepCost]:
     """Where a MeanFlow step's time goes: the network's forward and backward alone, and with
-    the tangent ``(v, 1, 0)`` pushed forward by ``torch.func.jvp`` and by
-    ``torch.autograd.forward_ad`` dual tensors (each followed by one backward pass)."""
+    the tangent ``(v, 1, 0)`` pushed forward by the network's own pass (``fused_jvp``), by
+    ``torch.func.jvp`` and by ``torch.autograd.forward_ad`` dual tensors (each followed by one
+    backward pass of the output); the four timed in turn."""
     import torch.autograd.forward_ad as fwad
 
     torch.manual_seed(0)
@@ -204,6 +244,10 @@ def measure_jvp_routes(
     def forward() -> None:
         model(x, t, s).sum().backward()
 
+    def fused_jvp() -> None:
+        result = model.fused_jvp((x, t, s), (v, torch.ones_like(t), torch.zeros_like(s)))
+        result[0].sum().backward()
+
     def func_jvp() -> None:
         result = torch.func.jvp(model, (x, t, s), (v, torch.ones_like(t), torch.zeros_like(s)))
         result[0].sum().backward()
@@ -214,14 +258,29 @@ def measure_jvp_routes(
             primal = fwad.unpack_dual(out).primal
         primal.sum().backward()  # reverse mode outside the dual level (silu has no dual backward)
 
+    routes = (
+        ("network forward + backward", forward),
+        ("MLPFlowMap.fused_jvp + backward", fused_jvp),
+        ("torch.func.jvp + backward", func_jvp),
+        ("forward_ad dual tensors + backward", dual),
+    )
+    seconds = _timed_in_turn([fn for _, fn in routes], warmup=warmup, repeats=repeats)
     return [
-        StepCost(name, "eager", "-", _timed(fn, warmup=warmup, repeats=repeats))
-        for name, fn in (
-            ("network forward + backward", forward),
-            ("torch.func.jvp + backward", func_jvp),
-            ("forward_ad dual tensors + backward", dual),
-        )
+        StepCost(name, "eager", "-", sec) for (name, _), sec in zip(routes, seconds, strict=True)
     ]
+
+
+def _ratios(costs: Sequence[StepCost], objective: str) -> dict[str, float]:
+    """``objective``'s step cost over flow matching's, per ``"velocity, mode"``."""
+    seconds = {(c.what, c.mode, c.velocity): c.seconds for c in costs}
+    out = {}
+    for velocity in ("conditional", "teacher"):
+        for mode in ("eager", "compiled"):
+            fm = seconds.get(("flow_matching", mode, velocity))
+            mf = seconds.get((objective, mode, velocity))
+            if fm and mf:
+                out[f"{velocity}, {mode}"] = mf / fm
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -237,19 +296,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     costs = measure_step_costs(repeats=args.repeats)
     stacking = measure_stacking(repeats=max(10, args.repeats // 2))
     routes = measure_jvp_routes(repeats=max(10, args.repeats // 2))
-    ratios = {}
-    for velocity in ("conditional", "teacher"):
-        for mode in ("eager", "compiled"):
-            fm = next(
-                c
-                for c in costs
-                if (c.what, c.mode, c.velocity) == ("flow_matching", mode, velocity)
-            )
-            mf = next(
-                c for c in costs if (c.what, c.mode, c.velocity) == ("meanflow", mode, velocity)
-            )
-            if fm.seconds and mf.seconds:
-                ratios[f"{velocity}, {mode}"] = mf.seconds / fm.seconds
+    ratios = _ratios(costs, "meanflow")
+    ratios_func = _ratios(costs, "meanflow_torch_func_jvp")
     best_mf = min((c.seconds for c in costs if c.what == "meanflow" and c.seconds), default=None)
     best_fm = min(
         (c.seconds for c in costs if c.what == "flow_matching" and c.seconds), default=None
@@ -259,6 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{c.what:45s} {c.mode:9s} v={c.velocity:12s} {shown}")
     for name, ratio in ratios.items():
         print(f"MeanFlow / flow matching ({name}): {ratio:.2f}x")
+    for name, ratio in ratios_func.items():
+        print(f"MeanFlow by torch.func.jvp / flow matching ({name}): {ratio:.2f}x")
     if args.json:
         record = {
             "command": " ".join(
@@ -272,10 +322,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             "network": "MLPFlowMap(2, hidden=64, depth=3), float64, batch 256, Adam",
             "goal": "MeanFlow step at most 1.5x a flow-matching step on CPU (issue 12)",
             "ratios_meanflow_over_flow_matching": ratios,
+            "ratios_meanflow_torch_func_jvp_over_flow_matching": ratios_func,
+            "note": (
+                "meanflow takes MLPFlowMap.fused_jvp (the default: directional_derivative uses a "
+                "network's own forward-mode pass when it offers one; under torch.compile it runs "
+                "eagerly); meanflow_torch_func_jvp is the same step with torch.func.jvp. The "
+                "variants of one (velocity, mode) are timed in turn in every repeat, so their "
+                "ratios share the machine's load; load_average_1min_after is read at the end."
+            ),
             "ratio_best_over_best": (best_mf / best_fm) if best_mf and best_fm else None,
             "step_costs": [asdict(c) for c in costs],
             "stacking": [asdict(c) for c in stacking],
             "jvp_routes": [asdict(c) for c in routes],
+            "load_average_1min_after": os.getloadavg()[0],
         }
         print(f"wrote {write_json(args.json, record)}")
     return 0

@@ -1,0 +1,68 @@
+"""The step-cost measurement of the benchmark of objectives (a small, fast configuration)."""
+
+from __future__ import annotations
+
+import torch
+
+from flowmap_oracle.experiments.models import MLPFlowMap
+from flowmap_oracle.experiments.objectives_throughput import (
+    StepCost,
+    _ratios,
+    _timed_in_turn,
+    _without_fused_jvp,
+    measure_jvp_routes,
+    measure_step_costs,
+)
+from flowmap_oracle.objectives.derivatives import FusedJvp
+
+
+def test_variants_are_timed_in_turn_within_every_repeat():
+    calls: list[str] = []
+    seconds = _timed_in_turn(
+        [lambda: calls.append("a"), lambda: calls.append("b")], warmup=2, repeats=3
+    )
+    assert calls == ["a", "b"] * 5
+    assert len(seconds) == 2 and all(s >= 0 for s in seconds)
+
+
+def test_the_torch_func_variant_hides_the_fused_pass():
+    model = MLPFlowMap(2, hidden=8, depth=1)
+    assert isinstance(model, FusedJvp)
+    assert not isinstance(_without_fused_jvp(model), FusedJvp)
+
+
+def test_ratios_divide_each_objective_by_flow_matching_of_the_same_velocity_and_mode():
+    costs = [
+        StepCost("flow_matching", "eager", "teacher", 2.0),
+        StepCost("meanflow", "eager", "teacher", 3.0),
+        StepCost("flow_matching", "eager", "conditional", 4.0),
+        StepCost("meanflow", "eager", "conditional", 5.0),
+        StepCost("meanflow", "compiled", "teacher", 7.0),  # no flow-matching partner: left out
+        StepCost("flow_matching", "compiled", "conditional", None, error="boom"),
+    ]
+    assert _ratios(costs, "meanflow") == {"teacher, eager": 1.5, "conditional, eager": 1.25}
+
+
+def test_a_small_measurement_covers_every_objective_and_route():
+    torch.set_num_threads(1)
+    costs = measure_step_costs(
+        batch=16,
+        hidden=8,
+        depth=1,
+        warmup=1,
+        repeats=2,
+        velocities=("teacher",),
+        compile_modes=(False,),
+    )
+    assert [(c.what, c.mode, c.velocity) for c in costs] == [
+        (name, "eager", "teacher")
+        for name in ("flow_matching", "meanflow", "meanflow_torch_func_jvp")
+    ]
+    assert all(c.error is None and c.seconds is not None and c.seconds > 0 for c in costs)
+    routes = measure_jvp_routes(batch=16, hidden=8, depth=1, warmup=1, repeats=2)
+    assert [r.what for r in routes] == [
+        "network forward + backward",
+        "MLPFlowMap.fused_jvp + backward",
+        "torch.func.jvp + backward",
+        "forward_ad dual tensors + backward",
+    ]
