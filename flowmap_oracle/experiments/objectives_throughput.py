@@ -45,14 +45,19 @@ __all__ = ["StepCost", "main", "measure_jvp_routes", "measure_stacking", "measur
 
 @dataclass(frozen=True)
 class StepCost:
-    """The median seconds of one training step.
+    """The median cost of one training step.
 
     Attributes:
         what: the objective (``"meanflow"``, ``"meanflow_torch_func_jvp"`` -- MeanFlow with the
             JVP by ``torch.func.jvp`` -- or ``"flow_matching"``) or the stacking variant.
         mode: ``"eager"`` or ``"compiled"``; velocity: ``"teacher"`` or ``"conditional"``.
-        seconds: median seconds per step (``None`` when the variant failed: see ``error``).
-        per_seed: seconds per step and seed (stacking measurements).
+        seconds: median wall-clock seconds per step (``None`` when the variant failed: see
+            ``error``).
+        per_seed: wall-clock seconds per step and seed (stacking measurements).
+        error: why the variant failed, or ``None``.
+        cpu_seconds: median CPU seconds of the measuring thread per step (with one torch
+            thread, all of a step's work runs on it); unlike wall-clock time it leaves out the
+            time the process waits for a core on a shared machine.
     """
 
     what: str
@@ -61,26 +66,34 @@ class StepCost:
     seconds: float | None
     per_seed: float | None = None
     error: str | None = None
+    cpu_seconds: float | None = None
 
 
-def _timed(step: Callable[[], None], *, warmup: int, repeats: int) -> float:
-    return _timed_in_turn([step], warmup=warmup, repeats=repeats)[0]
+@dataclass(frozen=True)
+class _Timing:
+    wall: float
+    cpu: float
 
 
 def _timed_in_turn(
     steps: Sequence[Callable[[], None]], *, warmup: int, repeats: int
-) -> list[float]:
-    """The median seconds of each step, the steps timed one after another in every repeat."""
+) -> list[_Timing]:
+    """The median wall-clock and thread-CPU seconds of each step, the steps timed one after
+    another within every repeat."""
     for _ in range(warmup):
         for step in steps:
             step()
-    times: list[list[float]] = [[] for _ in steps]
+    wall: list[list[float]] = [[] for _ in steps]
+    cpu: list[list[float]] = [[] for _ in steps]
     for _ in range(repeats):
-        for step, record in zip(steps, times, strict=True):
-            start = time.perf_counter()
+        for k, step in enumerate(steps):
+            start, start_cpu = time.perf_counter(), time.thread_time()
             step()
-            record.append(time.perf_counter() - start)
-    return [statistics.median(record) for record in times]
+            cpu[k].append(time.thread_time() - start_cpu)
+            wall[k].append(time.perf_counter() - start)
+    return [
+        _Timing(statistics.median(w), statistics.median(c)) for w, c in zip(wall, cpu, strict=True)
+    ]
 
 
 def _without_fused_jvp(net: Any) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Any]:
@@ -167,10 +180,10 @@ def measure_step_costs(
                     continue
                 steps.append(step)
                 names.append(objective)
-            seconds = _timed_in_turn(steps, warmup=warmup, repeats=repeats)
+            timings = _timed_in_turn(steps, warmup=warmup, repeats=repeats)
             out += [
-                StepCost(name, mode, velocity, sec)
-                for name, sec in zip(names, seconds, strict=True)
+                StepCost(name, mode, velocity, tm.wall, cpu_seconds=tm.cpu)
+                for name, tm in zip(names, timings, strict=True)
             ]
     return out
 
@@ -216,10 +229,10 @@ def measure_stacking(
                 s()
 
         variants.append((f"{objective}, {seeds} seeds one at a time", all_steps))
-        seconds = _timed_in_turn([fn for _, fn in variants], warmup=warmup, repeats=repeats)
+        timings = _timed_in_turn([fn for _, fn in variants], warmup=warmup, repeats=repeats)
         out += [
-            StepCost(name, "eager", "teacher", sec, sec / seeds)
-            for (name, _), sec in zip(variants, seconds, strict=True)
+            StepCost(name, "eager", "teacher", tm.wall, tm.wall / seeds, cpu_seconds=tm.cpu)
+            for (name, _), tm in zip(variants, timings, strict=True)
         ]
     return out
 
@@ -264,15 +277,21 @@ def measure_jvp_routes(
         ("torch.func.jvp + backward", func_jvp),
         ("forward_ad dual tensors + backward", dual),
     )
-    seconds = _timed_in_turn([fn for _, fn in routes], warmup=warmup, repeats=repeats)
+    timings = _timed_in_turn([fn for _, fn in routes], warmup=warmup, repeats=repeats)
     return [
-        StepCost(name, "eager", "-", sec) for (name, _), sec in zip(routes, seconds, strict=True)
+        StepCost(name, "eager", "-", tm.wall, cpu_seconds=tm.cpu)
+        for (name, _), tm in zip(routes, timings, strict=True)
     ]
 
 
-def _ratios(costs: Sequence[StepCost], objective: str) -> dict[str, float]:
-    """``objective``'s step cost over flow matching's, per ``"velocity, mode"``."""
-    seconds = {(c.what, c.mode, c.velocity): c.seconds for c in costs}
+def _ratios(costs: Sequence[StepCost], objective: str, *, clock: str = "cpu") -> dict[str, float]:
+    """``objective``'s step cost over flow matching's, per ``"velocity, mode"``, by thread CPU
+    time (``clock="cpu"``) or wall-clock time (``"wall"``)."""
+    if clock not in ("cpu", "wall"):
+        raise ValueError(f"clock must be 'cpu' or 'wall', got {clock!r}")
+    seconds = {
+        (c.what, c.mode, c.velocity): c.cpu_seconds if clock == "cpu" else c.seconds for c in costs
+    }
     out = {}
     for velocity in ("conditional", "teacher"):
         for mode in ("eager", "compiled"):
@@ -298,17 +317,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     routes = measure_jvp_routes(repeats=max(10, args.repeats // 2))
     ratios = _ratios(costs, "meanflow")
     ratios_func = _ratios(costs, "meanflow_torch_func_jvp")
-    best_mf = min((c.seconds for c in costs if c.what == "meanflow" and c.seconds), default=None)
+    ratios_wall = _ratios(costs, "meanflow", clock="wall")
+    best_mf = min(
+        (c.cpu_seconds for c in costs if c.what == "meanflow" and c.cpu_seconds), default=None
+    )
     best_fm = min(
-        (c.seconds for c in costs if c.what == "flow_matching" and c.seconds), default=None
+        (c.cpu_seconds for c in costs if c.what == "flow_matching" and c.cpu_seconds),
+        default=None,
     )
     for c in [*costs, *stacking, *routes]:
-        shown = "failed: " + str(c.error) if c.seconds is None else f"{1e3 * c.seconds:.2f} ms"
+        shown = (
+            "failed: " + str(c.error)
+            if c.seconds is None or c.cpu_seconds is None
+            else f"{1e3 * c.cpu_seconds:.2f} ms CPU, {1e3 * c.seconds:.2f} ms wall"
+        )
         print(f"{c.what:45s} {c.mode:9s} v={c.velocity:12s} {shown}")
-    for name, ratio in ratios.items():
-        print(f"MeanFlow / flow matching ({name}): {ratio:.2f}x")
-    for name, ratio in ratios_func.items():
-        print(f"MeanFlow by torch.func.jvp / flow matching ({name}): {ratio:.2f}x")
+    for label, table in (
+        ("MeanFlow / flow matching, CPU time", ratios),
+        ("MeanFlow / flow matching, wall clock", ratios_wall),
+        ("MeanFlow by torch.func.jvp / flow matching, CPU time", ratios_func),
+    ):
+        for name, ratio in table.items():
+            print(f"{label} ({name}): {ratio:.2f}x")
     if args.json:
         record = {
             "command": " ".join(
@@ -322,13 +352,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             "network": "MLPFlowMap(2, hidden=64, depth=3), float64, batch 256, Adam",
             "goal": "MeanFlow step at most 1.5x a flow-matching step on CPU (issue 12)",
             "ratios_meanflow_over_flow_matching": ratios,
+            "ratios_meanflow_over_flow_matching_wall_clock": ratios_wall,
             "ratios_meanflow_torch_func_jvp_over_flow_matching": ratios_func,
             "note": (
                 "meanflow takes MLPFlowMap.fused_jvp (the default: directional_derivative uses a "
                 "network's own forward-mode pass when it offers one; under torch.compile it runs "
                 "eagerly); meanflow_torch_func_jvp is the same step with torch.func.jvp. The "
-                "variants of one (velocity, mode) are timed in turn in every repeat, so their "
-                "ratios share the machine's load; load_average_1min_after is read at the end."
+                "variants of one (velocity, mode) are timed in turn in every repeat. Ratios are "
+                "of median thread CPU time per step (one torch thread: a step's work runs on the "
+                "measuring thread), which leaves out the time spent waiting for a core on a "
+                "shared machine; the wall-clock ratios are given beside them. "
+                "load_average_1min_after is read at the end."
             ),
             "ratio_best_over_best": (best_mf / best_fm) if best_mf and best_fm else None,
             "step_costs": [asdict(c) for c in costs],
