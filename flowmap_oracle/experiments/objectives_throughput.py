@@ -312,6 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=200, help="timed steps per variant")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
     costs = measure_step_costs(repeats=args.repeats)
     stacking = measure_stacking(repeats=max(10, args.repeats // 2))
     routes = measure_jvp_routes(repeats=max(10, args.repeats // 2))
@@ -362,12 +363,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "of median thread CPU time per step (one torch thread: a step's work runs on the "
                 "measuring thread), which leaves out the time spent waiting for a core on a "
                 "shared machine; the wall-clock ratios are given beside them. "
-                "load_average_1min_after is read at the end."
+                "load_average_1min (like load_average_1min_after) is read at the end, "
+                "load_average_1min_before at the start."
             ),
             "ratio_best_over_best": (best_mf / best_fm) if best_mf and best_fm else None,
             "step_costs": [asdict(c) for c in costs],
             "stacking": [asdict(c) for c in stacking],
             "jvp_routes": [asdict(c) for c in routes],
+            "load_average_1min_before": load_before,
             "load_average_1min_after": os.getloadavg()[0],
         }
         print(f"wrote {write_json(args.json, record)}")
