@@ -180,6 +180,31 @@ def test_the_fused_pass_composes_with_torch_func_transforms():
     assert _gap((fused,), (ref,)) < TOL
 
 
+def test_float32_and_vmap_over_tangents():
+    """A float32 model (agreement to float32 rounding) and ``torch.func.vmap`` over a stack of
+    tangents: one JVP per direction, as a Jacobian-by-columns would call it."""
+    torch.manual_seed(16)
+    model = MLPFlowMap(3, hidden=16, depth=2, dtype=torch.float32)
+    gen = torch.Generator().manual_seed(17)
+    x = torch.randn(10, 3, generator=gen)
+    t = torch.rand(10, generator=gen)
+    s = t * torch.rand(10, generator=gen)
+    one, zero = torch.ones_like(t), torch.zeros_like(s)
+    directions = torch.randn(4, 10, 3, generator=gen)
+
+    def fused(v):
+        return model.fused_jvp((x, t, s), (v, one, zero))[1]
+
+    def ref(v):
+        return torch.func.jvp(model, (x, t, s), (v, one, zero))[1]
+
+    got, want = torch.func.vmap(fused)(directions), torch.func.vmap(ref)(directions)
+    assert got.dtype == torch.float32
+    scale = float(want.detach().abs().max())
+    assert _gap((got,), (want,)) < 1e-5 * scale
+    assert _gap((torch.func.vmap(fused)(directions.flip(0)),), (want,)) > 1e-2 * scale
+
+
 class _Shifted(MLPFlowMap):
     """A subclass with its own forward: the fused pass would compute the parent's function."""
 
