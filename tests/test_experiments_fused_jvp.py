@@ -218,13 +218,29 @@ def _changed_net() -> MLPFlowMap:
     return model
 
 
+class _ScaledLinear(nn.Linear):
+    def forward(self, x: Tensor) -> Tensor:
+        return 2 * super().forward(x)
+
+
+def _linear_subclass() -> MLPFlowMap:
+    model = _model(13)
+    old = model.net[2]
+    new = _ScaledLinear(old.in_features, old.out_features, dtype=torch.float64)
+    new.load_state_dict(old.state_dict())
+    model.net[2] = new
+    return model
+
+
 def _hooked() -> MLPFlowMap:
     model = _model(12)
     model.net[2].register_forward_hook(lambda mod, inp, out: out * out)
     return model
 
 
-@pytest.mark.parametrize("make", [lambda: _Shifted(2, hidden=16, depth=2), _changed_net, _hooked])
+@pytest.mark.parametrize(
+    "make", [lambda: _Shifted(2, hidden=16, depth=2), _changed_net, _linear_subclass, _hooked]
+)
 def test_what_the_fused_pass_cannot_reproduce_falls_back_to_torch_func_jvp(make):
     model = make()
     primals, tangents = _inputs(13)
@@ -236,6 +252,22 @@ def test_what_the_fused_pass_cannot_reproduce_falls_back_to_torch_func_jvp(make)
     plain = MLPFlowMap(2, hidden=model.net[0].out_features, depth=len(model.net) // 2)
     plain.load_state_dict(model.state_dict())
     assert _gap(plain.fused_jvp(primals, tangents), ref) > 1e3 * TOL
+
+
+def test_a_global_forward_hook_also_falls_back():
+    model = _model(18)
+    primals, tangents = _inputs(19)
+    plain = model.fused_jvp(primals, tangents)
+    handle = nn.modules.module.register_module_forward_hook(
+        lambda mod, inp, out: out * out if isinstance(mod, nn.Linear) else out
+    )
+    try:
+        fused = model.fused_jvp(primals, tangents)
+        ref = _reference(model, primals, tangents)
+    finally:
+        handle.remove()
+    assert _gap(fused, ref) < TOL
+    assert _gap(plain, ref) > 1e3 * TOL
 
 
 def test_directional_derivative_uses_the_network_s_own_pass_when_offered():

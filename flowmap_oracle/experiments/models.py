@@ -15,6 +15,7 @@ from typing import cast
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
 from ..reference_models import ExactAverageVelocity, ExactFlowMap, GaussianMixtureTeacher
 
@@ -130,19 +131,19 @@ class MLPFlowMap(FlowMapModel):
 
     def _fusable(self) -> bool:
         """Whether :meth:`fused_jvp` computes what :meth:`forward` computes: the class's own
-        ``forward``, ``net`` still alternating ``Linear`` and ``SiLU``, and no module hooks."""
-        if type(self).forward is not MLPFlowMap.forward:
+        ``forward``, ``net`` still alternating plain ``nn.Linear`` and ``nn.SiLU`` (not
+        subclasses), and no forward hooks (on the modules or global)."""
+        if type(self).forward is not MLPFlowMap.forward or type(self.net) is not nn.Sequential:
             return False
         layers = list(self.net)
-        if len(layers) % 2 != 1 or not isinstance(layers[-1], nn.Linear):
+        if len(layers) % 2 != 1:
             return False
-        for k, layer in enumerate(layers[:-1]):
-            if not isinstance(layer, nn.SiLU if k % 2 else nn.Linear):
+        for k, layer in enumerate(layers):
+            if type(layer) is not (nn.SiLU if k % 2 else nn.Linear):
                 return False
-        for module in (self, *self.modules()):
-            if module._forward_hooks or module._forward_pre_hooks:
-                return False
-        return True
+        if _global_forward_hooks or _global_forward_pre_hooks:
+            return False
+        return not any(m._forward_hooks or m._forward_pre_hooks for m in self.modules())
 
     def fused_jvp(
         self, primals: tuple[Tensor, ...], tangents: tuple[Tensor, ...]
