@@ -93,7 +93,8 @@ def find_ctm_calls(net: InstrumentedNetwork) -> CtmCalls | str:
     (after a backward pass); a string says why they cannot be.
 
     A call that starts where an earlier jump off the diagonal ends (its ``t`` is that call's
-    ``s`` in every row) is a *map* call, the frozen jump of that result to the comparison time;
+    ``s`` in every row, to a relative 1e-6: the user may recompute the time in its dtype) is a
+    *map* call, the frozen jump of that result to the comparison time;
     of the others, the trained calls off the diagonal are online, the untrained ones targets (a
     trained call on the diagonal ``s = t`` is a denoising term and is left alone)."""
     calls = net.calls
@@ -103,7 +104,7 @@ def find_ctm_calls(net: InstrumentedNetwork) -> CtmCalls | str:
             before = calls[i]
             if i in maps or c.t.shape != before.s.shape or not bool((before.s < before.t).any()):
                 continue
-            if torch.equal(c.t, before.s):
+            if torch.allclose(c.t, before.s, rtol=1e-6, atol=1e-9):
                 maps.add(j)
                 break
     trained = {id(c) for c in _trained(calls)}
@@ -124,7 +125,11 @@ def find_ctm_calls(net: InstrumentedNetwork) -> CtmCalls | str:
         )
     on = online[0][1]
     mapped = [calls[j] for j in sorted(maps) if id(calls[j]) in trained]
-    mapped = [c for c in mapped if c.t.shape == on.s.shape and torch.equal(c.t, on.s)]
+    mapped = [
+        c
+        for c in mapped
+        if c.t.shape == on.s.shape and torch.allclose(c.t, on.s, rtol=1e-6, atol=1e-9)
+    ]
     return CtmCalls(on, targets[0][1], mapped[0] if mapped else None)
 
 
