@@ -1,8 +1,8 @@
 """CTM as it ships: ``examples/ctm_edm.py`` and ``ctm.shipped.alignment``.
 
-The correct example passes every check at several seeds (its stationarity is reported, not
-judged: the teacher's Heun steps move the fixed point); each of its wrong variants fails
-``ctm.shipped.alignment``. Variants written here (a comparison at ``s`` without the frozen jump,
+The correct example passes ``ctm.shipped.alignment`` at several seeds and, once ``shipped.py``
+dispatches CTM, every check as shipped (its stationarity is reported, not judged: the teacher's
+Heun steps move the fixed point); each of its wrong variants fails ``ctm.shipped.alignment``. Variants written here (a comparison at ``s`` without the frozen jump,
 pseudo-Huber with a per-sample weight, the DSM term) pass it; a target left attached fails it.
 """
 
@@ -13,8 +13,18 @@ import torch
 
 import examples.ctm_edm as ctm
 from flowmap_oracle.oracle.adapters import Conventions
-from flowmap_oracle.oracle.shipped import ShippedLoss, _Harness, run_shipped_checks
+from flowmap_oracle.oracle.shipped import (
+    BIASED_METHODS,
+    ShippedLoss,
+    _Harness,
+    run_shipped_checks,
+)
 from flowmap_oracle.oracle.shipped_ctm import TRAJECTORY_TOL, check_ctm_alignment
+
+WIRED = "ctm" in BIASED_METHODS
+"""``run_shipped_checks`` dispatches ``ctm.shipped.alignment`` and reports the Heun teacher's
+bias (``BIASED_METHODS["ctm"]``) once the shared ``shipped.py`` carries the two CTM entries;
+until then the end-to-end tests below are skipped and the check is tested directly."""
 
 
 def _run(impl, seed: int):
@@ -26,7 +36,28 @@ def _run(impl, seed: int):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_the_example_passes_as_shipped(seed):
+def test_the_example_passes_the_alignment(seed):
+    result = _alignment(ctm.ctm_loss, seed=seed)
+    assert result.status == "pass", result.message
+    assert "after the frozen jump to the comparison time" in result.message
+
+
+@pytest.mark.parametrize(
+    ("bug", "expected"),
+    [
+        ("target_at_t", "not on the teacher's trajectory"),
+        ("solver_backwards", "not on the teacher's trajectory"),
+        ("ratio_inverted", "not along g_online - g_target"),
+    ],
+)
+def test_each_wrong_variant_fails_the_alignment(bug, expected):
+    result = _alignment(lambda m, x, v: ctm.ctm_loss(m, x, v, bug=bug))
+    assert result.status == "fail" and expected in result.message, result.message
+
+
+@pytest.mark.skipif(not WIRED, reason="shipped.py does not dispatch ctm yet (lead to wire)")
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_example_passes_every_check_as_shipped(seed):
     results = _run(ctm.implementation(), seed)
     by_check = {r.check: r for r in results}
     assert by_check["ctm.shipped.alignment"].status == "pass", by_check["ctm.shipped.alignment"]
@@ -38,17 +69,12 @@ def test_the_example_passes_as_shipped(seed):
     assert by_check["ctm.shipped.stationarity"].status in ("pass", "skip")
 
 
+@pytest.mark.skipif(not WIRED, reason="shipped.py does not dispatch ctm yet (lead to wire)")
 @pytest.mark.parametrize("bug", ["target_at_t", "ratio_inverted", "solver_backwards"])
-def test_each_wrong_variant_fails_the_alignment(bug):
+def test_each_wrong_variant_fails_as_shipped(bug):
     results = _run(ctm.wrong_implementation(bug), 0)
-    failed = {r.check: r.message for r in results if r.status == "fail"}
+    failed = {r.check for r in results if r.status == "fail"}
     assert "ctm.shipped.alignment" in failed, [(r.check, r.status, r.message) for r in results]
-    expected = {
-        "target_at_t": "not on the teacher's trajectory",
-        "solver_backwards": "not on the teacher's trajectory",
-        "ratio_inverted": "not along g_online - g_target",
-    }[bug]
-    assert expected in failed["ctm.shipped.alignment"]
 
 
 def _alignment(loss, *, seed: int = 0, dtype: str = "float64", velocity: str = "teacher"):
