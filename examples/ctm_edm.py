@@ -17,6 +17,8 @@ the data.
 of three bugs seen in practice: the target evaluated at ``t`` instead of ``u``
 (``"target_at_t"``), the skip ratio ``s / t`` inverted (``"ratio_inverted"``), and the teacher's
 Heun steps taken towards the noise (``"solver_backwards"``).
+
+Check it with ``flowmap-oracle check examples.ctm_edm:implementation``.
 """
 
 from __future__ import annotations
