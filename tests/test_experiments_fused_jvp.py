@@ -10,6 +10,7 @@ tangents, and that anything the fused pass does not reproduce (a subclass's ``fo
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import pkgutil
@@ -20,12 +21,38 @@ from torch import Tensor, nn
 
 import flowmap_oracle.oracle
 import flowmap_oracle.reference_models
-from flowmap_oracle.experiments.models import MLPFlowMap
-from flowmap_oracle.objectives import meanflow_loss
+from flowmap_oracle.experiments.models import (
+    FACM,
+    MEANFLOW,
+    FlowMapModel,
+    MLPFlowMap,
+    Parameterisation,
+)
+from flowmap_oracle.objectives import (
+    ayf_emd_loss,
+    ayf_lmd_loss,
+    esd_loss,
+    facm_loss,
+    fmm_eulerian_loss,
+    fmm_lagrangian_loss,
+    lsd_loss,
+    meanflow_loss,
+    scm_loss,
+)
 from flowmap_oracle.objectives.derivatives import FusedJvp, directional_derivative
 from flowmap_oracle.reference_models import preset
 
 TOL = 1e-12  # float64; the fused pass and torch.func.jvp differ by rounding only (~1e-16 seen)
+
+PARAMETERISATIONS = {
+    "meanflow": MEANFLOW,
+    "facm": FACM,
+    "no_closed_form": Parameterisation(
+        name="curved",
+        skip=lambda t, s: torch.cos(t - s),
+        out=lambda t, s: torch.sin(s - t) * (1 + t),
+    ),
+}
 
 
 def _model(seed: int = 0, *, gain: float = 1.0) -> MLPFlowMap:
@@ -203,6 +230,97 @@ def test_float32_and_vmap_over_tangents():
     scale = float(want.detach().abs().max())
     assert _gap((got,), (want,)) < 1e-5 * scale
     assert _gap((torch.func.vmap(fused)(directions.flip(0)),), (want,)) > 1e-2 * scale
+
+
+@pytest.mark.parametrize("name", ["meanflow", "facm", "no_closed_form"])
+def test_the_fused_flow_jvp_equals_torch_func_jvp_of_the_flow(name):
+    """``model.flow`` (``c_skip x + c_out F``) offers its own pass too: equal to
+    ``torch.func.jvp`` of the flow for each parameterisation (``no_closed_form``: coefficients
+    without ``skip_dot``/``out_dot``, differentiated by ``torch.func.jvp``)."""
+    param = PARAMETERISATIONS[name]
+    model = MLPFlowMap(2, hidden=16, depth=2, parameterisation=param)
+    primals, tangents = _inputs(20)
+    assert isinstance(model.flow, FusedJvp)
+    fused = model.flow.fused_jvp(primals, tangents)
+    ref = torch.func.jvp(lambda x, t, s: FlowMapModel.flow(model, x, t, s), primals, tangents)
+    assert _gap(fused, ref) < TOL
+    assert _gap((model.flow(*primals),), (FlowMapModel.flow(model, *primals),)) == 0.0
+
+
+@pytest.mark.parametrize("name", ["meanflow", "facm"])
+def test_closed_form_coefficient_derivatives_equal_torch_func_jvp(name):
+    param = PARAMETERISATIONS[name]
+    (_, t, s), (_, dt, ds) = _inputs(21)
+    cols = (t[:, None], s[:, None], dt[:, None], ds[:, None])
+    _, _, dskip, dout = param.jvp(*cols)
+    _, want_skip = torch.func.jvp(param.skip, cols[:2], cols[2:])
+    _, want_out = torch.func.jvp(param.out, cols[:2], cols[2:])
+    assert _gap((dskip, dout), (want_skip, want_out)) < TOL
+    # an out_dot with the sign of t and s swapped (d(t - s) for d(s - t)) is rejected
+    wrong = dataclasses.replace(param, out_dot=lambda t, s, dt, ds: dt - ds)
+    assert _gap(wrong.jvp(*cols)[2:], (want_skip, want_out)) > 1e3 * TOL
+
+
+class _Plain(FlowMapModel):
+    """The MLP behind a model with no fused pass (its flow is FlowMapModel.flow)."""
+
+    def __init__(self, inner: MLPFlowMap) -> None:
+        super().__init__()
+        self.inner = inner
+        self.parameterisation = inner.parameterisation
+
+    def forward(self, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
+        return self.inner(x, t, s)
+
+
+FLOW_OBJECTIVES = {
+    "ayf_emd": lambda m, b, v: ayf_emd_loss(m, *b, velocity=v),
+    "ayf_lmd": lambda m, b, v: ayf_lmd_loss(m, *b, velocity=v),
+    "fmm_lagrangian": lambda m, b, v: fmm_lagrangian_loss(m, *b, velocity=v),
+    "fmm_eulerian": lambda m, b, v: fmm_eulerian_loss(m, *b, velocity=v),
+    "lsd": lambda m, b, v: lsd_loss(m, *b, velocity=v),
+    "esd": lambda m, b, v: esd_loss(m, *b, velocity=v),
+    "scm": lambda m, b, v: scm_loss(m, *b[:3], velocity=v),
+    "facm": lambda m, b, v: facm_loss(m, *b[:3], velocity=v),
+}
+
+
+class _Counting(MLPFlowMap):
+    """Counts the fused passes it is asked for (so the agreement below is not vacuous)."""
+
+    calls = 0
+
+    def fused_jvp(self, primals, tangents):
+        self.calls += 1
+        return super().fused_jvp(primals, tangents)
+
+
+@pytest.mark.parametrize("name", list(FLOW_OBJECTIVES))
+def test_objectives_on_the_flow_map_agree_with_the_torch_func_route(name):
+    """Every objective that differentiates the model (its flow map or F) gets the same loss and
+    parameter gradients from the fused pass as from ``torch.func.jvp``."""
+    teacher = preset("ring8")
+    model = _Counting(2, hidden=32, depth=3)
+    model.load_state_dict(_model(22, gain=1.5).state_dict())
+    gen = torch.Generator().manual_seed(23)
+    n = 64
+    x0 = teacher.mixture.sample(n, generator=gen)
+    x1 = torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
+    t = 0.05 + 0.9 * torch.rand(n, generator=gen, dtype=x0.dtype)
+    s = t * torch.rand(n, generator=gen, dtype=x0.dtype)
+    batch = (x0, x1, t, s)
+    params = list(model.parameters())
+
+    def run(net):
+        loss = FLOW_OBJECTIVES[name](net, batch, teacher.velocity).loss
+        return loss, torch.autograd.grad(loss, params)
+
+    (fused, g_fused), (ref, g_ref) = run(model), run(_Plain(model))
+    assert model.calls == 1  # the fused run took the fused pass; the reference did not
+    assert _gap((fused,), (ref,)) < TOL * max(1.0, float(ref.detach().abs()))
+    scale = max(float(g.abs().max()) for g in g_ref)
+    assert scale > 1e6 * TOL
+    assert _gap(g_fused, g_ref) < TOL * max(1.0, scale)
 
 
 class _Shifted(MLPFlowMap):

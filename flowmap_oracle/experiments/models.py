@@ -41,12 +41,18 @@ class Parameterisation:
         skip: ``c_skip(t, s)`` as a function of column tensors.
         out: ``c_out(t, s)`` as a function of column tensors.
         valid_for: a short statement of where the parameterisation satisfies ``f_{t->t} = x``.
+        skip_dot, out_dot: optional directional derivatives ``(t, s, dt, ds) -> d c`` of the
+            coefficients in closed form (``None``: ``torch.func.jvp`` of ``skip``/``out``);
+            used by :class:`MLPFlowMap`'s fused flow JVP, and checked against
+            ``torch.func.jvp`` in ``tests/test_experiments_fused_jvp.py``.
     """
 
     name: str
     skip: Callable[[Tensor, Tensor], Tensor]
     out: Callable[[Tensor, Tensor], Tensor]
     valid_for: str = "all (t, s)"
+    skip_dot: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor] | None = None
+    out_dot: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor] | None = None
 
     def c_skip(self, t: Tensor, s: Tensor) -> Tensor:
         return self.skip(t, s)
@@ -54,11 +60,28 @@ class Parameterisation:
     def c_out(self, t: Tensor, s: Tensor) -> Tensor:
         return self.out(t, s)
 
+    def jvp(
+        self, t: Tensor, s: Tensor, dt: Tensor, ds: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(c_skip, c_out, d c_skip, d c_out)`` at column tensors ``t``, ``s`` along
+        ``(dt, ds)``: by ``skip_dot``/``out_dot`` where given, else by ``torch.func.jvp``."""
+        if self.skip_dot is not None:
+            skip, dskip = self.skip(t, s), self.skip_dot(t, s, dt, ds)
+        else:
+            skip, dskip = cast(tuple[Tensor, Tensor], torch.func.jvp(self.skip, (t, s), (dt, ds)))
+        if self.out_dot is not None:
+            out, dout = self.out(t, s), self.out_dot(t, s, dt, ds)
+        else:
+            out, dout = cast(tuple[Tensor, Tensor], torch.func.jvp(self.out, (t, s), (dt, ds)))
+        return skip, out, dskip, dout
+
 
 MEANFLOW = Parameterisation(
     name="meanflow",
     skip=lambda t, s: torch.ones_like(t),
     out=lambda t, s: s - t,
+    skip_dot=lambda t, s, dt, ds: torch.zeros_like(dt),
+    out_dot=lambda t, s, dt, ds: ds - dt,
 )
 """MeanFlow / AYF: ``c_skip = 1``, ``c_out = s - t``; F is the average velocity."""
 
@@ -67,6 +90,8 @@ FACM = Parameterisation(
     skip=lambda t, s: torch.ones_like(t),
     out=lambda t, s: -t,
     valid_for="s = 0 only (c_out(t, t) = -t is not 0 for t > 0)",
+    skip_dot=lambda t, s, dt, ds: torch.zeros_like(dt),
+    out_dot=lambda t, s, dt, ds: -dt,
 )
 """FACM: ``c_skip = 1``, ``c_out = -t``; a valid flow map only towards ``s = 0``."""
 
@@ -192,11 +217,44 @@ class MLPFlowMap(FlowMapModel):
             dh, last.weight
         )
 
+    @property
+    def flow(self) -> _FusedFlow:
+        """The flow map ``f_{t->s}(x) = c_skip x + c_out F(x, t, s)`` as a callable that also
+        offers ``fused_jvp`` (so the objectives that differentiate the flow map -- Align Your
+        Flow, flow map matching, sCM, self-distillation -- take the fused pass too); called as
+        ``model.flow(x, t, s)`` like :meth:`FlowMapModel.flow`."""
+        return _FusedFlow(self)
+
     def _features_and_tangent(self, t: Tensor, dt: Tensor) -> tuple[Tensor, Tensor]:
         a = t[:, None] * self.frequencies
         da = dt[:, None] * self.frequencies
         sin, cos = a.sin(), a.cos()
         return torch.cat([sin, cos], dim=1), torch.cat([cos * da, -sin * da], dim=1)
+
+
+class _FusedFlow:
+    """The flow map of an :class:`MLPFlowMap` with its forward-mode pass.
+
+    ``fused_jvp`` differentiates ``c_skip x + c_out F``: the coefficients (functions of ``t``
+    and ``s`` alone) by :meth:`Parameterisation.jvp`, ``F`` by :meth:`MLPFlowMap.fused_jvp`.
+    """
+
+    def __init__(self, model: MLPFlowMap) -> None:
+        self.model = model
+
+    def __call__(self, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
+        return FlowMapModel.flow(self.model, x, t, s)
+
+    def fused_jvp(
+        self, primals: tuple[Tensor, ...], tangents: tuple[Tensor, ...]
+    ) -> tuple[Tensor, Tensor]:
+        """``f_{t->s}(x)`` and its directional derivative along ``(dx, dt, ds)``."""
+        F, dF = self.model.fused_jvp(primals, tangents)
+        x, t, s = primals
+        dx, dt, ds = tangents
+        p = self.model.parameterisation
+        skip, out, dskip, dout = p.jvp(t[:, None], s[:, None], dt[:, None], ds[:, None])
+        return skip * x + out * F, dskip * x + skip * dx + dout * F + out * dF
 
 
 class TeacherFlowMap(FlowMapModel):
