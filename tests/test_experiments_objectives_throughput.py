@@ -71,7 +71,13 @@ def test_a_small_measurement_covers_every_objective_and_route():
     )
     assert [(c.what, c.mode, c.velocity) for c in costs] == [
         (name, "eager", "teacher")
-        for name in ("flow_matching", "meanflow", "meanflow_torch_func_jvp")
+        for name in (
+            "flow_matching",
+            "meanflow",
+            "meanflow_torch_func_jvp",
+            "ayf_emd",
+            "ayf_emd_torch_func_jvp",
+        )
     ]
     assert all(c.error is None and c.seconds and c.cpu_seconds for c in costs)
     routes = measure_jvp_routes(batch=16, hidden=8, depth=1, warmup=1, repeats=2)

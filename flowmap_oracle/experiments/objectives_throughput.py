@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from ..objectives import flow_matching_loss, meanflow_loss
+from ..objectives import ayf_emd_loss, flow_matching_loss, meanflow_loss
 from ..objectives.time_sampling import pair_times
 from ..reference_models import preset
 from .models import MLPFlowMap
@@ -48,8 +48,9 @@ class StepCost:
     """The median cost of one training step.
 
     Attributes:
-        what: the objective (``"meanflow"``, ``"meanflow_torch_func_jvp"`` -- MeanFlow with the
-            JVP by ``torch.func.jvp`` -- or ``"flow_matching"``) or the stacking variant.
+        what: the objective (``"flow_matching"``, ``"meanflow"``, ``"ayf_emd"`` -- a JVP of
+            the flow map -- and the last two with ``torch.func.jvp``:
+            ``"meanflow_torch_func_jvp"``, ``"ayf_emd_torch_func_jvp"``) or the stacking variant.
         mode: ``"eager"`` or ``"compiled"``; velocity: ``"teacher"`` or ``"conditional"``.
         seconds: median wall-clock seconds per step (``None`` when the variant failed: see
             ``error``).
@@ -114,14 +115,17 @@ def _make_step(
     gen = torch.Generator().manual_seed(0)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     net: Any = torch.compile(model) if compiled else model
-    if objective == "meanflow_torch_func_jvp":
+    base = objective.removesuffix("_torch_func_jvp")
+    if base != objective:
         net = _without_fused_jvp(net)
 
     def loss() -> torch.Tensor:
         x0 = teacher.mixture.sample(batch, generator=gen)
         x1 = torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
-        if objective in ("meanflow", "meanflow_torch_func_jvp"):
+        if base in ("meanflow", "ayf_emd"):
             t, s = pair_times(batch, equal_fraction=0.25, distribution="uniform", generator=gen)
+            if base == "ayf_emd":
+                return ayf_emd_loss(net, x0, x1, t, s, velocity=v).loss
             return meanflow_loss(net, x0, x1, t, s, velocity=v).loss
         t = 0.02 + 0.98 * torch.rand(batch, generator=gen, dtype=x0.dtype)
         return flow_matching_loss(net, x0, x1, t, velocity=v).loss
@@ -144,11 +148,12 @@ def measure_step_costs(
     velocities: Sequence[str] = ("conditional", "teacher"),
     compile_modes: Sequence[bool] = (False, True),
 ) -> list[StepCost]:
-    """One flow-matching step and one MeanFlow step (by the network's fused JVP and by
-    ``torch.func.jvp``) on the same :class:`MLPFlowMap` (ring8, 2-D, float64), eager and
-    compiled, with the conditional and the teacher's velocity.
+    """One flow-matching step, one MeanFlow step and one AYF-EMD step (a JVP of the flow map),
+    the last two by the network's fused JVP and by ``torch.func.jvp``, on the same
+    :class:`MLPFlowMap` (ring8, 2-D, float64), eager and compiled, with the conditional and the
+    teacher's velocity.
 
-    The three objectives of one (velocity, mode) are timed in turn within every repeat.
+    The five variants of one (velocity, mode) are timed in turn within every repeat.
 
     Arguments:
         batch, hidden, depth: the batch size and the MLP's width and number of hidden layers.
@@ -161,7 +166,13 @@ def measure_step_costs(
         with its error.
     """
     out = []
-    objectives = ("flow_matching", "meanflow", "meanflow_torch_func_jvp")
+    objectives = (
+        "flow_matching",
+        "meanflow",
+        "meanflow_torch_func_jvp",
+        "ayf_emd",
+        "ayf_emd_torch_func_jvp",
+    )
     for velocity in velocities:
         for compiled in compile_modes:
             mode = "compiled" if compiled else "eager"
@@ -318,6 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     routes = measure_jvp_routes(repeats=max(10, args.repeats // 2))
     ratios = _ratios(costs, "meanflow")
     ratios_func = _ratios(costs, "meanflow_torch_func_jvp")
+    ratios_ayf = _ratios(costs, "ayf_emd")
+    ratios_ayf_func = _ratios(costs, "ayf_emd_torch_func_jvp")
     ratios_wall = _ratios(costs, "meanflow", clock="wall")
     best_mf = min(
         (c.cpu_seconds for c in costs if c.what == "meanflow" and c.cpu_seconds), default=None
@@ -337,6 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("MeanFlow / flow matching, CPU time", ratios),
         ("MeanFlow / flow matching, wall clock", ratios_wall),
         ("MeanFlow by torch.func.jvp / flow matching, CPU time", ratios_func),
+        ("AYF-EMD / flow matching, CPU time", ratios_ayf),
+        ("AYF-EMD by torch.func.jvp / flow matching, CPU time", ratios_ayf_func),
     ):
         for name, ratio in table.items():
             print(f"{label} ({name}): {ratio:.2f}x")
@@ -355,10 +370,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "ratios_meanflow_over_flow_matching": ratios,
             "ratios_meanflow_over_flow_matching_wall_clock": ratios_wall,
             "ratios_meanflow_torch_func_jvp_over_flow_matching": ratios_func,
+            "ratios_ayf_emd_over_flow_matching": ratios_ayf,
+            "ratios_ayf_emd_torch_func_jvp_over_flow_matching": ratios_ayf_func,
             "note": (
-                "meanflow takes MLPFlowMap.fused_jvp (the default: directional_derivative uses a "
+                "meanflow and ayf_emd take MLPFlowMap.fused_jvp (ayf_emd: of its flow map) (the default: directional_derivative uses a "
                 "network's own forward-mode pass when it offers one; under torch.compile it runs "
-                "eagerly); meanflow_torch_func_jvp is the same step with torch.func.jvp. The "
+                "eagerly); the *_torch_func_jvp variants are the same steps with torch.func.jvp. The "
                 "variants of one (velocity, mode) are timed in turn in every repeat. Ratios are "
                 "of median thread CPU time per step (one torch thread: a step's work runs on the "
                 "measuring thread), which leaves out the time spent waiting for a core on a "
