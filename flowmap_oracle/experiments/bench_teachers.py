@@ -5,7 +5,10 @@ the exact flow map of a preset teacher (default: the 2-D 8-mode ring) at rtol = 
 float64, three ways, in one process and on one device:
 
 * ``ours``: :class:`~flowmap_oracle.reference_models.ExactFlowMap` (per-sample DOP853 with PI
-  step control, the teacher's specialised velocity kernel);
+  step control; for shared-variance isotropic mixtures such as ring8 in the exponential-integrator
+  variable ``rho = alpha / sqrt(c)`` of :mod:`~flowmap_oracle.reference_models.flow_map`, else in
+  time with the teacher's specialised velocity kernel), and on such mixtures also ``ours`` in the
+  time variable (``runs["ours_time_variable"]``), to show the variable's share;
 * ``baseline``: a plain ``torchdiffeq.odeint(dopri5)`` of the closed-form velocity evaluated
   plainly (the generic eigenbasis formula with ``einsum``, as the project's first implementation
   did: ``v = sum_k gamma_k (alpha' mu_k + Q_k diag(g_k) Q_k^T (x - alpha mu_k))``);
@@ -23,8 +26,15 @@ Why the hand-written per-sample DOP853 of :mod:`~flowmap_oracle.reference_models
 (measured on ring8, 2 shared CPU cores, one thread): at the same rtol diffrax (per-sample
 steps under ``vmap``, jitted) took 1.5 to 3.2 s for 2e4 points against 0.32 s for ours, with
 larger errors (Dopri8 1e-8 against 2e-9 at rtol 1e-9); a JAX-jitted DOP853 step cost 184 ns per
-point evaluation against 53 ns eager torch; ``torch.compile`` of the whole step took 64 s to
-compile, recompiled for each batch size and ran at 68 ns. No library path matched it.
+point evaluation against 53 ns eager torch. ``torch.compile`` (torch 2.13, ``dynamic=True``),
+measured again for the exponential-integrator right-hand side on a machine with load 6 to 9: the
+right-hand side alone fell from about 90 to 12-17 ns per point on contiguous ``(d, n)`` rows
+in isolation, but inside the solver the whole solve's CPU time fell only from 1.00 s to
+0.92-0.96 s (3e4 points, the eager stage sums and step control dominate) after a compilation of
+40 to 120 s; the whole 13-stage step compiled (stage sums as scalar-times-tensor sums) ran at
+52 ns per point evaluation with static shapes and 56 ns dynamic, slower than the eager solve's
+38 ns, after 18 to 120 s of compilation. No library or compiled path matched it, so none is
+kept.
 
 Each result is compared with a tighter reference (``ExactFlowMap`` at rtol = atol = 1e-13,
 itself checked against ``torchdiffeq`` dopri8 at 1e-13 with the last step ending at t=0 on a
@@ -60,6 +70,7 @@ __all__ = [
     "TeacherBenchmark",
     "format_result",
     "logsumexp_velocity",
+    "ours_variable",
     "plain_velocity",
     "run_teacher_benchmark",
     "stage_count",
@@ -144,6 +155,13 @@ class TeacherBenchmark:
     def to_json(self) -> dict[str, Any]:
         """The record as a JSON-ready dict (every field)."""
         return asdict(self)
+
+
+def ours_variable(teacher: GaussianMixtureTeacher) -> str:
+    """The integration variable ``ExactFlowMap(method='dop853')`` uses for ``teacher``:
+    ``"exponential-integrator (rho)"`` for shared-variance isotropic mixtures, else ``"time"``."""
+    probe = ExactFlowMap(teacher, method="dop853")
+    return "exponential-integrator (rho)" if probe._uses_snr() else "time"
 
 
 def plain_velocity(teacher: GaussianMixtureTeacher) -> Callable[[Tensor, Tensor], Tensor]:
@@ -513,10 +531,16 @@ def run_teacher_benchmark(
     x1 = torch.randn(n, mix.dim, dtype=torch.float64, device=dev, generator=gen)
 
     ours = ExactFlowMap(teacher, method="dop853", rtol=rtol, atol=atol)
+    ours_time = ExactFlowMap(teacher, method="dop853", rtol=rtol, atol=atol, variable="time")
+    variable = ours_variable(teacher)
     plain = plain_velocity(teacher)
 
     def run_ours(x: Tensor):
         sol = ours.solve(x, 1.0, 0.0)
+        return sol.x_s, sol.n_velocity_evals, sol.n_point_evals / x.shape[0]
+
+    def run_ours_time(x: Tensor):
+        sol = ours_time.solve(x, 1.0, 0.0)
         return sol.x_s, sol.n_velocity_evals, sol.n_point_evals / x.shape[0]
 
     def run_base(x: Tensor):
@@ -538,7 +562,7 @@ def run_teacher_benchmark(
 
     # warm-up on a few points (allocator, lazy initialisation), then the timed runs
     start = stage("warm-up")
-    for fn in (run_ours, run_base, run_same):
+    for fn in (run_ours, run_ours_time, run_base, run_same):
         fn(x1[: min(n, 256)])
     record("warm_up", start)
 
@@ -560,9 +584,13 @@ def run_teacher_benchmark(
         return replace(best_run, cpu_seconds=min(r.cpu_seconds for r in runs))
 
     # repeats interleave the solvers, so that a slow spell of a shared machine hits all of them
-    timed: dict[str, list[RunResult]] = {"ours": [], "base": [], "same": []}
+    timed: dict[str, list[RunResult]] = {"ours": [], "time": [], "base": [], "same": []}
     for i in range(max(1, repeats)):
         timed["ours"].append(timed_run(f"ours, repeat {i + 1}", lambda: run_ours(x1)))
+        if variable != "time":
+            timed["time"].append(
+                timed_run(f"ours in the time variable, repeat {i + 1}", lambda: run_ours_time(x1))
+            )
         timed["base"].append(timed_run(f"baseline, repeat {i + 1}", lambda: run_base(x1)))
         timed["same"].append(
             timed_run(f"baseline same velocity, repeat {i + 1}", lambda: run_same(x1))
@@ -646,8 +674,9 @@ def run_teacher_benchmark(
             rec[f"speedup_{which}_cpu_time"] = best_b.cpu_seconds / ours_best.cpu_seconds
         baseline_records[b.name] = rec
     dopri5 = baseline_records.get("torchdiffeq_dopri5", {})
+    ours_name = f"ExactFlowMap(method='dop853'), {variable} variable"
     comparison = {
-        "ours": {"solver": "ExactFlowMap(method='dop853')", "rtol": rtol, **asdict(ours_best)},
+        "ours": {"solver": ours_name, "rtol": rtol, **asdict(ours_best)},
         "target_error": target,
         "search_factors": list(SEARCH_FACTORS),
         "xla_threads": xla,
@@ -693,7 +722,17 @@ def run_teacher_benchmark(
         baselines=baseline_records,
         comparison=comparison,
         runs={
-            "ours": {"solver": "ExactFlowMap(method='dop853')", **asdict(res_ours)},
+            "ours": {"solver": ours_name, **asdict(res_ours)},
+            **(
+                {
+                    "ours_time_variable": {
+                        "solver": "ExactFlowMap(method='dop853', variable='time')",
+                        **asdict(fastest(timed["time"])),
+                    }
+                }
+                if timed["time"]
+                else {}
+            ),
             "baseline": {
                 "solver": "torchdiffeq.odeint(method='dopri5')",
                 "velocity": "plain_velocity (generic eigenbasis einsum)",
@@ -716,8 +755,17 @@ def format_result(r: TeacherBenchmark) -> str:
         f"exact flow map t=1 -> t=0, {r.preset}, n={r.n}, rtol=atol={r.rtol:g}, device {r.device}, "
         f"{r.environment.get('torch_threads')} thread(s)",
         f"  ours (per-sample DOP853)        {r.seconds:9.3f} s (cpu {r.runs['ours']['cpu_seconds']:.3f})"
-        f"  max error {r.max_error:.2e}  "
+        f"  max error {r.max_error:.2e}  evals per point {r.runs['ours']['mean_point_evals']:.0f}  "
         f"evals {r.n_velocity_evals}  peak mem {r.peak_memory_bytes / 2**20:.1f} MiB",
+        *(
+            [
+                f"  ours in the time variable       {tv['seconds']:9.3f} s (cpu "
+                f"{tv['cpu_seconds']:.3f})  max error {tv['max_error']:.2e}  evals per point "
+                f"{tv['mean_point_evals']:.0f}"
+            ]
+            if (tv := r.runs.get("ours_time_variable"))
+            else []
+        ),
         f"  baseline (dopri5, plain v)      {r.baseline_seconds:9.3f} s "
         f"(cpu {r.runs['baseline']['cpu_seconds']:.3f})  max error "
         f"{r.baseline_max_error:.2e}  evals {r.baseline_n_velocity_evals}  peak mem "

@@ -123,7 +123,18 @@ def _benchmark_tables(
             f"thread(s), torch {torch_version}. Speed-up over the plain baseline: "
             f"{r['speedup']:.1f}x wall ({r.get('speedup_cpu_time', float('nan')):.1f}x CPU) at the "
             f"same rtol, {matched['speedup']:.1f}x at matched error; over dopri5 on the same "
-            f"velocity: {r['speedup_same_velocity']:.1f}x."
+            f"velocity: {r['speedup_same_velocity']:.1f}x"
+            + (
+                f" at the same rtol, {r['speedup_same_velocity_matched_error']:.1f}x at matched "
+                "error."
+                if r.get("speedup_same_velocity_matched_error") is not None
+                else "."
+            )
+            + (
+                f" Ours: {literal(runs['ours']['solver'])}."
+                if "solver" in runs.get("ours", {})
+                else ""
+            )
         )
         tables.append((caption, rows))
     return tables
