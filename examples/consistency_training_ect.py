@@ -10,9 +10,11 @@ EDM's variance-exploding setup: ``x_sigma = x + sigma * noise`` with data of sta
 and weights each sample by ``1 / (sigma_t - sigma_r)``. A one-step sampler and a two-step
 sampler (re-noising to ``sigma = 0.821``).
 
-``implementation()`` hands them over as they are; ``wrong_implementation()`` carries two bugs
+``implementation()`` hands them over as they are, declaring the pseudo-Huber constant and the
+weight so that the loss's value is checked too; ``wrong_implementation()`` carries two bugs
 seen in practice: the target point drawn with fresh noise, and a one-step sampler that asks
-the network at the data end.
+the network at the data end. ``wrong_huber_implementation()`` adds the pseudo-Huber constant
+to the squared norm unsquared: only the value check sees it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import math
 import torch
 
 from flowmap_oracle import Implementation
+from flowmap_oracle.oracle.declared import Declared, PseudoHuber
 from flowmap_oracle.oracle.shipped import ShippedLoss, ShippedSampler
 
 SIGMA_DATA = 0.5
@@ -45,6 +48,15 @@ def pseudo_huber(diff, c):
     return ((diff**2).flatten(1).sum(1) + c**2).sqrt() - c
 
 
+def pseudo_huber_c_unsquared(diff, c):
+    """Bug: c added to the squared norm as it is, not squared."""
+    return ((diff**2).flatten(1).sum(1) + c).sqrt() - c
+
+
+def ect_weight(sigma_t, sigma_r):
+    return 1 / (sigma_t - sigma_r).clamp_min(1e-8)
+
+
 def sample_sigmas(b, stage=4, q=2.0, k=8.0, bb=1.0):
     sigma_t = (torch.randn(b, dtype=torch.float64) * P_STD + P_MEAN).exp()
     sigma_t = sigma_t.clamp(SIGMA_MIN, SIGMA_MAX)
@@ -54,7 +66,15 @@ def sample_sigmas(b, stage=4, q=2.0, k=8.0, bb=1.0):
     return sigma_t, sigma_r
 
 
-def ect_loss(model, images, fresh_target_noise=False):
+# what the loss does, for the oracle's value check: pseudo-Huber on the summed squares, 1/dsigma
+DECLARED = Declared(
+    distance=PseudoHuber(c=0.00054 * math.sqrt(math.prod(IMAGE_SHAPE))),
+    weight=ect_weight,
+    reduction="sum_mean",
+)
+
+
+def ect_loss(model, images, fresh_target_noise=False, distance=pseudo_huber):
     b = images.shape[0]
     sigma_t, sigma_r = sample_sigmas(b)
     noise = torch.randn_like(images)
@@ -66,8 +86,7 @@ def ect_loss(model, images, fresh_target_noise=False):
     with torch.no_grad():
         d_r = denoise(model, x_r, sigma_r)
     c = 0.00054 * math.sqrt(images[0].numel())
-    weight = 1 / (sigma_t - sigma_r).clamp_min(1e-8)
-    return (weight * pseudo_huber(d_t - d_r, c)).mean()
+    return (ect_weight(sigma_t, sigma_r) * distance(d_t - d_r, c)).mean()
 
 
 @torch.no_grad()
@@ -84,7 +103,7 @@ def two_step(model, noise):
     return denoise(model, x, torch.full((b,), MID_SIGMA, dtype=noise.dtype))
 
 
-def implementation(fresh_noise: bool = False, start: float = SIGMA_MAX) -> Implementation:
+def implementation(start: float = SIGMA_MAX, **loss_options) -> Implementation:
     return Implementation(
         name="example: easy consistency training (EDM preconditioning, pseudo-Huber, 1/dsigma)",
         conventions={
@@ -96,9 +115,10 @@ def implementation(fresh_noise: bool = False, start: float = SIGMA_MAX) -> Imple
         },
         shipped_losses={
             "consistency": ShippedLoss(
-                lambda m, x: ect_loss(m, x, fresh_target_noise=fresh_noise),
+                lambda m, x: ect_loss(m, x, **loss_options),
                 data_shape=IMAGE_SHAPE,
                 time_range=(SIGMA_MIN, SIGMA_MAX),
+                declared=DECLARED,
             )
         },
         samplers={
@@ -112,4 +132,9 @@ def implementation(fresh_noise: bool = False, start: float = SIGMA_MAX) -> Imple
 
 def wrong_implementation() -> Implementation:
     """The target on a fresh noise draw; a one-step sampler asking at sigma_min."""
-    return implementation(fresh_noise=True, start=SIGMA_MIN)
+    return implementation(start=SIGMA_MIN, fresh_target_noise=True)
+
+
+def wrong_huber_implementation() -> Implementation:
+    """The pseudo-Huber constant added to the squared norm unsquared."""
+    return implementation(distance=pseudo_huber_c_unsquared)

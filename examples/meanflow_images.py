@@ -5,10 +5,12 @@ The network is called as ``model(z, t, r, y)``: noisy images ``(B, C, H, W)``, t
 classifier-free guidance). Times are logit-normal, a quarter of the batch has ``r != t``, the
 JVP comes from ``torch.func.jvp`` and the loss uses MeanFlow's adaptive L2 weighting.
 
-``implementation()`` hands the loss and two samplers to the oracle as they are;
-``wrong_implementation()`` does the same with two bugs seen in practice: the network's time
-arguments passed in the wrong order, and a two-step sampler that steps by a different size
-than the one it asked the network for.
+``implementation()`` hands the loss and two samplers to the oracle as they are, declaring the
+loss's adaptive weight (``p = 1 - gamma``, ``c``) and its share of diagonal pairs, so that its
+value is checked too; ``wrong_implementation()`` does the same with two bugs seen in practice:
+the network's time arguments passed in the wrong order, and a two-step sampler that steps by a
+different size than the one it asked the network for. ``wrong_weighting_implementation()``
+computes the adaptive weight from the squared error squared again: only the value check sees it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from torch import Tensor
 
 from flowmap_oracle import Implementation
+from flowmap_oracle.oracle.declared import Adaptive, Declared
 from flowmap_oracle.oracle.shipped import ShippedLoss, ShippedSampler
 
 NUM_CLASSES = 10
@@ -41,7 +44,7 @@ def adaptive_l2(error: Tensor, gamma: float = 0.5, c: float = 1e-3) -> Tensor:
     return (w.detach() * delta_sq).mean()
 
 
-def meanflow_loss(model, batch, cfg_dropout: float = 0.1):
+def meanflow_loss(model, batch, cfg_dropout: float = 0.1, weighting=adaptive_l2):
     images, labels = batch
     b = images.shape[0]
     drop = torch.rand(b) < cfg_dropout
@@ -58,7 +61,7 @@ def meanflow_loss(model, batch, cfg_dropout: float = 0.1):
 
     u, dudt = torch.func.jvp(u_fn, (z, t, r), (v, torch.ones_like(t), torch.zeros_like(r)))
     u_tgt = v - (t_ - r_) * dudt
-    return adaptive_l2(u - u_tgt.detach())
+    return weighting(u - u_tgt.detach())
 
 
 @torch.no_grad()
@@ -82,6 +85,13 @@ def two_step(model, noise, labels=None):
 
 
 # -- the same code with bugs seen in practice ----------------------------------------------------
+
+
+def adaptive_l2_squared_twice(error: Tensor, gamma: float = 0.5, c: float = 1e-3) -> Tensor:
+    """Bug: the weight is computed from the squared error squared again."""
+    delta_sq = error.pow(2).mean(dim=(1, 2, 3))
+    w = 1.0 / (delta_sq.pow(2) + c).pow(1.0 - gamma)
+    return (w.detach() * delta_sq).mean()
 
 
 def meanflow_loss_swapped_times(model, batch, cfg_dropout: float = 0.1):
@@ -123,7 +133,13 @@ def implementation(loss=meanflow_loss, sampler=two_step) -> Implementation:
         name="example: class-conditional MeanFlow on images (torch.func.jvp, adaptive L2)",
         conventions={"time": "noise_at_1", "signature": "x_t_s"},
         shipped_losses={
-            "meanflow": ShippedLoss(loss, data_shape=IMAGE_SHAPE, make_batch=_with_labels)
+            "meanflow": ShippedLoss(
+                loss,
+                data_shape=IMAGE_SHAPE,
+                make_batch=_with_labels,
+                # adaptive_l2's weight 1 / (||e||^2 + c)^(1 - gamma); 75% of the pairs have r = t
+                declared=Declared(distance=Adaptive(p=0.5, c=1e-3), reset_fraction=0.75),
+            )
         },
         samplers={
             "one_step": ShippedSampler(one_step, data_shape=IMAGE_SHAPE),
@@ -134,3 +150,9 @@ def implementation(loss=meanflow_loss, sampler=two_step) -> Implementation:
 
 def wrong_implementation() -> Implementation:
     return implementation(loss=meanflow_loss_swapped_times, sampler=two_step_wrong_stride)
+
+
+def wrong_weighting_implementation() -> Implementation:
+    return implementation(
+        loss=lambda m, b: meanflow_loss(m, b, weighting=adaptive_l2_squared_twice)
+    )

@@ -9,9 +9,12 @@ the tangent ``g = -cos^2(t) (SIGMA_D F - dx_t/dt) - r cos(t) sin(t) (x_t + SIGMA
 and regresses ``F`` onto ``sg(F) + sg(g)``. A one-step sampler from ``t = atan(80 / SIGMA_D)``
 and a two-step sampler through TrigFlow's intermediate time 1.1.
 
-``implementation()`` hands them over as they are; ``wrong_implementation()`` carries two bugs
-seen in practice: a sign error in the tangent's second term, and a two-step sampler that
-re-noises to another time than the one it then asks the network for.
+``implementation()`` hands them over as they are, declaring the tangent's scale ``cos(t)`` and
+normalisation ``c = 0.1`` so that the loss's value is checked too; ``wrong_implementation()``
+carries two bugs seen in practice: a sign error in the tangent's second term, and a two-step
+sampler that re-noises to another time than the one it then asks the network for.
+``wrong_normalisation_implementation()`` normalises the tangent by its norm over the whole batch
+instead of each sample's: only the value check sees it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import math
 import torch
 
 from flowmap_oracle import Implementation
+from flowmap_oracle.oracle.declared import Declared
 from flowmap_oracle.oracle.shipped import ShippedLoss, ShippedSampler
 
 SIGMA_D = 0.5
@@ -31,7 +35,20 @@ WARMUP_STEPS = 10_000
 DATA_SHAPE = (3,)
 
 
-def scm_loss(model, x0, step=50_000, sign=1.0):
+def normalise_tangent(g, c=0.1):
+    return g / (g.norm(dim=1, keepdim=True) + c)
+
+
+def normalise_tangent_whole_batch(g, c=0.1):
+    """Bug: the norm is taken over the whole batch, not per sample."""
+    return g / (g.norm() + c)
+
+
+# what the loss does, for the oracle's value check: g = cos(t) df/dt, g / (||g|| + 0.1) per sample
+DECLARED = Declared(tangent_scale=torch.cos, tangent_normalisation=0.1, reduction="sum_mean")
+
+
+def scm_loss(model, x0, step=50_000, sign=1.0, normalise=normalise_tangent):
     b = x0.shape[0]
     tau = (torch.randn(b, dtype=x0.dtype) * P_STD + P_MEAN).exp()
     t = torch.atan(tau / SIGMA_D)
@@ -48,7 +65,7 @@ def scm_loss(model, x0, step=50_000, sign=1.0):
     F = raw(x_t, t)
     r = min(1.0, step / WARMUP_STEPS)
     g = -(cos**2) * (SIGMA_D * F_sg - dxt_dt) - sign * r * cos * sin * (x_t + SIGMA_D * dF_dt)
-    g = g / (g.norm(dim=1, keepdim=True) + 0.1)
+    g = normalise(g)
     return ((F - F_sg - g) ** 2).sum(dim=1).mean()
 
 
@@ -70,7 +87,7 @@ def two_step(model, noise, renoise_t=MID_T):
     return consistency_fn(model, x, MID_T)
 
 
-def implementation(sign: float = 1.0, renoise_t: float = MID_T) -> Implementation:
+def implementation(renoise_t: float = MID_T, **loss_options) -> Implementation:
     return Implementation(
         name="example: sCM in TrigFlow (torch.func.jvp, tangent normalisation, sigma_data)",
         conventions={
@@ -82,9 +99,10 @@ def implementation(sign: float = 1.0, renoise_t: float = MID_T) -> Implementatio
         },
         shipped_losses={
             "scm": ShippedLoss(
-                lambda m, x: scm_loss(m, x, sign=sign),
+                lambda m, x: scm_loss(m, x, **loss_options),
                 data_shape=DATA_SHAPE,
                 time_range=(0.0, math.pi / 2),
+                declared=DECLARED,
             )
         },
         samplers={
@@ -99,3 +117,8 @@ def implementation(sign: float = 1.0, renoise_t: float = MID_T) -> Implementatio
 def wrong_implementation() -> Implementation:
     """A sign error in the tangent; re-noising to t = 0.8 but asking the network at 1.1."""
     return implementation(sign=-1.0, renoise_t=0.8)
+
+
+def wrong_normalisation_implementation() -> Implementation:
+    """The tangent normalised by its norm over the whole batch."""
+    return implementation(normalise=normalise_tangent_whole_batch)

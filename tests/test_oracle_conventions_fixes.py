@@ -334,7 +334,10 @@ def test_a_float32_trigflow_loss_as_shipped_that_reaches_the_noise_end_passes():
     )
     torch.manual_seed(0)
     results = run_shipped(impl)
-    assert results and all(r.status == "pass" for r in results), [r.report() for r in results]
+    undeclared = "meanflow.shipped.value"  # skipped: the loss declares no extras
+    assert results and all(
+        r.status == "pass" or (r.check == undeclared and r.status == "skip") for r in results
+    ), [r.report() for r in results]
     times = next(r for r in results if r.check == "meanflow.shipped.times")
     assert "t in [" in times.message and ", 1]" in times.message, times.message
 

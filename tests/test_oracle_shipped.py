@@ -117,7 +117,8 @@ def test_a_step_past_the_end_of_the_path_fails_the_checks_and_does_not_escape():
     times = next(r for r in results if r.check == "meanflow.shipped.times")
     assert times.status == "fail", times.message
     assert "a time off the path" in times.message and "your time argument(s)" in times.message
-    assert all(r.status == "fail" for r in results)
+    # every check that runs the loss fails (nothing is declared: the value check does not run it)
+    assert all(r.status == "fail" for r in results if r.check != "meanflow.shipped.value")
 
 
 @pytest.mark.parametrize("velocity", ["conditional", "teacher"])

@@ -65,6 +65,12 @@ The checks hold for every correct weighting, metric, reduction and time distribu
     small step moves towards it (``g . theta_c > 0``, a one-sided t-test that fails only a
     significantly negative mean): the exact map attracts. A sign error that keeps the fixed
     point (AYF-LMD's ``sign(s - t)`` flipped, a maximised loss) fails here only.
+``<method>.shipped.value``
+    with the loss's extras declared (:class:`~flowmap_oracle.oracle.declared.Declared`: its
+    distance, weight, reduction, sCM tangent normalisation, reset fraction), the declared loss
+    is rebuilt from the recorded calls and its value and per-output gradient compared with the
+    user's (:mod:`~flowmap_oracle.oracle.shipped_value`); skipped, with the reason, when nothing
+    is declared.
 ``sampler.<name>.exact_map``
     the sampler, run as shipped on the exact model, starts at the noise end, steps towards the
     data and, when it asks for flow-map steps (``s < t``), lands on the exact flow map from its
@@ -99,6 +105,7 @@ from ..conventions import Method
 from ..reference_models import ExactAverageVelocity, ExactFlowMap, GaussianMixtureTeacher
 from ..reference_models.gmm import GaussianMixture
 from .adapters import ConventionAdapter, Conventions
+from .declared import Declared
 from .networks import RandomNetwork
 from .results import CheckResult, ImpliedWeights, SkipReason, Status
 
@@ -162,6 +169,10 @@ class ShippedLoss:
         time_range: ``(lo, hi)``, the times the loss may call the network at, in the user's own
             time variable (e.g. ``(0.002, 80.0)`` for EDM's sigma, ``(0, 0.994)``); the times
             check fails a loss whose calls leave it. Default: no declared range.
+        declared: the loss's extras (:class:`~flowmap_oracle.oracle.declared.Declared`: its
+            distance, per-sample weight, reduction, sCM tangent normalisation, reset fraction,
+            extra flow-matching term); the value check ``<method>.shipped.value`` then rebuilds
+            the loss and compares value and gradient exactly. ``None``: that check is skipped.
     """
 
     loss: Callable[..., Any]
@@ -172,9 +183,15 @@ class ShippedLoss:
     make_batch: Callable[[Tensor], Any] | None = None
     batch_size: int = 64
     time_range: tuple[float, float] | None = None
+    declared: Declared | None = None
 
     def __post_init__(self) -> None:
         _check_range(self.time_range)
+        if self.declared is not None and not isinstance(self.declared, Declared):
+            raise TypeError(
+                "ShippedLoss.declared must be a Declared(...) from flowmap_oracle.oracle.declared, "
+                f"got {type(self.declared).__name__}"
+            )
         if not callable(self.loss):
             raise TypeError("ShippedLoss.loss must be callable")
         if self.velocity not in ("conditional", "teacher"):
@@ -1581,6 +1598,9 @@ def run_shipped_checks(
         results.append(check_stationarity(method, shipped, harness, repeats=repeats))
         results.append(check_descent(method, shipped, harness, repeats=repeats))
         _CONTROL_DRAWS.pop(id(harness), None)
+        from .shipped_value import check_value  # lazy: shipped_value imports this module
+
+        results.append(check_value(method, shipped, harness))
     for name, sampler in (samplers or {}).items():
         if conv.framework == "jax":
             from .shipped_jax import check_jax_sampler

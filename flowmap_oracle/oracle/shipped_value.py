@@ -1,0 +1,504 @@
+"""``<method>.shipped.value``: a shipped loss's value against the loss it declares.
+
+The invariant checks in :mod:`~flowmap_oracle.oracle.shipped` accept every weighting, distance
+and reduction, so a loss whose declared weighting is wrong (an adaptive weight that squares the
+error twice, a pseudo-Huber constant applied to the squared norm, a weight at the wrong time)
+passes them. When the loss declares its extras (:class:`~flowmap_oracle.oracle.declared.Declared`)
+this check makes them exact:
+
+1. At a perturbed map (every ``theta_k = CONTROL``) the loss is run once as shipped (its own
+   times and noise) and the oracle records every network call: times, points, and the gradient
+   the loss sends back to each output.
+2. From those calls it rebuilds the declared loss with its own network: the residual of each
+   trained row (flow matching and MeanFlow: ``F - [v - (t - s) dF/dt]`` in the units of the
+   user's output, with the conditional velocity recovered from the data and the point, as the
+   alignment check does; discrete consistency: the online minus the target consistency function
+   in the user's data units; sCM: the declared tangent ``tangent_scale(t) df/dt``, normalised
+   as declared), then ``weight(t, s) * distance(q)`` per row, reduced as declared.
+3. It compares the value with the user's (float64: relative ``1e-8``; float32: ``1e-4``), and
+   the gradient at every network output with the rebuilt loss's (float64: ``1e-6``; float32:
+   ``1e-3`` of the largest row). The gradient is what catches a wrong weight whose value happens
+   to agree: per row it is the declared weight times the distance's derivative. A mismatch is
+   explained: which part of the value differs (:func:`~flowmap_oracle.oracle.checks._common.
+   explain_parts`), and whether the ratio of implied to declared weight per row is a constant
+   (a reduction), follows the residual's norm (a distance) or the time (a weight).
+4. With ``reset_fraction`` declared, the fraction of trained rows on the diagonal ``s = t`` is
+   judged by a two-sided binomial test at :data:`~flowmap_oracle.oracle.shipped.FALSE_ALARM`
+   (in this check, not in the times check, which reports the fraction for every loss).
+
+Without a declaration the check is skipped with the reason, naming what to declare; the invariant
+checks run either way. Torch losses only (a JAX loss is skipped with the reason).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import cast
+
+import torch
+from torch import Tensor
+
+from .checks._common import explain_parts
+from .declared import Declared
+from .results import CheckResult, SkipReason
+from .shipped import (
+    ALIGNED_METHODS,
+    CONTROL,
+    FALSE_ALARM,
+    N_FIELDS,
+    CallRecord,
+    ShippedLoss,
+    _consistency_function,
+    _data_in_ours,
+    _Harness,
+    _matched_velocity,
+    _result,
+    _trained,
+    _UserProblem,
+)
+
+__all__ = ["VALUE_METHODS", "check_value"]
+
+VALUE_METHODS = ("flow_matching", "meanflow", "consistency", "scm")
+"""Methods whose declared loss the value check can rebuild."""
+
+VALUE_RTOL = {torch.float64: 1e-8, torch.float32: 1e-4}
+"""Relative tolerance on the loss's value, by the user's dtype (float32: the user computes the
+residual in float32, the oracle rebuilds it in float64 from the float32 points). Measured on
+correct losses (``tests/measure_shipped_value.py``, 10 seeds each of MeanFlow with an adaptive
+weight, TrigFlow sCM and ECT): at most 2.0e-15 in float64 and 1.1e-7 in float32."""
+GRAD_RTOL = {torch.float64: 1e-6, torch.float32: 1e-3}
+"""Tolerance on the gradient at each output, relative to the largest row's norm. Measured as
+for :data:`VALUE_RTOL`: at most 2.7e-13 in float64 and 8.8e-6 in float32."""
+BETA_FLOOR = {torch.float64: 1e-9, torch.float32: 1e-4}
+"""Rows at ``beta(t)`` below this carry no recoverable noise (``x_t`` is the data to rounding);
+the loss is then drawn again (the conditional velocity of every row is needed for the value)."""
+ATTEMPTS = 5
+"""Draws of the loss before the check gives up on rows at the data end."""
+
+
+@dataclass
+class _Term:
+    """One trained network call of the loss, as the declaration rebuilds it.
+
+    Attributes:
+        label: the term's name in messages.
+        residual: ``(N, D)`` float64 leaf, the difference the loss compares, user units.
+        jac: ``(N,)``, ``d residual / d output`` per row (a scalar per row).
+        t_user, s_user: the rows' times in the user's own time variable.
+        coef: the term's coefficient in the loss.
+        grad: ``(N, D)``, the gradient the user's loss sent to the call's output.
+        diagonal: ``(N,)`` rows with ``s = t``.
+    """
+
+    label: str
+    residual: Tensor
+    jac: Tensor
+    t_user: Tensor
+    s_user: Tensor
+    coef: float
+    grad: Tensor
+    diagonal: Tensor
+
+
+class _Skip(Exception):
+    """The calls do not have the structure the declaration describes (a skip, with why)."""
+
+
+class _Redraw(Exception):
+    """A row at the data end: its noise cannot be recovered; draw the loss again."""
+
+
+def _grad_of(call: CallRecord) -> Tensor:
+    g = call.output_grad
+    n = call.x.shape[0]
+    return torch.zeros_like(call.x) if g is None else g.reshape(n, -1).double()
+
+
+def _velocity(harness: _Harness, shipped: ShippedLoss, call: CallRecord) -> Tensor:
+    """The velocity every row of ``call`` regressed onto (all rows, unlike the alignment check,
+    which leaves out rows near the data end): raises :class:`_Skip` when the rows cannot be
+    matched to the data, :class:`_Redraw` when a row is too close to the data end."""
+    matched = _matched_velocity(harness, shipped, call)
+    if isinstance(matched, str):
+        raise _Skip(matched)
+    if shipped.velocity == "teacher":
+        return matched[0]
+    data = _data_in_ours(harness)
+    x, t = call.x, call.t
+    x0 = data.repeat(x.shape[0] // data.shape[0], 1)
+    c = harness.teacher.path.schedule(t)
+    if bool((c.beta < BETA_FLOOR[harness.user_dtype]).any()):
+        raise _Redraw
+    eps = (x - c.alpha[:, None] * x0) / c.beta[:, None]
+    return cast(Tensor, c.alpha_dot[:, None] * x0 + c.beta_dot[:, None] * eps)
+
+
+def _user_times(harness: _Harness, t: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+    o = harness.net.adapter.torch_ops
+    adapter = harness.net.adapter
+    return adapter.time_to_user(t, ops=o), adapter.time_to_user(s, ops=o)
+
+
+def _aligned_terms(harness: _Harness, shipped: ShippedLoss, decl: Declared) -> list[_Term]:
+    """Flow matching and MeanFlow: one trained call (two with a declared flow-matching term)."""
+    net = harness.net
+    trained = _trained(net.calls)
+    want = 1 if decl.flow_matching_term is None else 2
+    if len(trained) != want:
+        hint = (
+            " (declare flow_matching_term=... for an extra flow-matching term on a second call)"
+            if decl.flow_matching_term is None
+            else ""
+        )
+        raise _Skip(
+            f"the loss trains {len(trained)} network call(s), the declaration describes {want}"
+            + hint
+        )
+    if want == 2 and not bool((trained[1].t == trained[1].s).all()):
+        raise _Skip(
+            "the declared flow-matching term's call (the second trained call) has rows off the "
+            "diagonal s = t"
+        )
+    o = net.adapter.torch_ops
+    coefs = [1.0] if want == 1 else [1.0, cast(float, decl.flow_matching_term)]
+    labels = ["the loss"] if want == 1 else ["the MeanFlow term", "the flow-matching term"]
+    terms = []
+    for call, coef, label in zip(trained, coefs, labels, strict=True):
+        v = _velocity(harness, shipped, call)
+        x, t, s = call.x, call.t, call.s
+        with torch.no_grad():
+            F, dF = cast(
+                tuple[Tensor, Tensor],
+                torch.func.jvp(net.ours, (x, t, s), (v, torch.ones_like(t), torch.zeros_like(s))),
+            )
+        R = F - v + (t - s)[:, None] * dF
+        k = net.adapter.output_gain(t, s, ops=o)
+        w = net.adapter.residual_factor(t, s, "time_derivative", ops=o)
+        tu, su = _user_times(harness, t, s)
+        terms.append(
+            _Term(
+                label,
+                (R / (w * k)[:, None]).detach().requires_grad_(True),
+                torch.ones_like(t),
+                tu,
+                su,
+                coef,
+                _grad_of(call),
+                t == s,
+            )
+        )
+    return terms
+
+
+def _consistency_terms(harness: _Harness, shipped: ShippedLoss, decl: Declared) -> list[_Term]:
+    """Discrete consistency: the trained online call against its one untrained target call."""
+    net = harness.net
+    calls = [c for c in net.calls if float(c.s.abs().max()) <= 1e-9]
+    trained = _trained(calls)
+    if len(trained) != 1:
+        raise _Skip(
+            f"the loss trains {len(trained)} calls of the consistency function; the declaration "
+            "describes one online call against one detached target call"
+        )
+    online = trained[0]
+    targets = [c for c in calls if c is not online and c.x.shape == online.x.shape]
+    if len(targets) != 1:
+        raise _Skip(
+            f"{len(targets)} untrained calls of the online call's batch: the target call cannot "
+            "be told apart"
+        )
+    target = targets[0]
+    adapter = net.adapter
+    o = adapter.torch_ops
+    t, r = online.t, target.t
+    zero = torch.zeros_like(t)
+    diff = _consistency_function(net, online.x, t) - _consistency_function(net, target.x, r)
+    unit = adapter.points_to_user(torch.ones_like(t)[:, None], zero, ops=o)[:, 0]
+    gain = adapter.output_gain(t, zero, ops=o)
+    tu, ru = _user_times(harness, t, r)
+    return [
+        _Term(
+            "the loss",
+            (unit[:, None] * diff).detach().requires_grad_(True),
+            -t * gain * unit,
+            tu,
+            ru,
+            1.0,
+            _grad_of(online),
+            t == r,
+        )
+    ]
+
+
+def _scm_terms(harness: _Harness, shipped: ShippedLoss, decl: Declared) -> list[_Term]:
+    """sCM: the trained call of the consistency function, regressed onto its own output plus the
+    declared tangent ``g = tangent_scale(t) df/dt`` (user units and time), normalised as
+    declared; the residual is ``-g_n``."""
+    from ..objectives.continuous_consistency import consistency_tangent
+
+    net = harness.net
+    trained = _trained(net.calls)
+    if len(trained) != 1 or float(trained[0].s.abs().max()) > 1e-9:
+        raise _Skip(
+            f"the loss trains {len(trained)} network call(s); the declaration describes one call "
+            "of the consistency function (s = 0)"
+        )
+    call = trained[0]
+    adapter = net.adapter
+    o = adapter.torch_ops
+    v = _velocity(harness, shipped, call)
+    x, t = call.x, call.t
+    zero = torch.zeros_like(t)
+    with torch.no_grad():
+        _, df = consistency_tangent(net.ours, x, t, v)
+    gain = adapter.output_gain(t, zero, ops=o)
+    unit = adapter.points_to_user(torch.ones_like(t)[:, None], zero, ops=o)[:, 0]
+    tu, su = _user_times(harness, t, zero)
+    # d f_user / d tau, oriented as the loss's gradient is (the alignment check: along t k df/dt)
+    g = (torch.sign(gain) * unit / adapter.tau_dot(t).abs())[:, None] * df
+    if decl.tangent_scale is not None:
+        g = _per_row(decl.tangent_scale(tu), t.shape[0], "tangent_scale(t)")[:, None] * g
+    if decl.tangent_normalisation is not None:
+        g = g / (g.norm(dim=1, keepdim=True) + decl.tangent_normalisation)
+    return [
+        _Term(
+            "the loss",
+            (-g).detach().requires_grad_(True),
+            torch.ones_like(t),
+            tu,
+            su,
+            1.0,
+            _grad_of(call),
+            t == zero,
+        )
+    ]
+
+
+def _per_row(value: object, n: int, what: str) -> Tensor:
+    """A declared function's output as ``(n,)`` float64 (a scalar broadcasts)."""
+    if not isinstance(value, Tensor):
+        value = torch.as_tensor(value, dtype=torch.float64)
+    value = value.double()
+    if value.numel() == 1:
+        return value.reshape(()).expand(n)
+    if value.numel() != n:
+        raise ValueError(
+            f"the declared {what} returned shape {tuple(value.shape)}; expected one value per "
+            f"row ({n},)"
+        )
+    return value.reshape(n)
+
+
+def _rebuild(terms: list[_Term], decl: Declared) -> tuple[Tensor, dict[str, float], list[Tensor]]:
+    """The declared loss from the terms: its value, its parts (by term and by the diagonal) and
+    its gradient at each call's output."""
+    total = torch.zeros((), dtype=torch.float64)
+    parts: dict[str, float] = {}
+    for term in terms:
+        n = term.residual.shape[0]
+        sq = term.residual.pow(2)
+        q = sq.mean(1) if decl.reduction == "mean" else sq.sum(1)
+        w = (
+            torch.ones(n, dtype=torch.float64)
+            if decl.weight is None
+            else _per_row(decl.weight(term.t_user, term.s_user), n, "weight(t, s)")
+        )
+        per = w * decl.distance(q)
+
+        def reduce(a: Tensor) -> Tensor:
+            return a.mean() if decl.reduction in ("mean", "sum_mean") else a.sum()
+
+        value = term.coef * reduce(per)
+        total = total + value
+        diag = term.diagonal
+        if bool(diag.all()) or not bool(diag.any()):
+            parts[term.label] = float(value.detach())
+        else:
+            zero = torch.zeros_like(per)
+            for mask, what in ((diag, "rows with s = t"), (~diag, "rows with s != t")):
+                key = f"{term.label}: {what}"
+                parts[key] = float(term.coef * reduce(torch.where(mask, per, zero)).detach())
+    leaves = [term.residual for term in terms]
+    grads = torch.autograd.grad(total, leaves, allow_unused=True)
+    out = [
+        torch.zeros_like(leaf) if g is None else g * term.jac[:, None]
+        for leaf, g, term in zip(leaves, grads, terms, strict=True)
+    ]
+    return total.detach(), parts, out
+
+
+def _slope(x: Tensor, y: Tensor) -> float | None:
+    """The least-squares slope of ``y`` against ``x`` (``None`` without spread)."""
+    if x.numel() < 3 or float(x.std()) < 1e-9:
+        return None
+    xc = x - x.mean()
+    return float((xc * (y - y.mean())).sum() / xc.pow(2).sum())
+
+
+def _explain_rows(terms: list[_Term], expected: list[Tensor], decl: Declared) -> str:
+    """What the per-row ratio of the loss's implied weight to the declared one says."""
+    ratios, qs, ts, gaps = [], [], [], []
+    for term, g_exp in zip(terms, expected, strict=True):
+        norm2 = g_exp.pow(2).sum(1)
+        ok = norm2 > 1e-24 * float(norm2.max().clamp_min(1e-300))
+        ratios.append(((term.grad * g_exp).sum(1) / norm2.clamp_min(1e-300))[ok])
+        qs.append(term.residual.detach().pow(2).sum(1)[ok])
+        ts.append(term.t_user[ok])
+        gaps.append((term.t_user - term.s_user).abs()[ok])
+    rho = torch.cat(ratios)
+    if rho.numel() == 0:
+        return ""
+    text = (
+        f"per row, the loss's implied weight is {float(rho.min()):.4g} to {float(rho.max()):.4g} "
+        "times the declared one"
+    )
+    if bool((rho <= 0).any()):
+        return text + " (some rows are trained in the opposite direction)"
+    if float(rho.std() / rho.mean().abs()) < 1e-3:
+        return (
+            text + f": a constant factor {float(rho.mean()):.4g} (another reduction than the "
+            f"declared {decl.reduction!r}, or a coefficient)"
+        )
+    log_rho = rho.log()
+    q, tt, gap = torch.cat(qs), torch.cat(ts), torch.cat(gaps)
+    fits = {}
+    for name, x in (
+        ("the residual's squared norm", q),
+        ("the time t", tt.abs()),
+        ("the gap |t - s|", gap),
+    ):
+        ok = x > 0
+        s = _slope(x[ok].log(), log_rho[ok]) if int(ok.sum()) >= 3 else None
+        if s is not None:
+            resid = log_rho[ok] - s * (x[ok].log() - x[ok].log().mean()) - log_rho[ok].mean()
+            fits[name] = (float(resid.pow(2).mean() / log_rho[ok].var().clamp_min(1e-300)), s)
+    if fits:
+        name, (_, s) = min(fits.items(), key=lambda kv: kv[1][0])
+        kind = (
+            "the distance differs from the declared one"
+            if name.startswith("the residual")
+            else "the weight differs from the declared weight(t, s)"
+        )
+        text += f"; the ratio follows {name} (log-log slope {s:.3g}): {kind}"
+    return text
+
+
+def _reset_fraction(terms: list[_Term], declared: float) -> tuple[str | None, str]:
+    """The binomial test of the first term's diagonal share against the declared one."""
+    from scipy.stats import binomtest
+
+    diag = terms[0].diagonal
+    n, k = int(diag.numel()), int(diag.sum())
+    p = float(binomtest(k, n, declared).pvalue)
+    text = (
+        f"{k} of {n} rows on the diagonal s = t ({k / n:.1%}, declared {declared:.1%}; binomial "
+        f"p = {p:.2g}, false-alarm rate {FALSE_ALARM:g})"
+    )
+    if p < FALSE_ALARM:
+        return f"the loss resets another fraction of its pairs to s = t than declared: {text}", text
+    return None, text
+
+
+def check_value(method: str, shipped: ShippedLoss, harness: object) -> CheckResult:
+    """``<method>.shipped.value``: the loss's value and per-output gradient at a perturbed map
+    against the loss its :class:`~flowmap_oracle.oracle.declared.Declared` describes.
+
+    Arguments:
+        method: the method name (``flow_matching``, ``meanflow``, ``consistency``, ``scm``).
+        shipped: the loss, with ``declared`` (without it the check is skipped with the reason).
+        harness: the as-shipped harness (torch; a JAX harness is skipped).
+
+    Returns:
+        The check's result: pass, fail (what differs) or skip (why).
+    """
+    name, start = f"{method}.shipped.value", time.perf_counter()
+    decl = shipped.declared
+
+    def skip(reason: str) -> CheckResult:
+        return _result(name, method, "skip", reason, start, skip_reason=SkipReason.NOT_APPLICABLE)
+
+    if decl is None:
+        return skip(
+            "nothing declared, so the loss's value is not checked: declare its extras with "
+            "ShippedLoss(..., declared=Declared(distance=L2() | Adaptive(p, c) | PseudoHuber(c), "
+            "weight=..., reduction=..., tangent_normalisation=...)) (the invariant checks ran)"
+        )
+    if method not in VALUE_METHODS:
+        return skip(f"the value check rebuilds {', '.join(VALUE_METHODS)} losses; not yet {method}")
+    if decl.declares_tangent and method != "scm":
+        raise ValueError(
+            f"tangent_normalisation and tangent_scale describe sCM's tangent; the {method} loss "
+            "declares one"
+        )
+    if decl.flow_matching_term is not None and method != "meanflow":
+        raise ValueError(f"flow_matching_term is a MeanFlow extra; the {method} loss declares one")
+    if not isinstance(harness, _Harness):
+        return skip("the value check runs on torch losses only (a JAX loss is not rebuilt yet)")
+    adapter = harness.net.adapter
+    if method in ALIGNED_METHODS and adapter.conventions.preconditioning != "none":
+        return skip(
+            "a preconditioned flow-matching or MeanFlow loss compares the wrapped output, which "
+            "the value check does not rebuild yet"
+        )
+    build = {"consistency": _consistency_terms, "scm": _scm_terms}.get(method, _aligned_terms)
+    control = torch.full((N_FIELDS,), CONTROL, dtype=torch.float64)
+    n = max(shipped.batch_size, 256)
+    terms: list[_Term] | None = None
+    for _ in range(ATTEMPTS):
+        harness.net.reset()
+        try:
+            _, got = harness.gradient(shipped, control, batch_size=n)
+            terms = build(harness, shipped, decl)
+            break
+        except _UserProblem as err:
+            return _result(name, method, "fail", str(err), start)
+        except _Skip as reason:
+            return skip(str(reason))
+        except _Redraw:
+            continue
+    if terms is None:
+        return skip(
+            f"in {ATTEMPTS} draws the loss always had rows at the data end (t = 0), whose noise "
+            "cannot be recovered from the point"
+        )
+    dtype = harness.user_dtype
+    expected, parts, grads = _rebuild(terms, decl)  # a bad declaration raises
+    ref = float(expected)
+    rel = abs(got - ref) / max(abs(ref), 1e-300)
+    g_scale = max(float(g.norm(dim=1).max()) for g in grads)
+    g_err = max(
+        float((term.grad - g).norm(dim=1).max()) for term, g in zip(terms, grads, strict=True)
+    )
+    g_rel = g_err / max(g_scale, 1e-300)
+    rows = sum(int(term.residual.shape[0]) for term in terms)
+    detail = (
+        f"value {got:.8g} against the declared {ref:.8g} (relative difference {rel:.1e}, allowed "
+        f"{VALUE_RTOL[dtype]:g}); gradient at the outputs within {g_rel:.1e} of the largest row "
+        f"(allowed {GRAD_RTOL[dtype]:g}); {rows} rows; declared: {decl.describe()}"
+    )
+    problems = []
+    if not math.isfinite(ref):
+        problems.append(f"the declared loss is not finite here ({ref})")
+    if rel > VALUE_RTOL[dtype]:
+        parts_text = explain_parts(ref, got, parts, VALUE_RTOL[dtype] * max(abs(ref), 1e-300))
+        problems.append(
+            "the loss's value is not the declared loss's"
+            + (f" ({parts_text})" if parts_text else "")
+        )
+    if g_rel > GRAD_RTOL[dtype]:
+        problems.append(
+            "the gradient it sends to the network's outputs is not the declared loss's ("
+            + _explain_rows(terms, grads, decl)
+            + ")"
+        )
+    if decl.reset_fraction is not None:
+        wrong, text = _reset_fraction(terms, decl.reset_fraction)
+        detail += f"; {text}"
+        if wrong:
+            problems.append(wrong)
+    if problems:
+        return _result(name, method, "fail", "; ".join(problems) + f" ({detail})", start)
+    return _result(name, method, "pass", detail, start)
