@@ -319,3 +319,43 @@ def test_an_unknown_method_is_refused_in_one_line():
     with pytest.raises(ValueError, match="no target alignment check for method 'meanflow'"):
         check_target_alignment("meanflow", ShippedLoss(split_with_low_precision_target), harness)
     assert "meanflow" not in TARGET_METHODS
+
+
+# ----------------------------------------------------------------------------------------------
+# JAX: explicit keys, stop_gradient, jit, float32
+
+
+def make_jax_split(model, teacher, second_at_start=False):
+    import jax
+    import jax.numpy as jnp
+
+    def loss_fn(params, x, key):
+        k_t, k_s, k_r, k_e = jax.random.split(key, 4)
+        b = x.shape[0]
+        t = 0.1 + 0.9 * jax.random.uniform(k_t, (b,), dtype=x.dtype)
+        s = t * jax.random.uniform(k_s, (b,), dtype=x.dtype)
+        r = s + jax.random.uniform(k_r, (b,), dtype=x.dtype) * (t - s)
+        z = (1 - t[:, None]) * x + t[:, None] * jax.random.normal(k_e, x.shape, dtype=x.dtype)
+        u_tr = jax.lax.stop_gradient(model.apply(params, z, t, r))
+        z_r = z if second_at_start else z - (t - r)[:, None] * u_tr
+        u_rs = jax.lax.stop_gradient(model.apply(params, z_r, r, s))
+        target = ((t - r)[:, None] * u_tr + (r - s)[:, None] * u_rs) / (t - s)[:, None]
+        split = jnp.sum((model.apply(params, z, t, s) - target) ** 2, axis=-1)
+        boundary = jnp.sum((model.apply(params, z, t, t) - teacher(z, t)) ** 2, axis=-1)
+        return jnp.mean(split + boundary)
+
+    return jax.jit(loss_fn)
+
+
+@pytest.mark.parametrize("bug", [False, True])
+def test_a_jax_split_loss_runs_through_the_jax_harness(bug):
+    pytest.importorskip("jax")
+    from flowmap_oracle.oracle.shipped_jax import JaxHarness
+
+    def make(model, teacher):
+        return make_jax_split(model, teacher, second_at_start=bug)
+
+    shipped = ShippedLoss(make, velocity="teacher")
+    harness = JaxHarness.build({"framework": "jax", "dtype": "float32"}, None)
+    result = check_target_alignment("split_meanflow", shipped, harness)
+    assert result.status == ("fail" if bug else "pass"), result.message
