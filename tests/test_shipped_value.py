@@ -9,6 +9,7 @@ declarations and their wrong-weighting variants fail the value check only.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 
 import pytest
@@ -84,6 +85,7 @@ WEIGHTED = Declared(weight=lambda t, r: 1 + 3 * t, reduction="sum_mean")
         (mse, Declared(reduction="mean"), "pass", "value"),
         (mse, Declared(reduction="sum_mean"), "fail", "a constant factor 0.5"),
         (mse, Declared(reduction="sum"), "fail", "reduction"),
+        (adaptive, dataclasses.replace(ADAPTIVE, reduction="mean"), "fail", "reduction='sum_mean'"),
     ],
 )
 def test_meanflow_declared_weights_distances_and_reductions(weigh, declared, verdict, words):
@@ -165,8 +167,6 @@ def _ect():
     ],
 )
 def test_consistency_pseudo_huber_and_its_weight(distance, declared, verdict):
-    import dataclasses
-
     ect, conv = _ect()
     decl = ect.DECLARED if declared is None else dataclasses.replace(ect.DECLARED, **declared)
     result = _check(
@@ -190,8 +190,6 @@ def test_consistency_pseudo_huber_and_its_weight(distance, declared, verdict):
     ],
 )
 def test_scm_tangent_scale_and_normalisation(options, declared, verdict):
-    import dataclasses
-
     from examples import scm_trigflow as scm
 
     conv = Conventions.from_mapping(scm.implementation().conventions)
@@ -205,6 +203,31 @@ def test_scm_tangent_scale_and_normalisation(options, declared, verdict):
         shape=scm.DATA_SHAPE,
     )
     assert result.status == verdict, result.message
+
+
+@pytest.mark.parametrize(
+    ("module", "declared"),
+    [
+        # pseudo-Huber, torch.autograd.functional.jvp, a network read as (z, r, t)
+        ("examples.meanflow_autograd_jvp", Declared(PseudoHuber(0.03), reduction="sum_mean")),
+        # noise at t = 0, F.mse_loss
+        ("examples.flow_matching_noise_at_0", Declared(reduction="mean")),
+        # a single-time velocity network, F.mse_loss
+        ("examples.flow_matching_velocity_net", Declared(reduction="mean")),
+        # float32, the teacher's velocity, an adaptive weight with p = 1 (the example's)
+        ("examples.meanflow_distillation_float32", None),
+    ],
+)
+def test_no_false_alarm_in_other_conventions(module, declared):
+    mod = importlib.import_module(module)
+    if declared is None:
+        declared = Declared(Adaptive(p=mod.ADAPTIVE_P, c=mod.ADAPTIVE_C), reduction="sum_mean")
+    impl = mod.implementation()
+    ((method, shipped),) = impl.shipped_losses.items()
+    shipped = dataclasses.replace(shipped, declared=declared)
+    harness = _Harness.build(Conventions.from_mapping(impl.conventions), shipped.data_shape)
+    result = check_value(method, shipped, harness)
+    assert result.status == "pass", result.message
 
 
 # -- nothing declared, and bad declarations -----------------------------------------------------

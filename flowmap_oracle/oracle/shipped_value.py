@@ -32,16 +32,17 @@ checks run either way. Torch losses only (a JAX loss is skipped with the reason)
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import Tensor
 
 from .checks._common import explain_parts
-from .declared import Declared
+from .declared import REDUCTIONS, Declared
 from .results import CheckResult, SkipReason
 from .shipped import (
     ALIGNED_METHODS,
@@ -228,7 +229,7 @@ def _consistency_terms(harness: _Harness, shipped: ShippedLoss, decl: Declared) 
             ru,
             1.0,
             _grad_of(online),
-            t == r,
+            torch.zeros_like(t, dtype=torch.bool),  # no diagonal: every row compares two calls
         )
     ]
 
@@ -402,6 +403,22 @@ def _reset_fraction(terms: list[_Term], declared: float) -> tuple[str | None, st
     return None, text
 
 
+def _matching_reduction(
+    terms: list[_Term], decl: Declared, got: float, dtype: torch.dtype
+) -> str | None:
+    """Another reduction under which the rebuilt loss matches the user's value and gradient."""
+    for other in REDUCTIONS:
+        if other == decl.reduction:
+            continue
+        value, _, grads = _rebuild(terms, dataclasses.replace(decl, reduction=cast(Any, other)))
+        ref = float(value)
+        scale = max(float(g.norm(dim=1).max()) for g in grads)
+        err = max(float((t.grad - g).norm(dim=1).max()) for t, g in zip(terms, grads, strict=True))
+        if abs(got - ref) <= VALUE_RTOL[dtype] * abs(ref) and err <= GRAD_RTOL[dtype] * scale:
+            return other
+    return None
+
+
 def check_value(method: str, shipped: ShippedLoss, harness: object) -> CheckResult:
     """``<method>.shipped.value``: the loss's value and per-output gradient at a perturbed map
     against the loss its :class:`~flowmap_oracle.oracle.declared.Declared` describes.
@@ -499,6 +516,10 @@ def check_value(method: str, shipped: ShippedLoss, harness: object) -> CheckResu
         detail += f"; {text}"
         if wrong:
             problems.append(wrong)
+    if problems and (rel > VALUE_RTOL[dtype] or g_rel > GRAD_RTOL[dtype]):
+        other = _matching_reduction(terms, decl, got, dtype)
+        if other:
+            problems.append(f"the loss matches the declaration with reduction={other!r}")
     if problems:
         return _result(name, method, "fail", "; ".join(problems) + f" ({detail})", start)
     return _result(name, method, "pass", detail, start)
