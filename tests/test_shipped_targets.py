@@ -203,6 +203,36 @@ def test_a_clipped_shortcut_target_with_a_bug_still_fails():
     assert result.status == "fail", result.message
 
 
+def shortcut_flow_space(model, x, teacher):
+    """The seed's flow-space Shortcut term ``||f_(t->s) - sg(f_(m->s)(f_(t->m)))||^2``, ``f = x +
+    (s - t) F``, plus the flow-matching boundary: ``(t - s)^2`` times the velocity form."""
+    b = x.shape[0]
+    t = 0.05 + 0.95 * torch.rand(b, dtype=x.dtype)
+    s = t * torch.rand(b, dtype=x.dtype)
+    m = (t + s) / 2
+    z = (1 - t[:, None]) * x + t[:, None] * torch.randn_like(x)
+
+    def f(y, a, c):
+        return y + (c - a)[:, None] * model(y, a, c)
+
+    with torch.no_grad():
+        target = f(f(z, t, m), m, s)
+    boundary = (model(z, t, t) - teacher(z, t)).pow(2).sum(1)
+    return ((f(z, t, s) - target).pow(2).sum(1) + boundary).mean()
+
+
+def test_the_flow_space_shortcut_passes_with_its_implied_weight_the_squared_step():
+    result = _align("shortcut", ShippedLoss(shortcut_flow_space, velocity="teacher"))
+    assert result.status == "pass", result.message
+    assert result.weights is not None
+    t, s = torch.tensor(result.weights.t), torch.tensor(result.weights.s)
+    w = torch.tensor(result.weights.weight)
+    off = s < t
+    ratio = w[off] / (t[off] - s[off]).pow(2)
+    assert off.sum() > 10 and float(ratio.std() / ratio.mean()) < 1e-6
+    assert float(w[off].std() / w[off].mean()) > 0.1  # the weight does vary with the step
+
+
 # ----------------------------------------------------------------------------------------------
 # FACM from data: relaxed target with a clamp, norm-L2, sin weight, anchor on the diagonal
 
