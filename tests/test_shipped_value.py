@@ -241,7 +241,7 @@ def test_nothing_declared_skips_with_what_to_declare():
     other = _check(lambda m, x: _meanflow(m, x, weigh=mse), Declared(), method="split_meanflow")
     assert other.status == "skip" and "not yet split_meanflow" in other.message
     jax_like = check_value("meanflow", ShippedLoss(lambda m, x: x, declared=Declared()), object())
-    assert jax_like.status == "skip" and "torch losses only" in jax_like.message
+    assert jax_like.status == "skip" and "rebuilds torch losses" in jax_like.message
 
 
 @pytest.mark.parametrize(
@@ -299,3 +299,31 @@ def test_the_examples_declarations_pass_and_their_wrong_weightings_fail_the_valu
     assert verdicts["implementation"][f"{method}.shipped.value"] == "pass"
     wrong = verdicts[WRONG_WEIGHTING[module]]
     assert {c for c, s in wrong.items() if s == "fail"} == {f"{method}.shipped.value"}, wrong
+
+
+def test_a_jax_meanflow_loss_is_rebuilt_too():
+    pytest.importorskip("jax")
+    from examples import jax_meanflow_shipped as mod
+    from flowmap_oracle.oracle.shipped_jax import JaxHarness
+
+    declared = Declared(Adaptive(p=0.5, c=1e-3), reduction="sum_mean", reset_fraction=0.75)
+    verdicts = {}
+    for factory, decl in (
+        ("implementation", declared),
+        ("implementation", dataclasses.replace(declared, reset_fraction=0.25)),
+        ("implementation", Declared(reduction="sum_mean", reset_fraction=0.75)),
+        ("wrong_implementation", declared),  # the JVP's time tangent on r instead of t
+    ):
+        impl = getattr(mod, factory)()
+        ((method, shipped),) = impl.shipped_losses.items()
+        shipped = dataclasses.replace(shipped, declared=decl)
+        harness = JaxHarness.build(impl.conventions, shipped.data_shape)
+        result = check_value(method, shipped, harness)
+        verdicts[(factory, decl.reset_fraction, type(decl.distance).__name__)] = result
+    ok = verdicts[("implementation", 0.75, "Adaptive")]
+    assert ok.status == "pass", ok.message
+    wrong_fraction = verdicts[("implementation", 0.25, "Adaptive")]
+    assert wrong_fraction.status == "fail" and "resets another fraction" in wrong_fraction.message
+    assert "not the declared loss's value" not in wrong_fraction.message
+    assert verdicts[("implementation", 0.75, "L2")].status == "fail"
+    assert verdicts[("wrong_implementation", 0.75, "Adaptive")].status == "fail"

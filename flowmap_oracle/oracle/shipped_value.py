@@ -27,7 +27,10 @@ this check makes them exact:
    (in this check, not in the times check, which reports the fraction for every loss).
 
 Without a declaration the check is skipped with the reason, naming what to declare; the invariant
-checks run either way. Torch losses only (a JAX loss is skipped with the reason).
+checks run either way. Torch losses, and JAX flow-matching, MeanFlow and sCM losses (their calls
+are recorded by :class:`~flowmap_oracle.oracle.shipped_jax.JaxHarness` in the same form; the
+declared functions receive torch tensors); a JAX discrete consistency loss is skipped with the
+reason.
 """
 
 from __future__ import annotations
@@ -118,7 +121,7 @@ def _grad_of(call: CallRecord) -> Tensor:
     return torch.zeros_like(call.x) if g is None else g.reshape(n, -1).double()
 
 
-def _velocity(harness: _Harness, shipped: ShippedLoss, call: CallRecord) -> Tensor:
+def _velocity(harness: Any, shipped: ShippedLoss, call: CallRecord) -> Tensor:
     """The velocity every row of ``call`` regressed onto (all rows, unlike the alignment check,
     which leaves out rows near the data end): raises :class:`_Skip` when the rows cannot be
     matched to the data, :class:`_Redraw` when a row is too close to the data end."""
@@ -137,13 +140,13 @@ def _velocity(harness: _Harness, shipped: ShippedLoss, call: CallRecord) -> Tens
     return cast(Tensor, c.alpha_dot[:, None] * x0 + c.beta_dot[:, None] * eps)
 
 
-def _user_times(harness: _Harness, t: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+def _user_times(harness: Any, t: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
     o = harness.net.adapter.torch_ops
     adapter = harness.net.adapter
     return adapter.time_to_user(t, ops=o), adapter.time_to_user(s, ops=o)
 
 
-def _aligned_terms(harness: _Harness, shipped: ShippedLoss, decl: Declared) -> list[_Term]:
+def _aligned_terms(harness: Any, shipped: ShippedLoss, decl: Declared) -> list[_Term]:
     """Flow matching and MeanFlow: one trained call (two with a declared flow-matching term)."""
     net = harness.net
     trained = _trained(net.calls)
@@ -194,7 +197,7 @@ def _aligned_terms(harness: _Harness, shipped: ShippedLoss, decl: Declared) -> l
     return terms
 
 
-def _consistency_terms(harness: _Harness, shipped: ShippedLoss, decl: Declared) -> list[_Term]:
+def _consistency_terms(harness: Any, shipped: ShippedLoss, decl: Declared) -> list[_Term]:
     """Discrete consistency: the trained online call against its one untrained target call."""
     net = harness.net
     calls = [c for c in net.calls if float(c.s.abs().max()) <= 1e-9]
@@ -234,7 +237,7 @@ def _consistency_terms(harness: _Harness, shipped: ShippedLoss, decl: Declared) 
     ]
 
 
-def _scm_terms(harness: _Harness, shipped: ShippedLoss, decl: Declared) -> list[_Term]:
+def _scm_terms(harness: Any, shipped: ShippedLoss, decl: Declared) -> list[_Term]:
     """sCM: the trained call of the consistency function, regressed onto its own output plus the
     declared tangent ``g = tangent_scale(t) df/dt`` (user units and time), normalised as
     declared; the residual is ``-g_n``."""
@@ -419,14 +422,15 @@ def _matching_reduction(
     return None
 
 
-def check_value(method: str, shipped: ShippedLoss, harness: object) -> CheckResult:
+def check_value(method: str, shipped: ShippedLoss, harness: Any) -> CheckResult:
     """``<method>.shipped.value``: the loss's value and per-output gradient at a perturbed map
     against the loss its :class:`~flowmap_oracle.oracle.declared.Declared` describes.
 
     Arguments:
         method: the method name (``flow_matching``, ``meanflow``, ``consistency``, ``scm``).
         shipped: the loss, with ``declared`` (without it the check is skipped with the reason).
-        harness: the as-shipped harness (torch; a JAX harness is skipped).
+        harness: the as-shipped harness (torch, or JAX for every method but discrete
+            consistency; declared functions receive torch tensors either way).
 
     Returns:
         The check's result: pass, fail (what differs) or skip (why).
@@ -452,8 +456,13 @@ def check_value(method: str, shipped: ShippedLoss, harness: object) -> CheckResu
         )
     if decl.flow_matching_term is not None and method != "meanflow":
         raise ValueError(f"flow_matching_term is a MeanFlow extra; the {method} loss declares one")
-    if not isinstance(harness, _Harness):
-        return skip("the value check runs on torch losses only (a JAX loss is not rebuilt yet)")
+    if not isinstance(harness, _Harness) and not (
+        method != "consistency" and type(harness).__name__ == "JaxHarness"
+    ):
+        return skip(
+            "the value check rebuilds torch losses, and JAX flow-matching, MeanFlow and sCM "
+            "losses; not this one"
+        )
     adapter = harness.net.adapter
     if method in ALIGNED_METHODS and adapter.conventions.preconditioning != "none":
         return skip(
