@@ -842,6 +842,13 @@ BIASED_METHODS: dict[str, dict[str, str]] = {
         "teacher": "a consistency-distillation target is exact only with an exact ODE step; the "
         "teacher step's discretisation error moves the fixed point",
     },
+    "ctm": {
+        "conditional": "CTM trained from data (the solver's denoiser the data itself) shares the "
+        "noise, not the ODE trajectory, of x_t, as discrete consistency training does",
+        "teacher": "a CTM target is exact only with an exact teacher solve; the solver's "
+        "discretisation error moves the fixed point (ctm.shipped.alignment checks the target "
+        "against the teacher's exact trajectory)",
+    },
     "imm": {
         "conditional": "inductive moment matching's MMD estimator (the biased V-statistic with "
         "small groups) has a nonzero expected gradient at the exact map",
@@ -1595,6 +1602,10 @@ def run_shipped_checks(
             results.append(check_consistency_alignment(method, shipped, harness))
         elif method == "scm":
             results.append(check_scm_alignment(method, shipped, harness))
+        elif method == "ctm":
+            from .shipped_ctm import check_ctm_alignment  # lazy: it imports this module
+
+            results.append(check_ctm_alignment(method, shipped, harness))
         results.append(check_stationarity(method, shipped, harness, repeats=repeats))
         results.append(check_descent(method, shipped, harness, repeats=repeats))
         _CONTROL_DRAWS.pop(id(harness), None)
