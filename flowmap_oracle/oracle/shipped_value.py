@@ -161,11 +161,16 @@ def _aligned_terms(harness: Any, shipped: ShippedLoss, decl: Declared) -> list[_
             f"the loss trains {len(trained)} network call(s), the declaration describes {want}"
             + hint
         )
-    if want == 2 and not bool((trained[1].t == trained[1].s).all()):
-        raise _Skip(
-            "the declared flow-matching term's call (the second trained call) has rows off the "
-            "diagonal s = t"
-        )
+    if want == 2:
+        # the flow-matching term's call is the one entirely on the diagonal s = t
+        on_diagonal = [bool((c.t == c.s).all()) for c in trained]
+        if not any(on_diagonal):
+            raise _Skip(
+                "neither trained call is entirely on the diagonal s = t: the declared "
+                "flow-matching term cannot be told apart"
+            )
+        if on_diagonal[0] and not on_diagonal[1]:
+            trained = [trained[1], trained[0]]
     o = net.adapter.torch_ops
     coefs = [1.0] if want == 1 else [1.0, cast(float, decl.flow_matching_term)]
     labels = ["the loss"] if want == 1 else ["the MeanFlow term", "the flow-matching term"]
