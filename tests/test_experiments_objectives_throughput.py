@@ -9,12 +9,10 @@ import torch
 
 from flowmap_oracle.experiments.models import MLPFlowMap
 from flowmap_oracle.experiments.objectives_throughput import (
-    COMPILE_SETTINGS,
     StepCost,
     _ratios,
     _timed_in_turn,
     _without_fused_jvp,
-    measure_compile_settings,
     measure_jvp_routes,
     measure_step_costs,
 )
@@ -89,11 +87,3 @@ def test_a_small_measurement_covers_every_objective_and_route():
         "torch.func.jvp + backward",
         "forward_ad dual tensors + backward",
     ]
-
-
-def test_compile_settings_are_measured_beside_eager():
-    torch.set_num_threads(1)
-    costs = measure_compile_settings(batch=16, hidden=8, depth=1, warmup=1, repeats=2)
-    assert costs[0].what == "eager"
-    assert {c.what for c in costs} == {"eager", *COMPILE_SETTINGS}
-    assert all(c.error is None and c.cpu_seconds for c in costs), [c.error for c in costs]

@@ -41,10 +41,8 @@ from .records import environment, write_json
 from .seed_stack import StackedMLPFlowMap
 
 __all__ = [
-    "COMPILE_SETTINGS",
     "StepCost",
     "main",
-    "measure_compile_settings",
     "measure_jvp_routes",
     "measure_stacking",
     "measure_step_costs",
@@ -256,50 +254,6 @@ def measure_stacking(
     return out
 
 
-COMPILE_SETTINGS: dict[str, dict[str, Any]] = {
-    "default": {},
-    "dynamic=False": {"dynamic": False},
-    "fullgraph=True, dynamic=False": {"fullgraph": True, "dynamic": False},
-    "mode=max-autotune-no-cudagraphs": {"dynamic": False, "mode": "max-autotune-no-cudagraphs"},
-    "backend=aot_eager": {"backend": "aot_eager"},
-}
-"""The ``torch.compile`` settings :func:`measure_compile_settings` tries on flow matching."""
-
-
-def measure_compile_settings(
-    *, batch: int = 256, hidden: int = 64, depth: int = 3, warmup: int = 10, repeats: int = 100
-) -> list[StepCost]:
-    """One flow-matching step (teacher velocity) eager and under each of
-    :data:`COMPILE_SETTINGS` (``torch.compile`` of the module), all timed in turn.
-
-    Returns:
-        One :class:`StepCost` per setting (``what`` names it; ``"eager"`` first); a setting
-        that fails is kept with its error.
-    """
-    out, steps, names = [], [], []
-    for name, options in {"eager": None, **COMPILE_SETTINGS}.items():
-        torch.manual_seed(0)
-        model = MLPFlowMap(2, hidden=hidden, depth=depth)
-        wrapped: Any = model if options is None else torch.compile(model, **options)
-        try:
-            step = _make_step(
-                wrapped, "flow_matching", batch=batch, velocity="teacher", compiled=False
-            )
-            step()
-        except Exception as err:
-            text = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-            out.append(StepCost(name, "compile setting", "teacher", None, error=text))
-            continue
-        steps.append(step)
-        names.append(name)
-    timings = _timed_in_turn(steps, warmup=warmup, repeats=repeats)
-    out += [
-        StepCost(name, "compile setting", "teacher", tm.wall, cpu_seconds=tm.cpu)
-        for name, tm in zip(names, timings, strict=True)
-    ]
-    return out
-
-
 def measure_jvp_routes(
     *, batch: int = 256, hidden: int = 64, depth: int = 3, warmup: int = 5, repeats: int = 50
 ) -> list[StepCost]:
@@ -379,7 +333,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     costs = measure_step_costs(repeats=args.repeats)
     stacking = measure_stacking(repeats=max(10, args.repeats // 2))
     routes = measure_jvp_routes(repeats=max(10, args.repeats // 2))
-    settings = measure_compile_settings(repeats=max(10, args.repeats // 2))
     ratios = _ratios(costs, "meanflow")
     ratios_func = _ratios(costs, "meanflow_torch_func_jvp")
     ratios_ayf = _ratios(costs, "ayf_emd")
@@ -392,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         (c.cpu_seconds for c in costs if c.what == "flow_matching" and c.cpu_seconds),
         default=None,
     )
-    for c in [*costs, *stacking, *routes, *settings]:
+    for c in [*costs, *stacking, *routes]:
         shown = (
             "failed: " + str(c.error)
             if c.seconds is None or c.cpu_seconds is None
@@ -440,7 +393,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             "step_costs": [asdict(c) for c in costs],
             "stacking": [asdict(c) for c in stacking],
             "jvp_routes": [asdict(c) for c in routes],
-            "compile_settings_flow_matching": [asdict(c) for c in settings],
             "load_average_1min_before": load_before,
             "load_average_1min_after": os.getloadavg()[0],
         }
