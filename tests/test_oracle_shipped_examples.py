@@ -26,12 +26,14 @@ CAUGHT_BY = {
     },
     # the second segment at z_t instead of z_s; a one-step sampler adding the average velocity
     "examples.split_meanflow": {
+        "split_meanflow.shipped.alignment",
         "split_meanflow.shipped.stationarity",
         "split_meanflow.shipped.descent",
         "sampler.one_step.exact_map",
     },
     # the self-consistency half step moved by the full step d; level 2 stepped by 2^-3
     "examples.shortcut_models": {
+        "shortcut.shipped.alignment",
         "shortcut.shipped.stationarity",
         "sampler.four_steps.exact_map",
     },
@@ -44,6 +46,7 @@ CAUGHT_BY = {
     },
     # the JVP of F instead of f = x + (s - t) F; a sampler on a time grid from 0 to 1
     "examples.ayf_emd_distillation": {
+        "ayf_emd.shipped.alignment",
         "ayf_emd.shipped.stationarity",
         "sampler.four_steps.exact_map",
     },

@@ -45,6 +45,9 @@ The checks hold for every correct weighting, metric, reduction and time distribu
     with a non-negative factor per row, whatever the weight ``w(t)`` or tangent normalisation
     ``g / (||g|| + c)``. Hand the loss over past its tangent warm-up (coefficient 1): during
     warm-up sCM's tangent is deliberately partial and is not ``df/dt``.
+``<method>.shipped.alignment`` (SplitMeanFlow, Shortcut, FACM, AYF-EMD, AYF-LMD)
+    the same against each method's own residual, rebuilt with the oracle's network at the split
+    point the loss's own target calls used (:mod:`.shipped_targets`).
 ``<method>.shipped.stationarity``
     at the exact map, the loss's gradient in ``theta`` vanishes. With the teacher's velocity the
     residual is zero pointwise, so the gradient vanishes for every weighting (to the exact
@@ -1602,6 +1605,10 @@ def run_shipped_checks(
             results.append(check_consistency_alignment(method, shipped, harness))
         elif method == "scm":
             results.append(check_scm_alignment(method, shipped, harness))
+        elif method in ("split_meanflow", "shortcut", "facm", "ayf_emd", "ayf_lmd"):
+            from .shipped_targets import check_target_alignment  # lazy: it imports this module
+
+            results.append(check_target_alignment(method, shipped, harness))
         elif method == "ctm":
             from .shipped_ctm import check_ctm_alignment  # lazy: it imports this module
 

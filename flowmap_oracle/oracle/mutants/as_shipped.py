@@ -173,13 +173,6 @@ NOT_EXPRESSIBLE: dict[str, str] = {
         "a time weighting (and FACM's loss leaves the path, above): the as-shipped checks accept "
         "every time weighting by design"
     ),
-    "ayf_emd.sign_dropped": (
-        "the sign decides whether the exact map attracts or repels for s > t, not whether it is "
-        "stationary; with pairs drawn in both directions only the s > t half repels, and along "
-        "the oracle's fields the s < t half outweighs it (measured g . theta_c > 0, t = 2.7 to "
-        "4.3 over 8 draws), so the descent check cannot see it either (AYF-LMD's sign flip, "
-        "which reverses every pair, is killed by the descent check)"
-    ),
 }
 """Mutants of :data:`METHODS` that the as-shipped checks cannot kill as black boxes, and why
 (the explicit-input checks kill each)."""
