@@ -67,7 +67,8 @@ The checks hold for every correct weighting, metric, reduction and time distribu
     at a perturbed map, the loss's expected gradient points away from the exact map, so a
     small step moves towards it (``g . theta_c > 0``, a one-sided t-test that fails only a
     significantly negative mean): the exact map attracts. A sign error that keeps the fixed
-    point (AYF-LMD's ``sign(s - t)`` flipped, a maximised loss) fails here only.
+    point (a maximised loss) fails here only; AYF's flipped or dropped ``sign`` fails here and in
+    its alignment check.
 ``<method>.shipped.value``
     with the loss's extras declared (:class:`~flowmap_oracle.oracle.declared.Declared`: its
     distance, weight, reduction, sCM tangent normalisation, reset fraction), the declared loss
@@ -779,8 +780,8 @@ def check_descent(
     map (``theta = 0``): ``g . theta_c > 0``.
 
     Stationarity says the exact map is a fixed point; this says it attracts. A sign error that
-    keeps the fixed point (AYF's ``sign(t - s)`` dropped on pairs with ``s > t``, a loss
-    maximised instead of minimised) fails here only. The statistic is ``d_i = g_i . theta_c``
+    keeps the fixed point (a loss maximised instead of minimised) fails here only; AYF's
+    ``sign(t - s)`` dropped on pairs with ``s > t`` also fails its alignment check. The statistic is ``d_i = g_i . theta_c``
     over ``repeats`` draws of the loss (each from the user's own random state), judged by a
     one-sided Student t-test: it fails only when the mean of ``d`` is significantly *negative*
     (false-alarm rate :data:`FALSE_ALARM`), passes when it is significantly positive, and is
