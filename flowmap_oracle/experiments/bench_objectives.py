@@ -96,7 +96,7 @@ from .metrics import rmse
 from .models import FlowMapModel, Parameterisation
 from .records import environment
 from .samplers import ddim_sampler, euler_sampler, multi_step
-from .seed_stack import StackedMLPFlowMap, StackMode
+from .seed_stack import FusedFlow, StackedMLPFlowMap, StackMode, routed_fused_jvp
 from .training import fit
 
 __all__ = [
@@ -701,6 +701,21 @@ class SeedBatches(FlowMapModel):
 
         out = self.members_model(by_member(x), by_member(t), by_member(s))
         return out.reshape(m, k, b, -1).transpose(0, 1).reshape(n, -1)
+
+    def fused_jvp(
+        self, primals: tuple[Tensor, ...], tangents: tuple[Tensor, ...]
+    ) -> tuple[Tensor, Tensor]:
+        """``forward`` and its directional derivative in one pass, the rows and tangents routed
+        per member as in ``forward`` (:func:`~.seed_stack.routed_fused_jvp`)."""
+        plain = type(self).forward is SeedBatches.forward
+        return routed_fused_jvp(
+            self, primals, tangents, stacked=self.members_model, batch=self.batch, plain=plain
+        )
+
+    @property
+    def flow(self) -> FusedFlow:
+        """The flow map ``c_skip x + c_out F`` with its fused pass (:class:`~.seed_stack.FusedFlow`)."""
+        return FusedFlow(self)
 
 
 @dataclass(frozen=True)
