@@ -27,6 +27,11 @@ from flowmap_oracle.experiments.bench_objectives import (
     run_task,
 )
 from flowmap_oracle.experiments.models import FlowMapModel
+from flowmap_oracle.experiments.objectives_throughput import (
+    StepCost,
+    _stacking_ratios,
+    measure_stacking,
+)
 from flowmap_oracle.experiments.seed_stack import StackedMLPFlowMap
 from flowmap_oracle.objectives import (
     ayf_emd_loss,
@@ -410,3 +415,54 @@ def test_a_benchmark_task_trains_without_torch_func_jvp(stack):
         assert duals == 0
     else:
         assert duals >= 4  # one per training step at least: the count can see torch.func.jvp
+
+
+# ----------------------------------------------------------------------------- the measurement
+
+
+def test_the_stacking_measurement_times_the_fused_and_the_torch_func_stacked_steps():
+    torch.set_num_threads(1)
+    costs = measure_stacking(batch=32, hidden=8, depth=1, warmup=1, repeats=2)
+    stacked, vmap, single = (
+        "3 seeds stacked (bmm)",
+        "3 seeds stacked (vmap)",
+        "3 seeds one at a time",
+    )
+    assert [c.what for c in costs] == [
+        f"flow_matching, {stacked}",
+        f"flow_matching, {vmap}",
+        f"flow_matching, {single}",
+        *(
+            name
+            for objective in ("meanflow", "ayf_emd")
+            for name in (
+                f"{objective}, {stacked}",
+                f"{objective}_torch_func_jvp, {stacked}",
+                f"{objective}, {vmap}",
+                f"{objective}, {single}",
+            )
+        ),
+    ]
+    assert all(c.error is None and c.cpu_seconds and c.per_seed for c in costs)
+    with pytest.raises(ValueError, match="objectives must be among"):
+        measure_stacking(objectives=("imm",))
+
+
+def test_stacking_ratios_divide_the_fused_stacked_step_by_each_partner():
+    b, v, one = "3 seeds stacked (bmm)", "3 seeds stacked (vmap)", "3 seeds one at a time"
+    cpu = {
+        f"flow_matching, {b}": 2.0,
+        f"flow_matching, {one}": 4.0,
+        f"meanflow, {b}": 3.0,
+        f"meanflow_torch_func_jvp, {b}": 6.0,
+        f"meanflow, {v}": 12.0,
+        f"meanflow, {one}": 5.0,
+    }
+    costs = [StepCost(w, "eager", "teacher", 1.0, cpu_seconds=c) for w, c in cpu.items()]
+    assert _stacking_ratios(costs, seeds=3) == {
+        "flow_matching stacked (bmm) / one at a time": 0.5,
+        "meanflow stacked (bmm) / flow_matching stacked (bmm)": 1.5,
+        "meanflow stacked (bmm) / one at a time": 0.6,
+        "meanflow stacked (bmm) / stacked (vmap)": 0.25,
+        "meanflow stacked (bmm) / stacked (bmm) by torch.func.jvp": 0.5,
+    }

@@ -14,7 +14,10 @@ MeanFlow's JVP takes the network's own forward-mode pass (:meth:`MLPFlowMap.fuse
 :func:`~flowmap_oracle.objectives.derivatives.directional_derivative` whenever a network offers
 one); the same step with ``torch.func.jvp`` (the network behind a plain function, which offers
 none) is measured beside it. Under ``torch.compile`` the module's attributes are the original
-module's, so the fused pass runs eagerly there too.
+module's, so the fused pass runs eagerly there too. The stacked seeds take the stack's own
+pass (:meth:`StackedMLPFlowMap.fused_jvp
+<flowmap_oracle.experiments.seed_stack.StackedMLPFlowMap.fused_jvp>`, in the ``bmm`` stack behind
+the benchmark's ``SeedBatches``), also measured beside ``torch.func.jvp``.
 
 Run ``python -m flowmap_oracle.experiments.objectives_throughput --json PATH`` to write the
 measurement with its command, device and versions.
@@ -36,11 +39,13 @@ import torch
 from ..objectives import ayf_emd_loss, flow_matching_loss, meanflow_loss
 from ..objectives.time_sampling import pair_times
 from ..reference_models import preset
+from .bench_objectives import SeedBatches
 from .models import MLPFlowMap
 from .records import environment, write_json
 from .seed_stack import StackedMLPFlowMap
 
 __all__ = [
+    "STACKED_OBJECTIVES",
     "StepCost",
     "main",
     "measure_jvp_routes",
@@ -205,6 +210,10 @@ def measure_step_costs(
     return out
 
 
+STACKED_OBJECTIVES: tuple[str, ...] = ("flow_matching", "meanflow", "ayf_emd")
+"""The objectives whose stacked steps :func:`measure_stacking` times."""
+
+
 def measure_stacking(
     *,
     seeds: int = 3,
@@ -213,21 +222,51 @@ def measure_stacking(
     depth: int = 3,
     warmup: int = 10,
     repeats: int = 100,
+    objectives: Sequence[str] = STACKED_OBJECTIVES,
 ) -> list[StepCost]:
-    """The seeds of a cell trained together (``bmm`` and ``vmap`` stacking, one step for all)
-    against one model at a time (one step of each), for MeanFlow and flow matching with the
-    teacher's velocity (as the benchmark trains); the three variants of an objective timed in
-    turn. The stacked model offers no ``fused_jvp``: its MeanFlow JVP is ``torch.func.jvp``,
-    while the single models' is their fused pass."""
+    """The seeds of a cell trained together (one step for all) against one model at a time (one
+    step of each), with the teacher's velocity (as the benchmark trains); the variants of an
+    objective timed in turn.
+
+    The ``bmm`` stack is trained behind the benchmark's
+    :class:`~flowmap_oracle.experiments.bench_objectives.SeedBatches`, as the benchmark trains
+    it: MeanFlow's and AYF-EMD's JVP take its fused pass
+    (:meth:`StackedMLPFlowMap.fused_jvp
+    <flowmap_oracle.experiments.seed_stack.StackedMLPFlowMap.fused_jvp>`, through the wrapper's
+    ``fused_jvp`` and ``flow``); for those two the same stacked step with ``torch.func.jvp``
+    (``"<objective>_torch_func_jvp, ..."``) is timed beside it. The ``vmap`` stack has no fused
+    pass (``torch.func.jvp``); the single models take theirs.
+
+    Arguments:
+        seeds: members stacked; batch: rows per member; hidden, depth: the MLP.
+        warmup, repeats: untimed and timed steps of each variant.
+        objectives: names of :data:`STACKED_OBJECTIVES`.
+
+    Returns:
+        One :class:`StepCost` per variant, ``per_seed`` the wall-clock seconds over ``seeds``.
+    """
+    unknown = [o for o in objectives if o not in STACKED_OBJECTIVES]
+    if unknown:
+        raise ValueError(f"objectives must be among {STACKED_OBJECTIVES}, got {unknown}")
     out = []
-    for objective in ("flow_matching", "meanflow"):
+    for objective in objectives:
+        names = [objective]
+        if objective != "flow_matching":
+            names.append(f"{objective}_torch_func_jvp")
         variants: list[tuple[str, Callable[[], None]]] = []
-        for mode in ("bmm", "vmap"):
-            model = StackedMLPFlowMap(2, seeds=range(seeds), hidden=hidden, depth=depth, mode=mode)
+        for name in names:
+            model = StackedMLPFlowMap(2, seeds=range(seeds), hidden=hidden, depth=depth)
             step = _make_step(
-                model, objective, batch=seeds * batch, velocity="teacher", compiled=False
+                SeedBatches(model, batch=batch),
+                name,
+                batch=seeds * batch,
+                velocity="teacher",
+                compiled=False,
             )
-            variants.append((f"{objective}, {seeds} seeds stacked ({mode})", step))
+            variants.append((f"{name}, {seeds} seeds stacked (bmm)", step))
+        model = StackedMLPFlowMap(2, seeds=range(seeds), hidden=hidden, depth=depth, mode="vmap")
+        step = _make_step(model, objective, batch=seeds * batch, velocity="teacher", compiled=False)
+        variants.append((f"{objective}, {seeds} seeds stacked (vmap)", step))
         steps = []
         for seed in range(seeds):
             torch.manual_seed(seed)
@@ -251,6 +290,33 @@ def measure_stacking(
             StepCost(name, "eager", "teacher", tm.wall, tm.wall / seeds, cpu_seconds=tm.cpu)
             for (name, _), tm in zip(variants, timings, strict=True)
         ]
+    return out
+
+
+def _stacking_ratios(stacking: Sequence[StepCost], *, seeds: int) -> dict[str, float]:
+    """Median CPU-time ratios of the stacked steps: each objective stacked (``bmm``, fused) over
+    flow matching stacked, over the same objective one seed at a time, and over its stacked
+    ``torch.func.jvp`` step."""
+    cpu = {c.what: c.cpu_seconds for c in stacking if c.cpu_seconds}
+    bmm, vmap = f"{seeds} seeds stacked (bmm)", f"{seeds} seeds stacked (vmap)"
+    single = f"{seeds} seeds one at a time"
+    out = {}
+    for objective in STACKED_OBJECTIVES:
+        stacked = cpu.get(f"{objective}, {bmm}")
+        if not stacked:
+            continue
+        pairs = {
+            f"{objective} stacked (bmm) / flow_matching stacked (bmm)": f"flow_matching, {bmm}",
+            f"{objective} stacked (bmm) / one at a time": f"{objective}, {single}",
+            f"{objective} stacked (bmm) / stacked (vmap)": f"{objective}, {vmap}",
+            f"{objective} stacked (bmm) / stacked (bmm) by torch.func.jvp": (
+                f"{objective}_torch_func_jvp, {bmm}"
+            ),
+        }
+        for label, other in pairs.items():
+            below = cpu.get(other)
+            if below and other != f"{objective}, {bmm}":
+                out[label] = stacked / below
     return out
 
 
@@ -332,6 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     costs = measure_step_costs(repeats=args.repeats)
     stacking = measure_stacking(repeats=max(10, args.repeats // 2))
+    stacked_ratios = _stacking_ratios(stacking, seeds=3)
     routes = measure_jvp_routes(repeats=max(10, args.repeats // 2))
     ratios = _ratios(costs, "meanflow")
     ratios_func = _ratios(costs, "meanflow_torch_func_jvp")
@@ -351,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if c.seconds is None or c.cpu_seconds is None
             else f"{1e3 * c.cpu_seconds:.2f} ms CPU, {1e3 * c.seconds:.2f} ms wall"
         )
-        print(f"{c.what:45s} {c.mode:9s} v={c.velocity:12s} {shown}")
+        print(f"{c.what:50s} {c.mode:9s} v={c.velocity:12s} {shown}")
     for label, table in (
         ("MeanFlow / flow matching, CPU time", ratios),
         ("MeanFlow / flow matching, wall clock", ratios_wall),
@@ -361,6 +428,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         for name, ratio in table.items():
             print(f"{label} ({name}): {ratio:.2f}x")
+    for name, ratio in stacked_ratios.items():
+        print(f"{name}, CPU time: {ratio:.2f}x")
     if args.json:
         record = {
             "command": " ".join(
@@ -387,8 +456,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "measuring thread), which leaves out the time spent waiting for a core on a "
                 "shared machine; the wall-clock ratios are given beside them. "
                 "load_average_1min (like load_average_1min_after) is read at the end, "
-                "load_average_1min_before at the start."
+                "load_average_1min_before at the start. Stacking: 3 seeds of batch 256 as one "
+                "StackedMLPFlowMap behind the benchmark's SeedBatches (bmm: MeanFlow and AYF-EMD "
+                "take StackedMLPFlowMap.fused_jvp; *_torch_func_jvp the same step by "
+                "torch.func.jvp; vmap: torch.func.jvp) against 3 MLPFlowMap steps one after "
+                "another (fused); ratios_stacked_seeds are of median thread CPU time."
             ),
+            "ratios_stacked_seeds": stacked_ratios,
             "ratio_best_over_best": (best_mf / best_fm) if best_mf and best_fm else None,
             "step_costs": [asdict(c) for c in costs],
             "stacking": [asdict(c) for c in stacking],
