@@ -20,7 +20,9 @@ At ``s = t`` the target is ``v`` and the loss is flow matching. The choices of `
 * the model's own ``F_theta(x_t, t, t)``: no teacher anchor; every exact flow of any field is a
   fixed point.
 
-The total derivative is one ``torch.func.jvp`` of ``F(x, t, s)`` with tangents ``(v, 1, 0)``.
+The total derivative is one forward-mode pass of ``F(x, t, s)`` with tangents ``(v, 1, 0)``: the
+network's own ``fused_jvp`` when it offers one (the benchmark's MLPs, single or stacked), else
+``torch.func.jvp`` (:func:`~.derivatives.directional_derivative`).
 The MeanFlow code calls its network as ``fn(z, r, t)`` and uses tangents ``(v, 0, 1)``: the same
 derivative for the other argument order. The target is detached, which stops reverse-mode
 gradients and forward-mode tangents alike (``torch.no_grad`` would stop only the former).
