@@ -130,8 +130,9 @@ def fmm_eulerian_loss(
         velocity: the teacher's velocity field ``v(x, t)`` (required), called at ``(x_t, t)``.
         path: the probability path of ``x_t`` (pass the teacher's ``teacher.path``).
         weight: optional per-sample weight ``w(t, s)``, shape ``(N,)`` (detached).
-        derivative: ``"jvp"`` (one ``torch.func.jvp`` with tangents ``(v, 1, 0)``, differentiated
-            in reverse mode) or a finite-difference route.
+        derivative: ``"jvp"`` (one forward-mode derivative with tangents ``(v, 1, 0)``,
+            differentiated in reverse mode: the network's own ``fused_jvp`` when it offers one,
+            else ``torch.func.jvp``) or a finite-difference route.
 
     Returns:
         :class:`LossOutput` with the residual ``R_E = D_t f`` (detached) and no target.

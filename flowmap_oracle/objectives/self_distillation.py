@@ -13,7 +13,8 @@ condition*). Every loss has two parts on one batch, as the paper's code splits i
   - **LSD** (Lagrangian, loss type (a)): ``R = d_s f_{t->s}(x_t) - sg(v_hat(sg(f_{t->s}(x_t)), s))``;
     the gradient flows through ``d_s f``, not through the teacher or its input point;
   - **ESD** (Eulerian, loss type (b)): ``R = d_t f_{t->s}(x_t) + J_x f_{t->s}(x_t) sg(v_hat(x_t, t))``
-    (one ``torch.func.jvp`` with tangents ``(sg(v_hat), 1, 0)``, differentiated in reverse mode);
+    (one forward-mode derivative with tangents ``(sg(v_hat), 1, 0)``, the network's own
+    ``fused_jvp`` when it offers one, else ``torch.func.jvp``, differentiated in reverse mode);
   - **PSD** (progressive, loss type (c)): with ``s <= u <= t``,
     ``R = (f_{t->s}(x_t) - sg(f_{u->s}(f_{t->u}(x_t)))) / (s - t)``: the map against the
     composition of two shorter jumps of the same network. For the MeanFlow parameterisation this
