@@ -15,8 +15,10 @@ import importlib
 import pytest
 import torch
 
+from flowmap_oracle.oracle import Implementation
 from flowmap_oracle.oracle.adapters import Conventions
 from flowmap_oracle.oracle.declared import L2, Adaptive, Declared, PseudoHuber
+from flowmap_oracle.oracle.implementation import ImplementationError
 from flowmap_oracle.oracle.shipped import ShippedLoss, _Harness, run_shipped_checks
 from flowmap_oracle.oracle.shipped_value import check_value
 
@@ -281,6 +283,23 @@ def test_a_declaration_for_another_method_is_refused():
             lambda m, x: _meanflow(m, x, weigh=mse),
             Declared(weight=lambda t, r: torch.ones(3, dtype=t.dtype)),
         )
+
+
+def test_a_declaration_for_another_method_stops_the_run_before_any_work():
+    calls = []
+
+    def loss(model, x):
+        calls.append(1)
+        return _meanflow(model, x, weigh=mse)
+
+    bad = ShippedLoss(loss, declared=Declared(flow_matching_term=1.0))
+    with pytest.raises(ImplementationError, match="flow_matching_term is a MeanFlow extra"):
+        Implementation("mismatched", shipped_losses={"flow_matching": bad})
+    with pytest.raises(ValueError, match="flow_matching: flow_matching_term is a MeanFlow extra"):
+        run_shipped_checks({}, losses={"flow_matching": bad})
+    assert calls == []  # refused before the loss was ever called
+    # the same declaration on the method it describes is accepted
+    Implementation("matched", shipped_losses={"meanflow": bad})
 
 
 # -- the examples -------------------------------------------------------------------------------

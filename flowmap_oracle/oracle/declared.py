@@ -151,6 +151,21 @@ class Declared:
             if not ok:
                 raise ValueError(f"Declared.reset_fraction must be in [0, 1], got {r!r}")
 
+    def problem_for(self, method: str) -> str | None:
+        """Why this declaration cannot describe a ``method`` loss (one line), or ``None``.
+
+        Checked when an :class:`~flowmap_oracle.oracle.Implementation` is built and before any
+        as-shipped check runs, so a mismatched declaration stops the run before any work.
+        """
+        if self.declares_tangent and method != "scm":
+            return (
+                f"tangent_normalisation and tangent_scale describe sCM's tangent; the {method} "
+                "loss declares one"
+            )
+        if self.flow_matching_term is not None and method != "meanflow":
+            return f"flow_matching_term is a MeanFlow extra; the {method} loss declares one"
+        return None
+
     @property
     def declares_tangent(self) -> bool:
         """Whether an sCM tangent normalisation or scale is declared."""

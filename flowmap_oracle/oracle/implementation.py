@@ -187,6 +187,9 @@ def _checked_shipped(table: Mapping[str, ShippedLoss]) -> dict[str, ShippedLoss]
                 f"shipped_losses[{key!r}] must be a ShippedLoss(loss, ...), got "
                 f"{type(value).__name__}"
             )
+        problem = None if value.declared is None else value.declared.problem_for(method.value)
+        if problem is not None:
+            raise ImplementationError(f"shipped_losses[{key!r}]: {problem}")
         out[method.value] = value
     return out
 

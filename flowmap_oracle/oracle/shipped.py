@@ -1589,6 +1589,11 @@ def run_shipped_checks(
         One :class:`CheckResult` per check.
     """
     conv = Conventions.from_mapping(conventions)
+    for key, shipped in (losses or {}).items():  # refuse a mismatched declaration before work
+        method = Method.parse(key).value
+        problem = None if shipped.declared is None else shipped.declared.problem_for(method)
+        if problem is not None:
+            raise ValueError(f"{key}: {problem}")
     results: list[CheckResult] = []
     for key, shipped in (losses or {}).items():
         method = Method.parse(key).value

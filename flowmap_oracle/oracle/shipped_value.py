@@ -446,21 +446,17 @@ def check_value(method: str, shipped: ShippedLoss, harness: Any) -> CheckResult:
     def skip(reason: str) -> CheckResult:
         return _result(name, method, "skip", reason, start, skip_reason=SkipReason.NOT_APPLICABLE)
 
+    if method not in VALUE_METHODS:
+        return skip(f"the value check rebuilds {', '.join(VALUE_METHODS)} losses; not yet {method}")
     if decl is None:
         return skip(
             "nothing declared, so the loss's value is not checked: declare its extras with "
             "ShippedLoss(..., declared=Declared(distance=L2() | Adaptive(p, c) | PseudoHuber(c), "
             "weight=..., reduction=..., tangent_normalisation=...)) (the invariant checks ran)"
         )
-    if method not in VALUE_METHODS:
-        return skip(f"the value check rebuilds {', '.join(VALUE_METHODS)} losses; not yet {method}")
-    if decl.declares_tangent and method != "scm":
-        raise ValueError(
-            f"tangent_normalisation and tangent_scale describe sCM's tangent; the {method} loss "
-            "declares one"
-        )
-    if decl.flow_matching_term is not None and method != "meanflow":
-        raise ValueError(f"flow_matching_term is a MeanFlow extra; the {method} loss declares one")
+    problem = decl.problem_for(method)
+    if problem is not None:
+        raise ValueError(problem)
     if not isinstance(harness, _Harness) and not (
         method != "consistency" and type(harness).__name__ == "JaxHarness"
     ):

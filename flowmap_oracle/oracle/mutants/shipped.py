@@ -8,12 +8,14 @@ correct versions (:func:`correct_implementations`) pass every as-shipped check
 is a pointwise fixed point and the stationarity check is exact and cheap; the bugs that only
 exist with the conditional velocity use it.
 
-Left out, with the reason: an adaptive weight that squares the error *norm* twice,
-``||e||^4 / sg(||e||^2 + c)^p``. It is still a radial distance of each sample's residual: with
-the teacher's velocity the exact map stays its pointwise fixed point, and with the conditional
-velocity it is biased on a multi-modal teacher exactly as the adaptive weight itself is (MATH.md
-section 4), so it changes the weighting, not the fixed point. Squaring the error twice *per
-component* (``sum_i e_i^4``) is not radial and does move the fixed point; it is in the catalogue.
+An adaptive weight that squares the error *norm* twice, ``||e||^4 / sg(||e||^2 + c)^p``, is
+still a radial distance of each sample's residual: with the teacher's velocity the exact map stays
+its pointwise fixed point, and with the conditional velocity it is biased on a multi-modal teacher
+exactly as the adaptive weight itself is (MATH.md section 4), so the invariant checks accept it.
+It changes the weighting the loss declares, so the value check (:mod:`..shipped_value`, with the
+loss's :class:`~flowmap_oracle.oracle.declared.Declared` extras) kills it. Squaring the error
+twice *per component* (``sum_i e_i^4``) is not radial and does move the fixed point; the
+invariant checks kill it. The correct versions declare their extras, so their value check runs.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
+from ..declared import Adaptive, Declared
 from ..implementation import Implementation
 from ..shipped import ShippedLoss, ShippedSampler
 from ._registry import mutant
@@ -81,11 +84,16 @@ def meanflow_distillation(
 
 
 def meanflow_conditional(
-    model: Any, x: Tensor, *, reversed_velocity: bool = False, quartic: bool = False
+    model: Any,
+    x: Tensor,
+    *,
+    reversed_velocity: bool = False,
+    quartic: bool = False,
+    norm_squared_twice: bool = False,
 ) -> Tensor:
-    """MeanFlow on the conditional velocity with an adaptive weight; the switches plant a
-    velocity ``x - e`` (a residual that does not vanish at the exact map) or an error squared
-    twice per component."""
+    """MeanFlow on the conditional velocity with an adaptive weight (:data:`ADAPTIVE`); the
+    switches plant a velocity ``x - e`` (a residual that does not vanish at the exact map), an
+    error squared twice per component, or the squared norm squared again under the weight."""
     t, r = _pairs(x.shape[0], x.dtype)
     e = torch.randn_like(x)
     z = (1 - t[:, None]) * x + t[:, None] * e
@@ -95,7 +103,14 @@ def meanflow_conditional(
     sq = err.pow(2).pow(2) if quartic else err.pow(2)
     per_sample = sq.sum(dim=1)
     w = 1.0 / (per_sample.detach() + 1e-3).pow(0.5)
+    if norm_squared_twice:
+        per_sample = per_sample.pow(2)
     return (w * per_sample).mean()
+
+
+ADAPTIVE = Declared(distance=Adaptive(p=0.5, c=1e-3), reduction="sum_mean")
+"""What :func:`meanflow_conditional` declares: MeanFlow's adaptive weight with ``p = 0.5``,
+``c = 1e-3`` on each sample's summed squared error, averaged over the batch."""
 
 
 def flow_matching_loss(model: Any, x: Tensor, *, reversed_target: bool = False) -> Tensor:
@@ -234,15 +249,25 @@ def correct_implementations() -> dict[str, Implementation]:
     return {
         "meanflow_distillation": Implementation(
             "correct MeanFlow distillation",
-            shipped_losses={"meanflow": ShippedLoss(meanflow_distillation, velocity="teacher")},
+            shipped_losses={
+                "meanflow": ShippedLoss(
+                    meanflow_distillation,
+                    velocity="teacher",
+                    declared=Declared(reduction="sum_mean"),
+                )
+            },
         ),
         "meanflow_conditional": Implementation(
             "correct MeanFlow with an adaptive weight",
-            shipped_losses={"meanflow": ShippedLoss(meanflow_conditional)},
+            shipped_losses={"meanflow": ShippedLoss(meanflow_conditional, declared=ADAPTIVE)},
         ),
         "flow_matching": Implementation(
             "correct flow matching",
-            shipped_losses={"flow_matching": ShippedLoss(flow_matching_loss)},
+            shipped_losses={
+                "flow_matching": ShippedLoss(
+                    flow_matching_loss, declared=Declared(reduction="mean")
+                )
+            },
         ),
         "split_meanflow": Implementation(
             "correct SplitMeanFlow distillation",
@@ -367,6 +392,23 @@ def shipped_error_squared_twice() -> dict[str, Any]:
         return meanflow_conditional(model, x, quartic=True)
 
     return _loss("meanflow", loss)
+
+
+@mutant(
+    "meanflow.shipped_adaptive_norm_squared_twice",
+    objective="meanflow",
+    description=(
+        "a loss as shipped declares MeanFlow's adaptive weight ||e||^2 / sg(||e||^2 + c)^p but "
+        "squares the norm again under it (||e||^4 / sg(||e||^2 + c)^p): radial, so only the "
+        "declared value check sees it"
+    ),
+    inherit=False,
+)
+def shipped_adaptive_norm_squared_twice() -> dict[str, Any]:
+    def loss(model: Any, x: Tensor) -> Tensor:
+        return meanflow_conditional(model, x, norm_squared_twice=True)
+
+    return _loss("meanflow", loss, declared=ADAPTIVE)
 
 
 @mutant(
