@@ -13,6 +13,10 @@ jumps ``t -> s`` from ``x_t``, the stop-gradient target jumps ``u -> s`` from th
 comparison. An optional denoising term ``||G(x_t, t, t) - x||^2`` (CTM's DSM) regresses onto
 the data.
 
+Two samplers ship with it, as CTM's do: one jump ``SIGMA_MAX -> SIGMA_MIN`` and a two-step
+deterministic (``gamma = 0``) sampler through ``SIGMA_MID``; both return the point at
+``SIGMA_MIN``, the end of the path they are declared on (``time_range``).
+
 ``implementation()`` hands the loss over as it is; ``wrong_implementation(bug)`` carries one
 of three bugs seen in practice: the target evaluated at ``t`` instead of ``u``
 (``"target_at_t"``), the skip ratio ``s / t`` inverted (``"ratio_inverted"``), and the teacher's
@@ -23,14 +27,17 @@ Check it with ``flowmap-oracle check examples.ctm_edm:implementation``.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch.func import functional_call
 
 from flowmap_oracle import Implementation
-from flowmap_oracle.oracle.shipped import ShippedLoss
+from flowmap_oracle.oracle.shipped import ShippedLoss, ShippedSampler
 
 SIGMA_DATA = 0.5
 SIGMA_MIN, SIGMA_MAX, RHO = 0.002, 80.0, 7.0
+SIGMA_MID = 0.8
 N_SCALES = 18
 MAX_HEUN_STEPS = 4
 DATA_SHAPE = (1, 2, 2)
@@ -101,6 +108,22 @@ def ctm_loss(model, x, teacher, dsm_weight=0.0, bug=None):
     return loss.mean()
 
 
+@torch.no_grad()
+def sample_one_step(model, noise):
+    x = noise * SIGMA_MAX
+    t = torch.full((x.shape[0],), SIGMA_MAX, dtype=x.dtype)
+    return jump(model, x, t, torch.full_like(t, SIGMA_MIN))
+
+
+@torch.no_grad()
+def sample_two_steps(model, noise, sigmas=(SIGMA_MAX, SIGMA_MID, SIGMA_MIN)):
+    x = noise * sigmas[0]
+    for a, b in itertools.pairwise(sigmas):
+        t = torch.full((x.shape[0],), a, dtype=x.dtype)
+        x = jump(model, x, t, torch.full_like(t, b))
+    return x
+
+
 def implementation(bug: str | None = None) -> Implementation:
     return Implementation(
         name="example: CTM distillation (EDM two-time preconditioning, Heun teacher)",
@@ -119,6 +142,10 @@ def implementation(bug: str | None = None) -> Implementation:
                 data_shape=DATA_SHAPE,
                 time_range=(SIGMA_MIN, SIGMA_MAX),
             )
+        },
+        samplers={
+            name: ShippedSampler(fn, data_shape=DATA_SHAPE, time_range=(SIGMA_MIN, SIGMA_MAX))
+            for name, fn in (("one_step", sample_one_step), ("two_steps", sample_two_steps))
         },
     )
 

@@ -16,15 +16,11 @@ from flowmap_oracle.oracle.adapters import Conventions
 from flowmap_oracle.oracle.shipped import (
     BIASED_METHODS,
     ShippedLoss,
+    ShippedSampler,
     _Harness,
     run_shipped_checks,
 )
 from flowmap_oracle.oracle.shipped_ctm import TRAJECTORY_TOL, check_ctm_alignment
-
-WIRED = "ctm" in BIASED_METHODS
-"""``run_shipped_checks`` dispatches ``ctm.shipped.alignment`` and reports the Heun teacher's
-bias (``BIASED_METHODS["ctm"]``) once the shared ``shipped.py`` carries the two CTM entries;
-until then the end-to-end tests below are skipped and the check is tested directly."""
 
 
 def _run(impl, seed: int):
@@ -55,7 +51,6 @@ def test_each_wrong_variant_fails_the_alignment(bug, expected):
     assert result.status == "fail" and expected in result.message, result.message
 
 
-@pytest.mark.skipif(not WIRED, reason="shipped.py does not dispatch ctm yet (lead to wire)")
 @pytest.mark.parametrize("seed", [0, 1])
 def test_the_example_passes_every_check_as_shipped(seed):
     results = _run(ctm.implementation(), seed)
@@ -69,7 +64,6 @@ def test_the_example_passes_every_check_as_shipped(seed):
     assert by_check["ctm.shipped.stationarity"].status in ("pass", "skip")
 
 
-@pytest.mark.skipif(not WIRED, reason="shipped.py does not dispatch ctm yet (lead to wire)")
 @pytest.mark.parametrize("bug", ["target_at_t", "ratio_inverted", "solver_backwards"])
 def test_each_wrong_variant_fails_as_shipped(bug):
     results = _run(ctm.wrong_implementation(bug), 0)
@@ -159,3 +153,39 @@ def test_ctm_from_data_shares_the_noise():
     assert ok.status == "pass" and "online point's noise" in ok.message, ok.message
     bad = _alignment(lambda m, x: _ctm_from_data(m, x, fresh_noise=True), velocity="conditional")
     assert bad.status == "fail" and "noise" in bad.message, bad.message
+
+
+def test_ctm_is_listed_as_biased_by_its_solver():
+    assert set(BIASED_METHODS["ctm"]) == {"conditional", "teacher"}
+
+
+def test_a_sampler_that_ends_at_its_declared_sigma_min_lands_there():
+    impl = ctm.implementation()
+    results = {r.check: r for r in run_shipped_checks(impl.conventions, samplers=impl.samplers)}
+    for name in ("one_step", "two_steps"):
+        r = results[f"sampler.{name}.exact_map"]
+        assert r.status == "pass", r.message
+        assert "the declared end" in r.message
+
+
+def test_a_sampler_that_stops_short_of_its_declared_end_fails():
+    impl = ctm.implementation()
+    stops_at = {
+        # sigma_min not declared: judged at the data end, with the hint to declare it
+        "undeclared": (ShippedSampler(ctm.sample_one_step, data_shape=ctm.DATA_SHAPE), "0.002"),
+        # declared sigma_min, but the last step is left out: stops at sigma = 0.8
+        "one_step_short": (
+            ShippedSampler(
+                lambda m, n: ctm.sample_two_steps(m, n, (ctm.SIGMA_MAX, 5.0, ctm.SIGMA_MID)),
+                data_shape=ctm.DATA_SHAPE,
+                time_range=(ctm.SIGMA_MIN, ctm.SIGMA_MAX),
+            ),
+            "0.8",
+        ),
+    }
+    samplers = {name: sampler for name, (sampler, _) in stops_at.items()}
+    results = {r.check: r for r in run_shipped_checks(impl.conventions, samplers=samplers)}
+    for name, (_, where) in stops_at.items():
+        r = results[f"sampler.{name}.exact_map"]
+        assert r.status == "fail", r.message
+        assert f"stops at user time {where}," in r.message

@@ -1329,10 +1329,13 @@ def check_sampler(name: str, sampler: ShippedSampler, conventions: Conventions) 
     wrong = sampler_call_problem(check, calls, net.adapter, sampler.time_range, shown, start)
     if wrong is not None:
         return wrong
-    got = out.reshape(n, -1).double() / net.adapter.data_unit
+    got, end = sampler_samples(out.reshape(n, -1).double(), calls, net.adapter, sampler.time_range)
     tol = sampler_tolerance(harness.user_dtype, calls, harness.teacher)
+    hint = _end_hint(calls, net.adapter)
     if velocity_only(calls):
-        return sampler_landing(check, calls, got, harness.teacher, tol, shown, start)
+        return sampler_landing(
+            check, calls, got, harness.teacher, tol, shown, start, end=end, hint=hint
+        )
     try:
         with torch.no_grad():
             again = sampler.sample(net, noise)
@@ -1355,9 +1358,16 @@ def check_sampler(name: str, sampler: ShippedSampler, conventions: Conventions) 
             )
         if not isinstance(out_big, Tensor) or out_big.shape != big.shape:
             return _result(check, "sampler", "fail", "the sampler changed the batch", start)
-        got_big = out_big.reshape(big.shape[0], -1).double() / net.adapter.data_unit
-        return _stochastic_sampler(check, harness, list(net.calls), got_big, tol, shown, start)
-    return sampler_landing(check, calls, got, harness.teacher, tol, shown, start)
+        big_calls = list(net.calls)
+        got_big, end_big = sampler_samples(
+            out_big.reshape(big.shape[0], -1).double(), big_calls, net.adapter, sampler.time_range
+        )
+        return _stochastic_sampler(
+            check, harness, big_calls, got_big, tol, shown, start, end=end_big, hint=hint
+        )
+    return sampler_landing(
+        check, calls, got, harness.teacher, tol, shown, start, end=end, hint=hint
+    )
 
 
 def shown_calls(calls: list[CallRecord], adapter: ConventionAdapter, limit: int = 8) -> str:
@@ -1419,6 +1429,47 @@ def sampler_call_problem(
     return None
 
 
+def sampler_samples(
+    out: Tensor,
+    calls: list[CallRecord],
+    adapter: ConventionAdapter,
+    time_range: tuple[float, float] | None,
+) -> tuple[Tensor, Tensor]:
+    """A sampler's output ``out`` (user units, ``(N, d)`` float64) in our units, and the time it
+    is at, ``(N,)`` in ours.
+
+    The time is the data end ``0`` unless the sampler's last call stops at the data-side bound of
+    its declared ``time_range`` (EDM's and CTM's ``sigma_min``: a sampler whose path ends there
+    returns the point at ``sigma_min``); then it is that bound, and the output is read as a point
+    of the path at that time. A sampler stopping anywhere else is judged at the data end.
+    """
+    o = adapter.torch_ops
+    zero = torch.zeros(out.shape[0], dtype=torch.float64)
+    end = calls[-1].s.double()
+    if time_range is None or end.shape != zero.shape or not bool((end > 0).all()):
+        return out / adapter.data_unit, zero
+    bounds = adapter.time_to_ours(torch.tensor(time_range, dtype=torch.float64), ops=o)
+    data_side = float(bounds.min())
+    if not bool(torch.allclose(end, torch.full_like(end, data_side), rtol=1e-5, atol=1e-12)):
+        return out / adapter.data_unit, zero
+    return adapter.points_to_ours(out, end, ops=o), end
+
+
+def _end_hint(calls: list[CallRecord], adapter: ConventionAdapter) -> str:
+    """Why a sampler whose last call stops short of the data might be declared so."""
+    end = calls[-1].s.double()
+    if not bool((end > 1e-9).any()):
+        return ""
+    user = adapter.time_to_user(end, ops=adapter.torch_ops)
+    lo, hi = float(user.min()), float(user.max())
+    at = f"{lo:.4g}" if f"{lo:.4g}" == f"{hi:.4g}" else f"{lo:.4g} to {hi:.4g}"
+    return (
+        f"; its last call stops at user time {at}, "
+        "not at the data: if that is where its path ends (sigma_min), declare it as the lower "
+        "bound of the sampler's time_range"
+    )
+
+
 def velocity_only(calls: list[CallRecord]) -> bool:
     """Every call asked for the instantaneous velocity ``F(x, t, t)``: an ODE solver."""
     return all(bool((c.t == c.s).all()) for c in calls)
@@ -1443,14 +1494,19 @@ def sampler_landing(
     tol: float,
     shown: str,
     start: float,
+    *,
+    end: Tensor | None = None,
+    hint: str = "",
 ) -> CheckResult:
     """Judge a deterministic sampler's samples ``got`` (our units, ``(N, d)``) against the exact
-    map from its first call's point and time to the data end (``t0 = 1`` for a sampler that
+    map from its first call's point and time to ``end`` (``(N,)``, ours; default the data end
+    ``0``; a declared ``sigma_min``, :func:`sampler_samples`) (``t0 = 1`` for a sampler that
     starts at pure noise, below 1 for EDM's ``sigma_max``). A velocity-only sampler is an ODE
-    solver: its discretisation error is reported, not judged."""
+    solver: its discretisation error is reported, not judged. ``hint`` is added to a failure."""
     first = calls[0]
     t0 = first.t.double()
-    expected = ExactFlowMap(teacher)(first.x, t0, torch.zeros_like(t0))
+    to = torch.zeros_like(t0) if end is None else end
+    expected = ExactFlowMap(teacher)(first.x, t0, to)
     if velocity_only(calls):
         rmse = float((got - expected).pow(2).sum(1).mean().sqrt())
         return _result(
@@ -1463,9 +1519,10 @@ def sampler_landing(
             start,
         )
     max_err = float((got - expected).norm(dim=1).max())
+    target = "0" if not bool((to > 0).any()) else f"{float(to.max()):.4g} (the declared end)"
     msg = (
-        f"max error {max_err:.2e} against the exact map Phi_(t0->0) (allowed {tol:.1e}); "
-        f"calls: {shown}"
+        f"max error {max_err:.2e} against the exact map Phi_(t0->{target}) (allowed "
+        f"{tol:.1e}); calls: {shown}"
     )
     if max_err > tol:
         return _result(
@@ -1473,7 +1530,8 @@ def sampler_landing(
             "sampler",
             "fail",
             f"the sampler does not land on the exact flow map: {msg} (a step size that differs "
-            "from the times the network was asked for, a wrong update sign, or a wrong start)",
+            f"from the times the network was asked for, a wrong update sign, or a wrong start)"
+            f"{hint}",
             start,
         )
     return _result(check, "sampler", "pass", msg, start)
@@ -1487,12 +1545,16 @@ def _stochastic_sampler(
     tol: float,
     shown: str,
     start: float,
+    *,
+    end: Tensor,
+    hint: str = "",
 ) -> CheckResult:
     """A sampler that draws fresh noise (multistep consistency sampling, CTM's gamma): each
     call's point must be the previous call's exact end carried forward to the call's time by
     the path's own noising, ``x_t = (alpha_t / alpha_s) y + sigma_(t|s) n``, with standard
     normal ``n`` (a chi-square test on the recovered ``n`` at :data:`FALSE_ALARM`), or that end
-    itself at ``t = s``; the samples are the last call's exact end at the data."""
+    itself at ``t = s``; the samples are the last call's exact end at the data (at ``end``, a
+    declared ``sigma_min``: :func:`sampler_samples`)."""
     from scipy.stats import chi2
 
     exact = ExactFlowMap(harness.teacher)
@@ -1529,13 +1591,13 @@ def _stochastic_sampler(
             n = (call.x - ratio[:, None] * y)[noisy] / var[noisy].sqrt()[:, None]
             recovered.append(n)
     last = calls[-1]
-    if float(last.s.abs().max()) > 1e-9:
+    if float((last.s - end).abs().max()) > 1e-9:
         return _result(
             check,
             "sampler",
             "fail",
             f"the sampler's last call maps to s = {float(last.s.max()):.3g}, not to the data; "
-            f"calls: {shown}",
+            f"calls: {shown}{hint}",
             start,
         )
     err = float((got - exact(last.x, last.t, last.s)).norm(dim=1).max())

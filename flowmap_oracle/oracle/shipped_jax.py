@@ -81,6 +81,7 @@ from .shipped import (
     _UserProblem,
     sampler_call_problem,
     sampler_landing,
+    sampler_samples,
     sampler_tolerance,
     shown_calls,
     teacher_for_shape,
@@ -669,7 +670,7 @@ def check_jax_sampler(
     wrong = sampler_call_problem(check, calls, net.adapter, sampler.time_range, shown, start)
     if wrong is not None:
         return wrong
-    got = torch.from_numpy(np.asarray(out, dtype=np.float64).reshape(n, -1).copy())
-    got = got / net.adapter.data_unit
+    flat = torch.from_numpy(np.asarray(out, dtype=np.float64).reshape(n, -1).copy())
+    got, end = sampler_samples(flat, calls, net.adapter, sampler.time_range)
     tol = sampler_tolerance(harness.user_dtype, calls, harness.teacher)
-    return sampler_landing(check, calls, got, harness.teacher, tol, shown, start)
+    return sampler_landing(check, calls, got, harness.teacher, tol, shown, start, end=end)
