@@ -31,10 +31,12 @@ from typing import Any, Literal
 
 from torch import Tensor
 
-__all__ = ["L2", "Adaptive", "Declared", "PseudoHuber", "Reduction"]
+__all__ = ["L2", "Adaptive", "Declared", "JvpTangent", "PseudoHuber", "Reduction"]
 
 Reduction = Literal["mean", "sum_mean", "sum"]
 REDUCTIONS: tuple[str, ...] = ("mean", "sum_mean", "sum")
+JvpTangent = Literal["conditional", "teacher", "model"]
+JVP_TANGENTS: tuple[str, ...] = ("conditional", "teacher", "model")
 
 
 def _positive(value: Any, name: str, *, zero: bool = False) -> None:
@@ -107,8 +109,8 @@ class Declared:
         reduction: ``"mean"``: ``q`` is the mean over the sample's entries and the batch is
             averaged (``F.mse_loss``); ``"sum_mean"``: ``q`` sums over the entries, the batch is
             averaged; ``"sum"``: both summed.
-        tangent_normalisation: sCM's ``c`` in ``g / (||g|| + c)`` (``None``: the tangent is not
-            normalised). The norm is taken over each sample's entries.
+        tangent_normalisation: sCM's and AYF-EMD's ``c`` in ``g / (||g|| + c)`` (``None``: the
+            tangent is not normalised). The norm is taken over each sample's entries.
         tangent_scale: sCM's tangent as the loss writes it, per unit of the consistency
             function's derivative in the user's own time, ``g = tangent_scale(t) df/dt``
             (TrigFlow's sCM: ``torch.cos``). ``None``: 1.
@@ -117,6 +119,13 @@ class Declared:
         flow_matching_term: the coefficient of an extra flow-matching term computed on a
             second network call on the diagonal (MeanFlow plus ``lambda`` times flow matching),
             with the same distance, weight and reduction (``None``: no extra term).
+        jvp_tangent: MeanFlow's velocity along which ``dF/dt`` is taken (the JVP's tangent,
+            ``(v_tan, 1, 0)``), the regression target staying the loss's ``velocity``:
+            ``"conditional"`` (``x1 - x0``), ``"teacher"`` (the teacher's ``v(x_t, t)``; the
+            loss must be handed the teacher, ``ShippedLoss(velocity="teacher")``) or
+            ``"model"`` (the network's own instantaneous velocity ``F(x_t, t, t)``, detached,
+            as improved and two-head MeanFlow variants take it). ``None``: the velocity the loss
+            regresses onto.
     """
 
     distance: Distance = L2()
@@ -126,6 +135,7 @@ class Declared:
     tangent_scale: Callable[[Tensor], Tensor] | None = None
     reset_fraction: float | None = None
     flow_matching_term: float | None = None
+    jvp_tangent: JvpTangent | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.distance, L2 | Adaptive | PseudoHuber):
@@ -145,6 +155,11 @@ class Declared:
             _positive(self.tangent_normalisation, "Declared.tangent_normalisation", zero=True)
         if self.flow_matching_term is not None:
             _positive(self.flow_matching_term, "Declared.flow_matching_term")
+        if self.jvp_tangent is not None and self.jvp_tangent not in JVP_TANGENTS:
+            raise ValueError(
+                f"Declared.jvp_tangent must be one of {', '.join(JVP_TANGENTS)} or None, got "
+                f"{self.jvp_tangent!r}"
+            )
         r = self.reset_fraction
         if r is not None:
             ok = isinstance(r, int | float) and not isinstance(r, bool) and 0.0 <= r <= 1.0
@@ -157,11 +172,18 @@ class Declared:
         Checked when an :class:`~flowmap_oracle.oracle.Implementation` is built and before any
         as-shipped check runs, so a mismatched declaration stops the run before any work.
         """
-        if self.declares_tangent and method != "scm":
+        if self.tangent_scale is not None and method != "scm":
             return (
                 f"tangent_normalisation and tangent_scale describe sCM's tangent; the {method} "
-                "loss declares one"
+                "loss declares a tangent_scale"
             )
+        if self.tangent_normalisation is not None and method not in ("scm", "ayf_emd"):
+            return (
+                "tangent_normalisation and tangent_scale describe sCM's tangent "
+                f"(tangent_normalisation also AYF-EMD's); the {method} loss declares one"
+            )
+        if self.jvp_tangent is not None and method != "meanflow":
+            return f"jvp_tangent is a MeanFlow extra; the {method} loss declares one"
         if self.flow_matching_term is not None and method != "meanflow":
             return f"flow_matching_term is a MeanFlow extra; the {method} loss declares one"
         return None
@@ -190,4 +212,6 @@ class Declared:
             parts.append("a tangent scale")
         if self.flow_matching_term is not None:
             parts.append(f"a flow-matching term x {self.flow_matching_term:g}")
+        if self.jvp_tangent is not None:
+            parts.append(f"the JVP along the {self.jvp_tangent} velocity")
         return ", ".join(parts)

@@ -950,10 +950,13 @@ def check_alignment(method: str, shipped: ShippedLoss, harness: _Harness) -> Che
             )
         v, rows = matched
         x, t, s_ = call.x, call.t, call.s
+        from .shipped_value import declared_tangent  # lazy: it imports this module (H8)
+
+        u, rows = declared_tangent(harness, shipped, call, v, rows)  # the JVP tangent (H8)
         with torch.no_grad():
             F, dF = cast(
                 tuple[Tensor, Tensor],
-                torch.func.jvp(net.ours, (x, t, s_), (v, torch.ones_like(t), torch.zeros_like(s_))),
+                torch.func.jvp(net.ours, (x, t, s_), (u, torch.ones_like(t), torch.zeros_like(s_))),
             )
         R = F - v + (t - s_)[:, None] * dF
         o = adapter.torch_ops

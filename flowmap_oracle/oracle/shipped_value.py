@@ -63,7 +63,7 @@ from .shipped import (
     _UserProblem,
 )
 
-__all__ = ["VALUE_METHODS", "check_value"]
+__all__ = ["VALUE_METHODS", "check_value", "declared_tangent"]
 
 VALUE_METHODS = ("flow_matching", "meanflow", "consistency", "scm")
 """Methods whose declared loss the value check can rebuild."""
@@ -121,15 +121,19 @@ def _grad_of(call: CallRecord) -> Tensor:
     return torch.zeros_like(call.x) if g is None else g.reshape(n, -1).double()
 
 
-def _velocity(harness: Any, shipped: ShippedLoss, call: CallRecord) -> Tensor:
+def _velocity(
+    harness: Any, shipped: ShippedLoss, call: CallRecord, kind: str | None = None
+) -> Tensor:
     """The velocity every row of ``call`` regressed onto (all rows, unlike the alignment check,
-    which leaves out rows near the data end): raises :class:`_Skip` when the rows cannot be
+    which leaves out rows near the data end), or the ``kind`` named (``"conditional"``,
+    ``"teacher"``; default the loss's own): raises :class:`_Skip` when the rows cannot be
     matched to the data, :class:`_Redraw` when a row is too close to the data end."""
-    matched = _matched_velocity(harness, shipped, call)
+    kind = shipped.velocity if kind is None else kind
+    if kind == "teacher":
+        return cast(Tensor, harness.teacher.velocity(call.x, call.t))
+    matched = _matched_velocity(harness, dataclasses.replace(shipped, velocity="conditional"), call)
     if isinstance(matched, str):
         raise _Skip(matched)
-    if shipped.velocity == "teacher":
-        return matched[0]
     data = _data_in_ours(harness)
     x, t = call.x, call.t
     x0 = data.repeat(x.shape[0] // data.shape[0], 1)
@@ -144,6 +148,44 @@ def _user_times(harness: Any, t: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
     o = harness.net.adapter.torch_ops
     adapter = harness.net.adapter
     return adapter.time_to_user(t, ops=o), adapter.time_to_user(s, ops=o)
+
+
+def _tangent(
+    harness: Any, shipped: ShippedLoss, decl: Declared, call: CallRecord, v: Tensor
+) -> Tensor:
+    """The velocity along which the loss takes ``dF/dt`` at the rows of ``call`` (our
+    convention): the declared ``jvp_tangent``, else ``v``, the velocity it regresses onto.
+    ``"model"`` is the network's own ``F(x_t, t, t)`` at its current parameters, the velocity
+    the user's network reports on the diagonal whatever its prediction."""
+    kind = decl.jvp_tangent
+    if kind is None or kind == shipped.velocity:
+        return v
+    if kind == "model":
+        with torch.no_grad():
+            return cast(Tensor, harness.net.ours(call.x, call.t, call.t))
+    return _velocity(harness, shipped, call, kind)
+
+
+def declared_tangent(
+    harness: Any, shipped: ShippedLoss, call: CallRecord, v: Tensor, rows: Tensor
+) -> tuple[Tensor, Tensor]:
+    """For the alignment check: the JVP's tangent at the rows of ``call`` as the loss declares
+    it (:attr:`~flowmap_oracle.oracle.declared.Declared.jvp_tangent`; ``v``, the velocity it
+    regresses onto, when nothing is declared), and the rows where it is known (``rows`` and,
+    for a conditional tangent beside the teacher's velocity, the rows whose noise is
+    recovered). A reason string from the data matching leaves only ``rows`` of the velocity."""
+    kind = None if shipped.declared is None else shipped.declared.jvp_tangent
+    if kind is None or kind == shipped.velocity:
+        return v, rows
+    if kind == "model":
+        with torch.no_grad():
+            return harness.net.ours(call.x, call.t, call.t), rows
+    if kind == "teacher":
+        return harness.teacher.velocity(call.x, call.t), rows
+    matched = _matched_velocity(harness, dataclasses.replace(shipped, velocity="conditional"), call)
+    if isinstance(matched, str):
+        return v, torch.zeros_like(rows)
+    return matched[0], rows & matched[1]
 
 
 def _aligned_terms(harness: Any, shipped: ShippedLoss, decl: Declared) -> list[_Term]:
@@ -178,10 +220,13 @@ def _aligned_terms(harness: Any, shipped: ShippedLoss, decl: Declared) -> list[_
     for call, coef, label in zip(trained, coefs, labels, strict=True):
         v = _velocity(harness, shipped, call)
         x, t, s = call.x, call.t, call.s
+        tangent = _tangent(harness, shipped, decl, call, v)
         with torch.no_grad():
             F, dF = cast(
                 tuple[Tensor, Tensor],
-                torch.func.jvp(net.ours, (x, t, s), (v, torch.ones_like(t), torch.zeros_like(s))),
+                torch.func.jvp(
+                    net.ours, (x, t, s), (tangent, torch.ones_like(t), torch.zeros_like(s))
+                ),
             )
         R = F - v + (t - s)[:, None] * dF
         k = net.adapter.output_gain(t, s, ops=o)
@@ -457,6 +502,11 @@ def check_value(method: str, shipped: ShippedLoss, harness: Any) -> CheckResult:
     problem = decl.problem_for(method)
     if problem is not None:
         raise ValueError(problem)
+    if decl.jvp_tangent == "teacher" and shipped.velocity != "teacher":
+        raise ValueError(
+            "jvp_tangent='teacher' declares the teacher's velocity as the JVP's tangent, but the "
+            "loss is not handed a teacher: declare ShippedLoss(..., velocity='teacher')"
+        )
     if not isinstance(harness, _Harness) and not (
         method != "consistency" and type(harness).__name__ == "JaxHarness"
     ):
