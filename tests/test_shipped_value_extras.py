@@ -206,3 +206,101 @@ def test_bad_jvp_tangent_declarations_are_one_clear_error():
     teacher = Declared(jvp_tangent="teacher")
     with pytest.raises(ValueError, match="the loss is not handed a teacher"):
         _check(imf_loss, teacher)
+
+
+# -- AYF-EMD: the tangent normalisation g / (||g|| + c) ------------------------------------------
+
+
+def ayf_emd(net, x, teacher, normalise="per_sample", signed=True, c=0.1):
+    """AYF-EMD distilled from a teacher: the flow map's tangent ``sign(t - s) df/dt`` from one
+    JVP, normalised, and a weighted squared distance to the detached ``f + g``'s mirror."""
+    n = x.shape[0]
+    t, s = torch.rand(n, dtype=x.dtype), torch.rand(n, dtype=x.dtype)
+    e = torch.randn_like(x)
+    x_t = (1 - t[:, None]) * x + t[:, None] * e
+    with torch.no_grad():
+        v = teacher(x_t, t)
+    f, df_dt = torch.func.jvp(
+        lambda y, tt: y + (s - tt)[:, None] * net(y, tt, s), (x_t, t), (v, torch.ones_like(t))
+    )
+    g = (torch.sign(t - s)[:, None] if signed else 1.0) * df_dt.detach()
+    if normalise == "per_sample":
+        g = g / (g.norm(dim=1, keepdim=True) + c)
+    elif normalise == "c_inside_the_norm":  # bug: ||g + c|| for ||g|| + c
+        g = g / (g + c).norm(dim=1, keepdim=True)
+    elif normalise == "whole_batch":  # bug: one norm over the batch
+        g = g / (g.norm() + c)
+    w = 1 / (1 + (t - s).abs())
+    return (w * (f - f.detach() + g).pow(2).sum(1)).mean()
+
+
+AYF = Declared(
+    weight=lambda t, s: 1 / (1 + (t - s).abs()), tangent_normalisation=0.1, reduction="sum_mean"
+)
+
+
+@pytest.mark.parametrize(
+    ("options", "declared", "verdict", "words"),
+    [
+        ({}, AYF, "pass", "tangent normalisation c = 0.1"),
+        ({"normalise": "c_inside_the_norm"}, AYF, "fail", "gradient it sends"),
+        ({"normalise": "whole_batch"}, AYF, "fail", "gradient it sends"),
+        ({"signed": False}, AYF, "fail", "opposite direction"),
+        ({"c": 0.01}, AYF, "fail", "value is not the declared"),
+        ({}, dataclasses.replace(AYF, tangent_normalisation=None), "fail", "distance differs"),
+        ({"normalise": None}, dataclasses.replace(AYF, tangent_normalisation=None), "pass", ""),
+        ({}, dataclasses.replace(AYF, weight=None), "fail", "the weight differs"),
+    ],
+)
+def test_ayf_emd_tangent_normalisation(options, declared, verdict, words):
+    result = _check(
+        lambda m, x, teacher: ayf_emd(m, x, teacher, **options),
+        declared,
+        method="ayf_emd",
+        velocity="teacher",
+    )
+    assert result.status == verdict, result.message
+    assert words in result.message
+
+
+def test_the_ayf_emd_example_passes_with_its_declaration_and_its_wrong_variants_fail():
+    from examples import ayf_emd_distillation as ex
+
+    declared = Declared(weight=lambda t, s: 0.5, tangent_normalisation=ex.TANGENT_C)
+    declared = dataclasses.replace(declared, reduction="sum_mean")
+    verdicts = {}
+    for name, loss in (
+        ("correct", ex.ayf_emd_loss),
+        ("tangent of F", lambda m, x, te: ex.ayf_emd_loss(m, x, te, tangent_of_flow_map=False)),
+        ("sign dropped", lambda m, x, te: ex.ayf_emd_loss(m, x, te, signed=False)),
+    ):
+        verdicts[name] = _check(loss, declared, method="ayf_emd", velocity="teacher").status
+    assert verdicts == {"correct": "pass", "tangent of F": "fail", "sign dropped": "fail"}
+
+
+def test_a_correct_ayf_emd_loss_passes_every_check_when_declared():
+    shipped = ShippedLoss(ayf_emd, velocity="teacher", both_directions=True, declared=AYF)
+    results = run_shipped_checks({}, losses={"ayf_emd": shipped}, repeats=16)
+    verdicts = {r.check: r.status for r in results}
+    assert set(verdicts.values()) == {"pass"}, verdicts
+
+
+def test_ayf_emd_in_other_conventions_is_skipped_with_the_reason():
+    conv = Conventions(time="noise_at_0")
+    result = _check(
+        lambda m, x, teacher: ayf_emd(m, x, teacher),
+        AYF,
+        method="ayf_emd",
+        velocity="teacher",
+        conventions=conv,
+    )
+    assert result.status == "skip" and "not yet" in result.message, result.message
+
+
+def test_tangent_extras_outside_their_methods_are_refused_before_any_work():
+    with pytest.raises(ValueError, match="tangent_scale"):
+        run_shipped_checks(
+            {}, losses={"ayf_emd": ShippedLoss(ayf_emd, declared=Declared(tangent_scale=torch.cos))}
+        )
+    with pytest.raises(ValueError, match="also AYF-EMD's"):
+        run_shipped_checks({}, losses={"facm": ShippedLoss(ayf_emd, declared=AYF)})

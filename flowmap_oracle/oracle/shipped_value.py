@@ -12,9 +12,12 @@ this check makes them exact:
 2. From those calls it rebuilds the declared loss with its own network: the residual of each
    trained row (flow matching and MeanFlow: ``F - [v - (t - s) dF/dt]`` in the units of the
    user's output, with the conditional velocity recovered from the data and the point, as the
-   alignment check does; discrete consistency: the online minus the target consistency function
-   in the user's data units; sCM: the declared tangent ``tangent_scale(t) df/dt``, normalised
-   as declared), then ``weight(t, s) * distance(q)`` per row, reduced as declared.
+   alignment check does, and ``dF/dt`` along the declared ``jvp_tangent``: that velocity, or
+   the network's own ``F(x_t, t, t)`` as improved MeanFlow takes it; discrete consistency: the
+   online minus the target consistency function in the user's data units; sCM: the declared
+   tangent ``tangent_scale(t) df/dt``, normalised as declared; AYF-EMD: the flow map's tangent
+   ``sign(t - s) df/dt``, normalised as declared, in the user's flow-map units), then
+   ``weight(t, s) * distance(q)`` per row, reduced as declared.
 3. It compares the value with the user's (float64: relative ``1e-8``; float32: ``1e-4``), and
    the gradient at every network output with the rebuilt loss's (float64: ``1e-6``; float32:
    ``1e-3`` of the largest row). The gradient is what catches a wrong weight whose value happens
@@ -27,7 +30,9 @@ this check makes them exact:
    (in this check, not in the times check, which reports the fraction for every loss).
 
 Without a declaration the check is skipped with the reason, naming what to declare; the invariant
-checks run either way. Torch losses, and JAX flow-matching, MeanFlow and sCM losses (their calls
+checks run either way. AYF-EMD is rebuilt in the project's own conventions only (noise at
+``t = 1``, ``model(x, t, s)``, the average velocity; others skip with the reason). Torch
+losses, and JAX flow-matching, MeanFlow and sCM losses (their calls
 are recorded by :class:`~flowmap_oracle.oracle.shipped_jax.JaxHarness` in the same form; the
 declared functions receive torch tensors); a JAX discrete consistency loss is skipped with the
 reason.
@@ -65,7 +70,7 @@ from .shipped import (
 
 __all__ = ["VALUE_METHODS", "check_value", "declared_tangent"]
 
-VALUE_METHODS = ("flow_matching", "meanflow", "consistency", "scm")
+VALUE_METHODS = ("flow_matching", "meanflow", "consistency", "scm", "ayf_emd")
 """Methods whose declared loss the value check can rebuild."""
 
 VALUE_RTOL = {torch.float64: 1e-8, torch.float32: 1e-4}
@@ -331,6 +336,53 @@ def _scm_terms(harness: Any, shipped: ShippedLoss, decl: Declared) -> list[_Term
     ]
 
 
+def _ayf_emd_terms(harness: Any, shipped: ShippedLoss, decl: Declared) -> list[_Term]:
+    """AYF-EMD: the trained call of the flow map ``f = x + (s - t) F``, regressed onto its own
+    output plus the tangent ``g = sign(t - s) df/dt`` (MATH.md 1d: ``df/dt = -R``, the MeanFlow
+    residual, for ``s`` either side of ``t``), normalised as declared, ``g / (||g|| + c)``; the
+    residual is ``g`` in the user's flow-map units, ``d f / d output = s - t``."""
+    net = harness.net
+    adapter = net.adapter
+    conv = adapter.conventions
+    if not adapter.is_identity or conv.preconditioning != "none":
+        raise _Skip(
+            "the value check rebuilds AYF-EMD losses written with noise at t = 1, model(x, t, s) "
+            f"and the average velocity (f = x + (s - t) F); not yet {conv.describe()}"
+        )
+    trained = _trained(net.calls)
+    if len(trained) != 1:
+        raise _Skip(
+            f"the loss trains {len(trained)} network call(s); the declaration describes one call "
+            "of the flow map regressed onto its own tangent"
+        )
+    call = trained[0]
+    v = _velocity(harness, shipped, call)
+    x, t, s = call.x, call.t, call.s
+    with torch.no_grad():
+        F, dF = cast(
+            tuple[Tensor, Tensor],
+            torch.func.jvp(net.ours, (x, t, s), (v, torch.ones_like(t), torch.zeros_like(s))),
+        )
+    o = adapter.torch_ops
+    R = (F - v + (t - s)[:, None] * dF) / adapter.output_gain(t, s, ops=o)[:, None]
+    g = -torch.sign(t - s)[:, None] * R
+    if decl.tangent_normalisation is not None:
+        g = g / (g.norm(dim=1, keepdim=True) + decl.tangent_normalisation)
+    tu, su = _user_times(harness, t, s)
+    return [
+        _Term(
+            "the loss",
+            g.detach().requires_grad_(True),
+            su - tu,
+            tu,
+            su,
+            1.0,
+            _grad_of(call),
+            t == s,
+        )
+    ]
+
+
 def _per_row(value: object, n: int, what: str) -> Tensor:
     """A declared function's output as ``(n,)`` float64 (a scalar broadcasts)."""
     if not isinstance(value, Tensor):
@@ -477,7 +529,8 @@ def check_value(method: str, shipped: ShippedLoss, harness: Any) -> CheckResult:
     against the loss its :class:`~flowmap_oracle.oracle.declared.Declared` describes.
 
     Arguments:
-        method: the method name (``flow_matching``, ``meanflow``, ``consistency``, ``scm``).
+        method: the method name (``flow_matching``, ``meanflow``, ``consistency``, ``scm``,
+            ``ayf_emd``).
         shipped: the loss, with ``declared`` (without it the check is skipped with the reason).
         harness: the as-shipped harness (torch, or JAX for every method but discrete
             consistency; declared functions receive torch tensors either way).
@@ -520,7 +573,11 @@ def check_value(method: str, shipped: ShippedLoss, harness: Any) -> CheckResult:
             "a preconditioned flow-matching or MeanFlow loss compares the wrapped output, which "
             "the value check does not rebuild yet"
         )
-    build = {"consistency": _consistency_terms, "scm": _scm_terms}.get(method, _aligned_terms)
+    build = {
+        "consistency": _consistency_terms,
+        "scm": _scm_terms,
+        "ayf_emd": _ayf_emd_terms,
+    }.get(method, _aligned_terms)
     control = torch.full((N_FIELDS,), CONTROL, dtype=torch.float64)
     n = max(shipped.batch_size, 256)
     terms: list[_Term] | None = None
