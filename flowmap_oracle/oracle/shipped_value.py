@@ -550,7 +550,8 @@ def check_value(method: str, shipped: ShippedLoss, harness: Any) -> CheckResult:
         return skip(
             "nothing declared, so the loss's value is not checked: declare its extras with "
             "ShippedLoss(..., declared=Declared(distance=L2() | Adaptive(p, c) | PseudoHuber(c), "
-            "weight=..., reduction=..., tangent_normalisation=...)) (the invariant checks ran)"
+            "weight=..., reduction=..., tangent_normalisation=..., jvp_tangent=...)) (the invariant "
+            "checks ran)"
         )
     problem = decl.problem_for(method)
     if problem is not None:
