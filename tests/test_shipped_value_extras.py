@@ -6,8 +6,10 @@
   A correct loss of each kind passes with its declaration; the same loss fails under another
   declaration, and a loss that takes the conditional velocity while declaring the model's (a
   bug seen when porting one variant to the other) fails. With the declaration the alignment
-  check judges the residual along the declared tangent (without it, a correct improved MeanFlow
-  loss is 15 to 46 degrees off the conditional-tangent residual over 10 seeds and fails it).
+  check judges the residual along the declared tangent. Without it, a correct improved MeanFlow
+  loss is 15 to 46 degrees off the conditional-tangent residual over 10 seeds; the alignment
+  check then judges it along the model's own velocity before failing (an invariant check never
+  fails correct code for want of a declaration), and says so.
 * ``Declared(tangent_normalisation=c)`` for AYF-EMD: the flow map's tangent
   ``sign(t - s) df/dt``, normalised per sample as ``g / (||g|| + c)``. A correct loss passes; the
   constant added inside the norm, one norm over the batch, a dropped sign, another ``c`` fail.
@@ -180,6 +182,34 @@ def test_the_alignment_check_follows_the_declared_tangent_and_keeps_its_power():
     plain = lambda m, x: imf_loss(m, x, "conditional")  # noqa: E731
     assert align(plain, None).status == "pass"
     assert align(plain, dataclasses.replace(MODEL, jvp_tangent="conditional")).status == "pass"
+
+
+def test_undeclared_improved_meanflow_passes_the_alignment_along_the_models_velocity():
+    """No false alarm without a declaration: the check tries the model's own tangent, says so,
+    and still fails a sign error or a tangent on the wrong time argument."""
+
+    def align(loss):
+        h = _Harness.build(Conventions(), None)
+        return check_alignment("meanflow", ShippedLoss(loss), h)
+
+    correct = align(imf_loss)
+    assert correct.status == "pass", correct.message
+    assert "jvp_tangent='model'" in correct.message
+    assert align(_imf_sign_error).status == "fail"
+
+    def tangent_on_r(net, x):
+        n = x.shape[0]
+        a, b = torch.rand(n, dtype=x.dtype), torch.rand(n, dtype=x.dtype)
+        t, r = torch.maximum(a, b), torch.minimum(a, b)
+        e = torch.randn_like(x)
+        z = (1 - t[:, None]) * x + t[:, None] * e
+        with torch.no_grad():
+            v_hat = net(z, t, t)
+        zero, one = torch.zeros_like(t), torch.ones_like(t)
+        u, du = torch.func.jvp(net, (z, t, r), (v_hat, zero, one))  # bug: d/dr, not d/dt
+        return (u + (t - r)[:, None] * du.detach() - (e - x)).pow(2).sum(1).mean()
+
+    assert align(tangent_on_r).status == "fail"
 
 
 def _imf_sign_error(net, x):
