@@ -580,6 +580,17 @@ class _UserProblem(Exception):
 # Checks
 
 
+def _gradient_at_control(harness: Any, shipped: ShippedLoss) -> str | None:
+    """Run the loss once at the perturbed map (``theta_k = CONTROL``), recording its calls and
+    the gradient at each output; the user's problem as one message, or ``None``."""
+    harness.net.reset()
+    try:
+        harness.gradient(shipped, torch.full((N_FIELDS,), CONTROL, dtype=torch.float64))
+    except _UserProblem as err:
+        return str(err)
+    return None
+
+
 def _result(
     check: str, method: str, status: Status, message: str, start: float, **kw: Any
 ) -> CheckResult:
@@ -926,12 +937,9 @@ def check_alignment(method: str, shipped: ShippedLoss, harness: _Harness) -> Che
     """
     name, start = f"{method}.shipped.alignment", time.perf_counter()
     net = harness.net
-    control = torch.full((N_FIELDS,), CONTROL, dtype=torch.float64)
-    net.reset()
-    try:
-        harness.gradient(shipped, control)
-    except _UserProblem as err:
-        return _result(name, method, "fail", str(err), start)
+    problem = _gradient_at_control(harness, shipped)
+    if problem is not None:
+        return _result(name, method, "fail", problem, start)
     trained = [
         c for c in net.calls if c.output_grad is not None and bool(c.output_grad.abs().max() > 0)
     ]
@@ -1118,11 +1126,9 @@ def check_consistency_alignment(
     velocity both points must carry the same noise. Reports the implied weights."""
     name, start = f"{method}.shipped.alignment", time.perf_counter()
     net = harness.net
-    net.reset()
-    try:
-        harness.gradient(shipped, torch.full((N_FIELDS,), CONTROL, dtype=torch.float64))
-    except _UserProblem as err:
-        return _result(name, method, "fail", str(err), start)
+    problem = _gradient_at_control(harness, shipped)
+    if problem is not None:
+        return _result(name, method, "fail", problem, start)
     calls = [c for c in net.calls if float(c.s.abs().max()) <= 1e-9]
     trained = _trained(calls)
     if not trained:
@@ -1242,11 +1248,9 @@ def check_scm_alignment(method: str, shipped: ShippedLoss, harness: _Harness) ->
 
     name, start = f"{method}.shipped.alignment", time.perf_counter()
     net = harness.net
-    net.reset()
-    try:
-        harness.gradient(shipped, torch.full((N_FIELDS,), CONTROL, dtype=torch.float64))
-    except _UserProblem as err:
-        return _result(name, method, "fail", str(err), start)
+    problem = _gradient_at_control(harness, shipped)
+    if problem is not None:
+        return _result(name, method, "fail", problem, start)
     trained = _trained(net.calls)
     if not trained:
         return _result(

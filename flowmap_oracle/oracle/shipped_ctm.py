@@ -40,17 +40,15 @@ from torch import Tensor
 from ..reference_models import ExactFlowMap
 from .results import CheckResult, ImpliedWeights, SkipReason
 from .shipped import (
-    CONTROL,
-    N_FIELDS,
     CallRecord,
     InstrumentedNetwork,
     ShippedLoss,
     _alignment_verdict,
+    _gradient_at_control,
     _Harness,
     _recovered_noise,
     _result,
     _trained,
-    _UserProblem,
     _weights_summary,
 )
 
@@ -146,11 +144,9 @@ def check_ctm_alignment(method: str, shipped: ShippedLoss, harness: _Harness) ->
     """``ctm.shipped.alignment`` (see the module docstring)."""
     name, start = f"{method}.shipped.alignment", time.perf_counter()
     net = harness.net
-    net.reset()
-    try:
-        harness.gradient(shipped, torch.full((N_FIELDS,), CONTROL, dtype=torch.float64))
-    except _UserProblem as err:
-        return _result(name, method, "fail", str(err), start)
+    problem = _gradient_at_control(harness, shipped)
+    if problem is not None:
+        return _result(name, method, "fail", problem, start)
     found = find_ctm_calls(net)
     if isinstance(found, str):
         if "not detached" in found:

@@ -67,15 +67,13 @@ from torch import Tensor
 
 from .results import CheckResult, ImpliedWeights, SkipReason
 from .shipped import (
-    CONTROL,
-    N_FIELDS,
     CallRecord,
     ShippedLoss,
     _alignment_verdict,
+    _gradient_at_control,
     _matched_velocity,
     _result,
     _trained,
-    _UserProblem,
 )
 
 __all__ = ["TARGET_METHODS", "check_target_alignment"]
@@ -138,16 +136,6 @@ class _Verdict:
 
 def _tolerance(harness: Any) -> float:
     return 1e-3 if harness.user_dtype == torch.float32 else 1e-6
-
-
-def _gradient_at_control(harness: Any, shipped: ShippedLoss) -> str | None:
-    """Run the loss once at the perturbed map; the reason it failed, or ``None``."""
-    harness.net.reset()
-    try:
-        harness.gradient(shipped, torch.full((N_FIELDS,), CONTROL, dtype=torch.float64))
-    except _UserProblem as err:
-        return str(err)
-    return None
 
 
 def _to_user(harness: Any, R: Tensor, t: Tensor, s: Tensor, kind: str) -> Tensor:
