@@ -54,7 +54,8 @@ alpha_t gain``, ``F* = gain (x - alpha_t I) + alpha[t,s] I``, exact for one comp
 of cancellation near ``s = t``. The solver integrates ``u - u_t`` (so its tolerances apply to
 ``x / sqrt(c)``). Measured on ring8 (t = 1 -> 0, rtol = atol = 1e-9, 1e5 points, 1 thread):
 312 velocity evaluations per point and max error 3.5e-10 against 287 and 4.9e-9 in the time
-variable, in 25% less CPU time (1.19 s against 1.59 s); at rtol 1e-12 the two agree to 5e-13
+variable, in 26% less CPU time (1.13 s against 1.54 s, ``benchmarks/teachers_cpu_n1e5.json``);
+at rtol 1e-12 the two agree to 5e-13
 (``tests/test_reference_models_snr.py``); on checkerboard (72 components, 3000 points) 336
 against 270 evaluations per point, max error 1.6e-9 against 7.3e-9, the same CPU time, and the
 two references at rtol 1e-13 agree to 2e-13. On full64 (full covariances) the same idea with
