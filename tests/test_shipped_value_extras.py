@@ -242,7 +242,8 @@ def test_bad_jvp_tangent_declarations_are_one_clear_error():
         run_shipped_checks({}, losses={"scm": ShippedLoss(imf_loss, declared=MODEL)})
     teacher = Declared(jvp_tangent="teacher")
     with pytest.raises(ValueError, match="the loss is not handed a teacher"):
-        _check(imf_loss, teacher)
+        ShippedLoss(imf_loss, declared=teacher)  # refused where it is written, before any work
+    ShippedLoss(lambda m, x, teacher_v: imf_loss(m, x), velocity="teacher", declared=teacher)
 
 
 # -- AYF-EMD: the tangent normalisation g / (||g|| + c) ------------------------------------------

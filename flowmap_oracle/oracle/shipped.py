@@ -202,6 +202,12 @@ class ShippedLoss:
             raise ValueError(f"velocity must be 'conditional' or 'teacher', got {self.velocity!r}")
         if self.distance not in ("radial", "other"):
             raise ValueError(f"distance must be 'radial' or 'other', got {self.distance!r}")
+        tangent = None if self.declared is None else self.declared.jvp_tangent
+        if tangent == "teacher" and self.velocity != "teacher":
+            raise ValueError(
+                "jvp_tangent='teacher' declares the teacher's velocity as the JVP's tangent, but "
+                "the loss is not handed a teacher: declare ShippedLoss(..., velocity='teacher')"
+            )
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be at least 2, got {self.batch_size}")
 
