@@ -247,8 +247,8 @@ def test_nothing_declared_skips_with_what_to_declare():
     assert result.status == "skip" and result.skip_reason == "not_applicable"
     assert "Declared(" in result.message and "Adaptive(p, c)" in result.message
     # a method the check does not rebuild, and a harness that is not torch's
-    other = _check(lambda m, x: _meanflow(m, x, weigh=mse), Declared(), method="split_meanflow")
-    assert other.status == "skip" and "not yet split_meanflow" in other.message
+    other = _check(lambda m, x: _meanflow(m, x, weigh=mse), Declared(), method="facm")
+    assert other.status == "skip" and "not yet facm" in other.message
     jax_like = check_value("meanflow", ShippedLoss(lambda m, x: x, declared=Declared()), object())
     assert jax_like.status == "skip" and "rebuilds torch losses" in jax_like.message
 

@@ -76,7 +76,7 @@ from .shipped import (
     _trained,
 )
 
-__all__ = ["TARGET_METHODS", "check_target_alignment"]
+__all__ = ["TARGET_METHODS", "check_target_alignment", "split_points"]
 
 TARGET_METHODS = ("split_meanflow", "shortcut", "facm", "ayf_emd", "ayf_lmd")
 """The methods :func:`check_target_alignment` covers."""
@@ -367,7 +367,7 @@ def _meanflow_rows(
 # SplitMeanFlow and Shortcut
 
 
-def _split_points(
+def split_points(
     call: CallRecord, rows: Tensor, calls: list[CallRecord], tol: float
 ) -> tuple[Tensor, Tensor]:
     """The split point ``r`` of each of ``rows`` of ``call``: the end time of the row of any
@@ -400,7 +400,7 @@ def _split_rows(
     """Off-diagonal rows against ``F - F_split`` at the split point the loss's calls used."""
     if not rows.any():
         return None
-    r, matched = _split_points(call, rows, calls, MATCH_TOL)
+    r, matched = split_points(call, rows, calls, MATCH_TOL)
     missing = int((~matched).sum())
     if missing:
         notes.append(

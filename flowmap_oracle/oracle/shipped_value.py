@@ -16,8 +16,12 @@ this check makes them exact:
    the network's own ``F(x_t, t, t)`` as improved MeanFlow takes it; discrete consistency: the
    online minus the target consistency function in the user's data units; sCM: the declared
    tangent ``tangent_scale(t) df/dt``, normalised as declared; AYF-EMD: the flow map's tangent
-   ``sign(t - s) df/dt``, normalised as declared, in the user's flow-map units), then
-   ``weight(t, s) * distance(q)`` per row, reduced as declared.
+   ``sign(t - s) df/dt``, normalised as declared, in the user's flow-map units; SplitMeanFlow:
+   ``F(x_t, t, s) - [(t - r) F(x_t, t, r) + (r - s) F(x_r, r, s)] / (t - s)`` at the split point
+   ``r`` read off the loss's own calls as the alignment check reads it, ``F - v`` on the rows
+   with ``s = t``, every trained row of every trained call one batch: the example's
+   flow-matching quarter and split rest, each averaged and weighted by its share, is
+   ``reduction="mean"``), then ``weight(t, s) * distance(q)`` per row, reduced as declared.
 3. It compares the value with the user's (float64: relative ``1e-8``; float32: ``1e-4``), and
    the gradient at every network output with the rebuilt loss's (float64: ``1e-6``; float32:
    ``1e-3`` of the largest row). The gradient is what catches a wrong weight whose value happens
@@ -70,7 +74,7 @@ from .shipped import (
 
 __all__ = ["VALUE_METHODS", "check_value", "declared_tangent"]
 
-VALUE_METHODS = ("flow_matching", "meanflow", "consistency", "scm", "ayf_emd")
+VALUE_METHODS = ("flow_matching", "meanflow", "consistency", "scm", "ayf_emd", "split_meanflow")
 """Methods whose declared loss the value check can rebuild."""
 
 VALUE_RTOL = {torch.float64: 1e-8, torch.float32: 1e-4}
@@ -383,6 +387,103 @@ def _ayf_emd_terms(harness: Any, shipped: ShippedLoss, decl: Declared) -> list[_
     ]
 
 
+def _slice_velocity(harness: Any, shipped: ShippedLoss, call: CallRecord, rows: Tensor) -> Tensor:
+    """The velocity at ``rows`` of ``call`` (split losses). A call on fewer rows than the data
+    batch (the flow-matching share ``x_t[:n]`` or ``x_t[n:]``) is matched to the head or the tail
+    of the batch, whichever gives standard normal noise; raises :class:`_Skip` when neither or
+    both do, :class:`_Redraw` at the data end."""
+    if shipped.velocity == "teacher":
+        return cast(Tensor, harness.teacher.velocity(call.x[rows], call.t[rows]))
+    data = _data_in_ours(harness)
+    n, b = call.x.shape[0], data.shape[0]
+    if n % b == 0 or n > b:
+        return _velocity(harness, shipped, call)[rows]
+    x, t = call.x[rows], call.t[rows]
+    c = harness.teacher.path.schedule(t)
+    if bool((c.beta < BETA_FLOOR[harness.user_dtype]).any()):
+        raise _Redraw
+    found = []
+    for offset in sorted({0, b - n}):
+        x0 = data[offset : offset + n][rows]
+        eps = (x - c.alpha[:, None] * x0) / c.beta[:, None]
+        ok = c.beta >= 0.02
+        m2 = float(eps[ok].pow(2).mean()) if ok.any() else float("nan")
+        if 0.5 < m2 < 2.0:
+            found.append(c.alpha_dot[:, None] * x0 + c.beta_dot[:, None] * eps)
+    if len(found) != 1:
+        raise _Skip(
+            f"a flow-matching call on {n} rows for a batch of {b}: its rows match "
+            f"{'neither' if not found else 'both'} the head and the tail of the data, so their "
+            "velocity is not known"
+        )
+    return found[0]
+
+
+def _split_terms(harness: Any, shipped: ShippedLoss, decl: Declared) -> list[_Term]:
+    """SplitMeanFlow and Shortcut: every trained row of every trained call, as one batch. Rows
+    with ``s < t`` against ``F_split`` at the split point read off the loss's own calls
+    (:func:`~flowmap_oracle.oracle.shipped_targets.split_points`), rows with ``s = t`` against
+    the velocity; the residual in the user's output units (``R / k``)."""
+    from .shipped_targets import MATCH_TOL, split_points
+
+    net = harness.net
+    adapter = net.adapter
+    o = adapter.torch_ops
+    trained = _trained(net.calls)
+    if not trained:
+        raise _Skip("no gradient of the loss reached the network's outputs")
+    res, jac, ts, ss, grads, diags = [], [], [], [], [], []
+    for call in trained:
+        g = _grad_of(call)
+        rows = g.abs().amax(1) > 0
+        later = int((rows & (call.s > call.t)).sum())
+        if later:
+            raise _Skip(
+                f"{later} trained rows map towards the noise (s > t); the value check rebuilds "
+                "split losses on rows with s <= t"
+            )
+        diag, off = rows & (call.s == call.t), rows & (call.s < call.t)
+        R = torch.zeros_like(call.x)
+        if diag.any():
+            v = _slice_velocity(harness, shipped, call, diag)
+            with torch.no_grad():
+                R[diag] = net.ours(call.x[diag], call.t[diag], call.t[diag]) - v
+        if off.any():
+            r, matched = split_points(call, off, net.calls, MATCH_TOL)
+            if not bool(matched.all()):
+                raise _Skip(
+                    f"{int((~matched).sum())} of {int(off.sum())} rows with s < t have no network "
+                    "call at the same point and start time ending strictly between s and t (the "
+                    "split point), so their target cannot be rebuilt"
+                )
+            x, t, s = call.x[off], call.t[off], call.s[off]
+            with torch.no_grad():
+                F_tr = net.ours(x, t, r)
+                x_r = x - (t - r)[:, None] * F_tr
+                target = (t - r)[:, None] * F_tr + (r - s)[:, None] * net.ours(x_r, r, s)
+                R[off] = net.ours(x, t, s) - target / (t - s)[:, None]
+        t, s = call.t[rows], call.s[rows]
+        res.append(R[rows] / adapter.output_gain(t, s, ops=o)[:, None])
+        jac.append(torch.ones_like(t))
+        tu, su = _user_times(harness, t, s)
+        ts.append(tu)
+        ss.append(su)
+        grads.append(g[rows])
+        diags.append(t == s)
+    return [
+        _Term(
+            "the loss",
+            torch.cat(res).detach().requires_grad_(True),
+            torch.cat(jac),
+            torch.cat(ts),
+            torch.cat(ss),
+            1.0,
+            torch.cat(grads),
+            torch.cat(diags),
+        )
+    ]
+
+
 def _per_row(value: object, n: int, what: str) -> Tensor:
     """A declared function's output as ``(n,)`` float64 (a scalar broadcasts)."""
     if not isinstance(value, Tensor):
@@ -530,7 +631,7 @@ def check_value(method: str, shipped: ShippedLoss, harness: Any) -> CheckResult:
 
     Arguments:
         method: the method name (``flow_matching``, ``meanflow``, ``consistency``, ``scm``,
-            ``ayf_emd``).
+            ``ayf_emd``, ``split_meanflow``).
         shipped: the loss, with ``declared`` (without it the check is skipped with the reason).
         harness: the as-shipped harness (torch, or JAX for every method but discrete
             consistency; declared functions receive torch tensors either way).
@@ -569,7 +670,10 @@ def check_value(method: str, shipped: ShippedLoss, harness: Any) -> CheckResult:
             "losses; not this one"
         )
     adapter = harness.net.adapter
-    if method in ALIGNED_METHODS and adapter.conventions.preconditioning != "none":
+    if (
+        method in (*ALIGNED_METHODS, "split_meanflow", "shortcut")
+        and adapter.conventions.preconditioning != "none"
+    ):
         return skip(
             "a preconditioned flow-matching or MeanFlow loss compares the wrapped output, which "
             "the value check does not rebuild yet"
@@ -578,6 +682,8 @@ def check_value(method: str, shipped: ShippedLoss, harness: Any) -> CheckResult:
         "consistency": _consistency_terms,
         "scm": _scm_terms,
         "ayf_emd": _ayf_emd_terms,
+        "split_meanflow": _split_terms,
+        "shortcut": _split_terms,
     }.get(method, _aligned_terms)
     control = torch.full((N_FIELDS,), CONTROL, dtype=torch.float64)
     n = max(shipped.batch_size, 256)
