@@ -114,3 +114,95 @@ def test_the_example_passes_when_declared_and_its_bugs_fail(options, declared, v
         lambda m, x: ex.split_meanflow_loss(m, x, **options), declared, conventions=conv
     )
     assert result.status == verdict, result.message
+
+
+# -- Shortcut (noise at t = 0, model(x, t, log2 level), the target clipped to [-4, 4]) ------------
+
+LEVELS = 7
+SHORTCUT = Conventions.from_mapping(
+    {"time": "noise_at_0", "signature": "shortcut_log2", "shortcut_levels": LEVELS}
+)
+
+
+def _shortcut_loss(model, x1, *, clip=4.0, half=True, per_entry=True):
+    """Shortcut as its training code writes it (exact linear path): a quarter of the batch
+    bootstraps level ``k`` from two half steps at ``k + 1``, the rest is flow matching at the
+    finest level; one mean squared error over the merged batch (``per_entry=False`` sums the
+    entries). ``half=False`` moves the midpoint by the full step (a bug)."""
+    b = x1.shape[0]
+    nb = b // 4
+    k = torch.randint(0, LEVELS - 1, (nb,)).to(x1.dtype)
+    d = 2.0**-k
+    t = torch.floor(torch.rand(nb, dtype=x1.dtype) / d) * d
+    x0 = torch.randn_like(x1)
+    xt = (1 - t[:, None]) * x0[:nb] + t[:, None] * x1[:nb]
+    with torch.no_grad():
+        v1 = model(xt, t, k + 1)
+        mid = (xt + (d / 2 if half else d)[:, None] * v1).clamp(-clip, clip)
+        target = ((v1 + model(mid, t + d / 2, k + 1)) / 2).clamp(-clip, clip)
+    tf = torch.randint(0, 2**LEVELS, (b - nb,)).to(x1.dtype) / 2**LEVELS
+    xf = (1 - tf[:, None]) * x0[nb:] + tf[:, None] * x1[nb:]
+    pred = model(
+        torch.cat([xt, xf]), torch.cat([t, tf]), torch.cat([k, torch.full_like(tf, LEVELS)])
+    )
+    err = (pred - torch.cat([target, x1[nb:] - x0[nb:]])).pow(2)
+    return err.mean() if per_entry else err.sum(1).mean()
+
+
+MEAN = Declared(reduction="mean")
+
+
+def _check_shortcut(loss, declared=MEAN):
+    h = _Harness.build(SHORTCUT, None)
+    return check_value("shortcut", ShippedLoss(loss, declared=declared), h)
+
+
+@pytest.mark.parametrize(
+    ("options", "verdict", "words"),
+    [
+        ({}, "pass", "value"),
+        ({"half": False}, "fail", "gradient it sends"),
+        ({"per_entry": False}, "fail", "a constant factor"),
+    ],
+)
+def test_an_unclipped_shortcut_loss_against_its_declaration(options, verdict, words):
+    result = _check_shortcut(lambda m, x: _shortcut_loss(m, x, clip=1e9, **options))
+    assert result.status == verdict, result.message
+    assert words in result.message
+
+
+def test_a_clipped_shortcut_loss_never_fails_and_its_bug_still_does():
+    """Over seeds 0-5 the clip acts on some rows in some seeds (a skip naming the clip), the
+    correct loss never fails, and the full-step midpoint fails at every seed."""
+    statuses = []
+    for seed in range(6):
+        torch.manual_seed(seed)
+        result = _check_shortcut(lambda m, x: _shortcut_loss(m, x))
+        assert result.status in ("pass", "skip"), result.message
+        assert result.status == "pass" or "a clip" in result.message, result.message
+        statuses.append(result.status)
+        torch.manual_seed(seed)
+        wrong = _check_shortcut(lambda m, x: _shortcut_loss(m, x, half=False))
+        assert wrong.status == "fail", wrong.message
+    assert "skip" in statuses and "pass" in statuses, statuses
+
+
+def test_a_path_declared_linear_that_is_not_is_named_on_the_flow_matching_rows():
+    """``examples/shortcut_models.py`` keeps ``sigma_min = 1e-5`` on a path declared linear: the
+    velocity of its flow-matching rows is recovered on the declared path and differs, and the
+    message says so; the full-step bug fails without that explanation."""
+    from examples import shortcut_models as ex
+
+    conv = Conventions.from_mapping(ex.implementation().conventions)
+    words = "the rows with s = t differ"
+    shipped = check_value(
+        "shortcut", ShippedLoss(ex.shortcut_loss, declared=MEAN), _Harness.build(conv, None)
+    )
+    assert shipped.status == "fail" and words in shipped.message, shipped.message
+    torch.manual_seed(0)
+    bug = check_value(
+        "shortcut",
+        ShippedLoss(lambda m, x: ex.shortcut_loss(m, x, half_step=False), declared=MEAN),
+        _Harness.build(conv, None),
+    )
+    assert bug.status == "fail" and words not in bug.message, bug.message
