@@ -586,6 +586,11 @@ class _UserProblem(Exception):
 # Checks
 
 
+NO_GRADIENT = "no gradient of the loss reached the network's outputs"
+"""The failure of a loss whose gradient reaches none of the network's outputs (every check that
+reads the gradient at the outputs says it in these words)."""
+
+
 def _gradient_at_control(harness: Any, shipped: ShippedLoss) -> str | None:
     """Run the loss once at the perturbed map (``theta_k = CONTROL``), recording its calls and
     the gradient at each output; the user's problem as one message, or ``None``."""
@@ -950,9 +955,7 @@ def check_alignment(method: str, shipped: ShippedLoss, harness: _Harness) -> Che
         c for c in net.calls if c.output_grad is not None and bool(c.output_grad.abs().max() > 0)
     ]
     if not trained:
-        return _result(
-            name, method, "fail", "no gradient of the loss reached the network's outputs", start
-        )
+        return _result(name, method, "fail", NO_GRADIENT, start)
     tol = 1e-3 if harness.user_dtype == torch.float32 else 1e-6
     measured = _aligned_rows(harness, shipped, trained, None)
     if isinstance(measured, str):
@@ -1138,9 +1141,7 @@ def check_consistency_alignment(
     calls = [c for c in net.calls if float(c.s.abs().max()) <= 1e-9]
     trained = _trained(calls)
     if not trained:
-        return _result(
-            name, method, "fail", "no gradient of the loss reached the network's outputs", start
-        )
+        return _result(name, method, "fail", NO_GRADIENT, start)
     shapes = {tuple(c.x.shape) for c in trained}
     if any(sum(tuple(c.x.shape) == sh for c in trained) > 1 for sh in shapes):
         return _result(
@@ -1259,9 +1260,7 @@ def check_scm_alignment(method: str, shipped: ShippedLoss, harness: _Harness) ->
         return _result(name, method, "fail", problem, start)
     trained = _trained(net.calls)
     if not trained:
-        return _result(
-            name, method, "fail", "no gradient of the loss reached the network's outputs", start
-        )
+        return _result(name, method, "fail", NO_GRADIENT, start)
     tol = 1e-3 if harness.user_dtype == torch.float32 else 1e-6
     o = net.adapter.torch_ops
     worst, n_rows, weights, times = 1.0, 0, [], []

@@ -67,6 +67,7 @@ from torch import Tensor
 
 from .results import CheckResult, ImpliedWeights, SkipReason
 from .shipped import (
+    NO_GRADIENT,
     CallRecord,
     ShippedLoss,
     _alignment_verdict,
@@ -431,9 +432,7 @@ def _check_split(
     calls = harness.net.calls
     trained = _trained(calls)
     if not trained:
-        return _result(
-            name, method, "fail", "no gradient of the loss reached the network's outputs", start
-        )
+        return _result(name, method, "fail", NO_GRADIENT, start)
     blocks: list[_Rows] = []
     notes: list[str] = []
     for call in trained:
@@ -459,9 +458,7 @@ def _check_facm(
 ) -> CheckResult:
     trained = _trained(harness.net.calls)
     if not trained:
-        return _result(
-            name, method, "fail", "no gradient of the loss reached the network's outputs", start
-        )
+        return _result(name, method, "fail", NO_GRADIENT, start)
     blocks: list[_Rows] = []
     notes: list[str] = []
     for call in trained:
@@ -506,9 +503,7 @@ def _check_ayf_emd(
 ) -> CheckResult:
     trained = _trained(harness.net.calls)
     if not trained:
-        return _result(
-            name, method, "fail", "no gradient of the loss reached the network's outputs", start
-        )
+        return _result(name, method, "fail", NO_GRADIENT, start)
     blocks: list[_Rows] = []
     notes: list[str] = []
     for call in trained:
@@ -535,9 +530,7 @@ def _check_ayf_lmd(
         )
     trained = _trained(harness.net.calls)
     if not trained:
-        return _result(
-            name, method, "fail", "no gradient of the loss reached the network's outputs", start
-        )
+        return _result(name, method, "fail", NO_GRADIENT, start)
     blocks: list[_Rows] = []
     ours = harness.net.ours
     for call in trained:

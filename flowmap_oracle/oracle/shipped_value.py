@@ -69,6 +69,7 @@ from .shipped import (
     CONTROL,
     FALSE_ALARM,
     N_FIELDS,
+    NO_GRADIENT,
     CallRecord,
     ShippedLoss,
     _consistency_function,
@@ -460,7 +461,7 @@ def _split_terms(harness: Any, shipped: ShippedLoss, decl: Declared) -> list[_Te
     o = adapter.torch_ops
     trained = _trained(net.calls)
     if not trained:
-        raise _Skip("no gradient of the loss reached the network's outputs")
+        raise _Skip(NO_GRADIENT)
     res, jac, ts, ss, grads, diags, exts = [], [], [], [], [], [], []
     for call in trained:
         g = _grad_of(call)
